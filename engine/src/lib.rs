@@ -1,0 +1,19 @@
+//! Keel's storage engine.
+//!
+//! The engine knows nothing of gRPC, raft or the network. It has three layers:
+//!
+//! * [`io`]: a small file trait with two implementations, the real one on glommio's
+//!   `DmaFile` (io_uring, O_DIRECT, aligned buffers) and a seeded in-memory simulator that
+//!   loses unsynced data on a simulated crash, tears writes and injects EIO / ENOSPC.
+//! * [`wal`]: the append-only write-ahead log. One batch is one aligned write and one sync.
+//! * [`mvcc`]: etcd's multi-version key-value model (revisions, generations, tombstones,
+//!   compaction, txns, an event feed for watch), held in memory and made durable by the WAL
+//!   plus periodic [`checkpoint`]s.
+//!
+//! Every byte the engine writes is specified in `engine/FORMAT.md`.
+#![deny(missing_docs)]
+
+pub mod checkpoint;
+pub mod io;
+pub mod mvcc;
+pub mod wal;

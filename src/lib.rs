@@ -1,0 +1,2 @@
+//! Keel: an etcd-compatible key-value store.
+#![deny(missing_docs)]
