@@ -1,2 +1,4 @@
 //! Keel: an etcd-compatible key-value store.
 #![deny(missing_docs)]
+
+pub mod net;

@@ -1,0 +1,1 @@
+//! Networking: serving tonic and plain HTTP on glommio executors.
