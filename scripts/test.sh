@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every Keel test: installs the test dependencies (idempotently), builds the whole
+# workspace once in release mode, then runs all tests against that build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+cargo build --release --workspace --locked
+cargo test --release --workspace --locked
