@@ -1,0 +1,449 @@
+//! Server configuration: etcd's flag names and `ETCD_*` environment variables.
+//!
+//! Every flag takes its value from the command line first, then from the environment
+//! variable etcd uses for it (`--data-dir` ↔ `ETCD_DATA_DIR`), then the etcd default. Flags
+//! that Keel accepts for compatibility but whose feature is not built yet are listed in the
+//! README; they are parsed and validated, never silently misread.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// etcd's default for `--max-request-bytes`: 1.5 MiB.
+pub const REQUEST_BYTES_MAX_DEFAULT: u64 = 1_572_864;
+/// etcd's default for `--quota-backend-bytes`: 2 GiB.
+pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
+/// etcd's largest recommended `--quota-backend-bytes`: 8 GiB (above it etcd warns).
+pub const QUOTA_BACKEND_BYTES_WARN: u64 = 8 * 1024 * 1024 * 1024;
+
+/// The `keel` server's command line, identical in names and defaults to etcd's.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "keel",
+    version,
+    about = "Keel: an etcd-compatible key-value store (etcd v3 API, thread-per-core engine).",
+    long_about = "Keel serves etcd's v3 gRPC API. It takes etcd's flags and ETCD_* environment \
+variables. With no flags it starts a single member named 'default' with its data in \
+./default.keel, serving clients on http://127.0.0.1:2379."
+)]
+pub struct Config {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Path to the data directory (default: ./<name>.keel).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Path to a dedicated WAL directory (default: <data-dir>/member/wal).
+    #[arg(long, env = "ETCD_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+
+    /// Comma-separated URLs to listen on for client traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub listen_client_urls: String,
+
+    /// Comma-separated client URLs of this member to advertise to the cluster.
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub advertise_client_urls: String,
+
+    /// Comma-separated URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub listen_peer_urls: String,
+
+    /// Comma-separated peer URLs of this member to advertise to the cluster.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+
+    /// Initial cluster configuration for bootstrapping (name=peer-url,...).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Initial cluster state: 'new' or 'existing'.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new",
+          value_parser = ["new", "existing"])]
+    pub initial_cluster_state: String,
+
+    /// Initial cluster token for the cluster during bootstrap.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+
+    /// Comma-separated additional URLs to serve /metrics and /health on.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS")]
+    pub listen_metrics_urls: Option<String>,
+
+    /// Raise an alarm and refuse writes when the store exceeds this many bytes (0 = default).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
+
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = REQUEST_BYTES_MAX_DEFAULT)]
+    pub max_request_bytes: u64,
+
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: u32,
+
+    /// Interpret --auto-compaction-retention as 'periodic' (a duration) or 'revision'.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic",
+          value_parser = ["periodic", "revision"])]
+    pub auto_compaction_mode: String,
+
+    /// Auto compaction retention: hours or a duration (1h, 30m) for 'periodic', a count of
+    /// revisions for 'revision'. 0 disables auto compaction.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+
+    /// Number of committed entries between checkpoints of the store (etcd's snapshot count).
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    pub snapshot_count: u64,
+
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// Log level: debug, info, warn, error, panic or fatal.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info",
+          value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
+    pub log_level: String,
+
+    /// Number of executor threads (cores) to run on; 0 means one per available core.
+    #[arg(long, env = "KEEL_CORES", default_value_t = 0)]
+    pub cores: usize,
+}
+
+/// A configuration that parsed but does not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A URL flag held something that is not an `http://host:port` URL.
+    #[error("invalid URL {url:?} in --{flag}: {reason}")]
+    BadUrl {
+        /// The flag name.
+        flag: &'static str,
+        /// The offending value.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Any other bad value.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How auto compaction is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Off.
+    Disabled,
+    /// Keep this much history by time.
+    Periodic(Duration),
+    /// Keep this many revisions.
+    Revision(i64),
+}
+
+/// A URL this server listens on or advertises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Host as written (`localhost`, `127.0.0.1`, `[::1]`).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+impl Url {
+    /// Parses `scheme://host:port` as etcd accepts it on its URL flags.
+    pub fn parse(flag: &'static str, text: &str) -> Result<Url, ConfigError> {
+        let bad = |reason: &str| ConfigError::BadUrl {
+            flag,
+            url: text.to_string(),
+            reason: reason.to_string(),
+        };
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| bad("missing scheme"))?;
+        if scheme != "http" && scheme != "https" && scheme != "unix" && scheme != "unixs" {
+            return Err(bad("scheme must be http or https"));
+        }
+        if scheme.starts_with("unix") {
+            return Err(bad("unix sockets are not supported by keel"));
+        }
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') {
+            return Err(bad("URL must not have a path"));
+        }
+        let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("missing port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| bad("port is not a number 0-65535"))?;
+        if host.is_empty() {
+            return Err(bad("missing host"));
+        }
+        Ok(Url {
+            scheme: scheme.to_string(),
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// The socket addresses to bind for this URL. `localhost` means the IPv4 loopback only,
+    /// as Keel binds explicit addresses rather than resolving names at start-up.
+    pub fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let ip: std::net::IpAddr = match host {
+            "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+            other => other.parse().map_err(|_| ConfigError::BadUrl {
+                flag: "listen-*-urls",
+                url: self.to_string(),
+                reason: "host must be an IP address or localhost".to_string(),
+            })?,
+        };
+        Ok(SocketAddr::new(ip, self.port))
+    }
+}
+
+/// Splits a comma-separated URL flag.
+pub fn parse_urls(flag: &'static str, text: &str) -> Result<Vec<Url>, ConfigError> {
+    let urls: Vec<Url> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| Url::parse(flag, s))
+        .collect::<Result<_, _>>()?;
+    if urls.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "--{flag} must name at least one URL"
+        )));
+    }
+    Ok(urls)
+}
+
+/// Parses a Go-style duration (`1h`, `30m`, `90s`, `1h30m`, `500ms`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let seconds_per_unit = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            "ns" => 0.000_000_001,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += Duration::from_secs_f64(number * seconds_per_unit);
+    }
+    Some(total)
+}
+
+impl Config {
+    /// The data directory, defaulting to `./<name>.keel` as etcd defaults to `<name>.etcd`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name)))
+    }
+
+    /// The quota in bytes, with etcd's default for 0.
+    pub fn quota_bytes(&self) -> u64 {
+        if self.quota_backend_bytes == 0 {
+            QUOTA_BACKEND_BYTES_DEFAULT
+        } else {
+            self.quota_backend_bytes
+        }
+    }
+
+    /// The auto compaction setting, validated.
+    pub fn auto_compaction(&self) -> Result<AutoCompaction, ConfigError> {
+        let retention = self.auto_compaction_retention.trim();
+        let invalid = || {
+            ConfigError::Invalid(format!(
+                "invalid --auto-compaction-retention {retention:?} for mode {:?}",
+                self.auto_compaction_mode
+            ))
+        };
+        if self.auto_compaction_mode == "revision" {
+            let revisions: i64 = retention.parse().map_err(|_| invalid())?;
+            return match revisions {
+                0 => Ok(AutoCompaction::Disabled),
+                n if n > 0 => Ok(AutoCompaction::Revision(n)),
+                _ => Err(invalid()),
+            };
+        }
+        // etcd reads a bare number as hours in periodic mode.
+        let period = match retention.parse::<u64>() {
+            Ok(hours) => Duration::from_secs(hours * 3600),
+            Err(_) => parse_duration(retention).ok_or_else(invalid)?,
+        };
+        if period.is_zero() {
+            Ok(AutoCompaction::Disabled)
+        } else {
+            Ok(AutoCompaction::Periodic(period))
+        }
+    }
+
+    /// Checks the values that clap cannot check on its own.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_urls("listen-client-urls", &self.listen_client_urls)?;
+        parse_urls("advertise-client-urls", &self.advertise_client_urls)?;
+        parse_urls("listen-peer-urls", &self.listen_peer_urls)?;
+        parse_urls(
+            "initial-advertise-peer-urls",
+            &self.initial_advertise_peer_urls,
+        )?;
+        if let Some(urls) = &self.listen_metrics_urls {
+            parse_urls("listen-metrics-urls", urls)?;
+        }
+        self.auto_compaction()?;
+        if self.heartbeat_interval == 0 {
+            return Err(ConfigError::Invalid(
+                "--heartbeat-interval must be > 0".into(),
+            ));
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(ConfigError::Invalid(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout, self.heartbeat_interval
+            )));
+        }
+        if self.max_txn_ops == 0 {
+            return Err(ConfigError::Invalid("--max-txn-ops must be > 0".into()));
+        }
+        if self.max_request_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "--max-request-bytes must be > 0".into(),
+            ));
+        }
+        if self.snapshot_count == 0 {
+            return Err(ConfigError::Invalid("--snapshot-count must be > 0".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("keel").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_etcd() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.name, "default");
+        assert_eq!(config.data_dir(), PathBuf::from("default.keel"));
+        assert_eq!(config.max_request_bytes, 1_572_864);
+        assert_eq!(config.max_txn_ops, 128);
+        assert_eq!(config.quota_bytes(), 2 * 1024 * 1024 * 1024);
+        assert_eq!(config.auto_compaction().unwrap(), AutoCompaction::Disabled);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_flag_is_a_usage_error() {
+        let error = parse(&["--no-such-flag"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn urls_parse_and_bad_urls_are_refused() {
+        let urls = parse_urls("x", "http://127.0.0.1:2379,https://[::1]:4001").unwrap();
+        assert_eq!(urls[0].port, 2379);
+        assert_eq!(urls[1].host, "[::1]");
+        assert!(urls[1].socket_addr().unwrap().is_ipv6());
+        assert!(parse_urls("x", "127.0.0.1:2379").is_err());
+        assert!(parse_urls("x", "http://127.0.0.1").is_err());
+        assert!(parse_urls("x", "http://127.0.0.1:99999").is_err());
+        assert!(parse_urls("x", "ftp://127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn auto_compaction_modes() {
+        let config = parse(&["--auto-compaction-retention", "1"]).unwrap();
+        assert_eq!(
+            config.auto_compaction().unwrap(),
+            AutoCompaction::Periodic(Duration::from_secs(3600))
+        );
+        let config = parse(&["--auto-compaction-retention", "1h30m"]).unwrap();
+        assert_eq!(
+            config.auto_compaction().unwrap(),
+            AutoCompaction::Periodic(Duration::from_secs(5400))
+        );
+        let config = parse(&[
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "1000",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.auto_compaction().unwrap(),
+            AutoCompaction::Revision(1000)
+        );
+        let config = parse(&[
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "1h",
+        ])
+        .unwrap();
+        assert!(config.auto_compaction().is_err());
+    }
+
+    #[test]
+    fn election_timeout_must_cover_heartbeats() {
+        let config = parse(&["--heartbeat-interval", "100", "--election-timeout", "200"]).unwrap();
+        assert!(config.validate().is_err());
+    }
+}
