@@ -502,3 +502,53 @@ fn truncated_input_is_an_error_not_a_panic() {
     let bytes = [0x0a, 0x05, b'a'];
     assert!(PutRequest::decode(&bytes[..]).is_err());
 }
+
+#[test]
+fn peer_snapshot_chunk_layout() {
+    use keel_proto::keelpeerpb::SnapshotChunk;
+    // crc32 is fixed32 (wire type 5: tag 9<<3|5 = 0x4d, then four little-endian bytes) so that
+    // its size never depends on its value; last = 10 and raft_message = 11 follow.
+    let chunk = SnapshotChunk {
+        term: 2,
+        index: 9,
+        total_size: 1,
+        offset: 0,
+        data: b"d".to_vec(),
+        crc32: 0x0102_0304,
+        last: true,
+        raft_message: b"m".to_vec(),
+        ..Default::default()
+    };
+    #[rustfmt::skip]
+    let expected = [
+        0x20, 0x02,                         // term = 4
+        0x28, 0x09,                         // index = 5
+        0x30, 0x01,                         // total_size = 6
+        0x42, 0x01, b'd',                   // data = 8
+        0x4d, 0x04, 0x03, 0x02, 0x01,       // crc32 = 9
+        0x50, 0x01,                         // last = 10
+        0x5a, 0x01, b'm',                   // raft_message = 11
+    ];
+    assert_wire(&chunk, &expected);
+}
+
+#[test]
+fn peer_raft_batch_carries_opaque_bytes() {
+    use keel_proto::keelpeerpb::{RaftBatch, RaftMessage};
+    // The raft payload is carried byte for byte, whatever it contains.
+    let opaque = vec![0x00, 0xff, 0x08, 0x01];
+    let batch = RaftBatch {
+        cluster_id: 1,
+        from_member_id: 2,
+        to_member_id: 3,
+        messages: vec![RaftMessage {
+            message: opaque.clone(),
+        }],
+    };
+    #[rustfmt::skip]
+    let expected = [
+        0x08, 0x01, 0x10, 0x02, 0x18, 0x03,       // cluster_id, from_member_id, to_member_id
+        0x22, 0x06, 0x0a, 0x04, 0x00, 0xff, 0x08, 0x01, // messages = 4 { message = 1 }
+    ];
+    assert_wire(&batch, &expected);
+}
