@@ -1,1 +1,0 @@
-//! TODO(owner): mvcc module.

@@ -1,0 +1,408 @@
+//! The MVCC checkpoint payload: a fixed header, a blob of key and value bytes, and an rkyv
+//! archive of fixed-size records that say how to cut the blob. `engine/FORMAT.md`, section
+//! "MVCC checkpoint payload", specifies it byte by byte; keep the two in step.
+//!
+//! Keys and values live outside the rkyv archive so that encoding writes them once, straight
+//! into the output, and so that rkyv's 32-bit relative pointers (2 GiB reach) only have to span
+//! the records, not the data.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use rkyv::rancor::Error as RkyvError;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Serialize};
+
+use super::lease::{LeaseEntry, LeaseTable};
+use super::{Bytes, Change, MvccError, RevisionEntry, Stats, Store, REVISION_OVERHEAD_BYTES};
+
+/// First 8 bytes of every payload.
+pub(crate) const MAGIC: [u8; 8] = *b"KEELMVCC";
+/// The format version this code writes and reads.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Header size; the blob starts here.
+pub(crate) const HEADER_LEN: usize = 48;
+/// The index starts at a multiple of this (from the payload start).
+const INDEX_ALIGN: usize = 16;
+/// Upper bound on revisions, so `revision + 1` and the like can never overflow.
+const REVISION_MAX: i64 = i64::MAX / 4;
+
+#[derive(Archive, Serialize)]
+pub(crate) struct IndexV1 {
+    current_revision: i64,
+    compact_revision: i64,
+    keys: Vec<KeyRecord>,
+    revisions: Vec<RevisionRecord>,
+    leases: Vec<LeaseRecord>,
+}
+
+#[derive(Archive, Serialize)]
+struct KeyRecord {
+    key_len: u32,
+    revision_count: u32,
+}
+
+#[derive(Archive, Serialize)]
+struct RevisionRecord {
+    main: i64,
+    create_revision: i64,
+    version: i64,
+    lease: i64,
+    sub: u32,
+    value_len: u32,
+    /// 1 = put (a value of `value_len` bytes follows in the blob), 0 = tombstone.
+    kind: u8,
+}
+
+#[derive(Archive, Serialize)]
+struct LeaseRecord {
+    id: i64,
+    granted_ttl_seconds: i64,
+    remaining_ttl_seconds: i64,
+}
+
+fn too_large(what: &str) -> MvccError {
+    MvccError::CheckpointTooLarge(what.to_string())
+}
+
+fn corrupt(what: impl Into<String>) -> MvccError {
+    MvccError::CorruptCheckpoint(what.into())
+}
+
+pub(crate) fn encode(store: &Store) -> Result<Vec<u8>, MvccError> {
+    let capacity = usize::try_from(store.stats.approximate_bytes).unwrap_or(0) + HEADER_LEN;
+    let mut out: Vec<u8> = Vec::with_capacity(capacity);
+    out.resize(HEADER_LEN, 0);
+    let mut keys = Vec::with_capacity(store.index.len());
+    let mut revisions =
+        Vec::with_capacity(usize::try_from(store.stats.total_revisions).unwrap_or(0));
+    for (key, history) in &store.index {
+        keys.push(KeyRecord {
+            key_len: u32::try_from(key.len()).map_err(|_| too_large("a key is above 4 GiB"))?,
+            revision_count: u32::try_from(history.len())
+                .map_err(|_| too_large("a key has more than 2^32 revisions"))?,
+        });
+        out.extend_from_slice(key);
+        for entry in history {
+            let value_len = match &entry.value {
+                Some(value) => {
+                    out.extend_from_slice(value);
+                    u32::try_from(value.len()).map_err(|_| too_large("a value is above 4 GiB"))?
+                }
+                None => 0,
+            };
+            revisions.push(RevisionRecord {
+                main: entry.main,
+                create_revision: entry.create_revision,
+                version: entry.version,
+                lease: entry.lease,
+                sub: entry.sub,
+                value_len,
+                kind: u8::from(entry.is_put()),
+            });
+        }
+    }
+    let blob_len = out.len() - HEADER_LEN;
+    let index = IndexV1 {
+        current_revision: store.current_revision,
+        compact_revision: store.compact_revision,
+        keys,
+        revisions,
+        leases: store
+            .leases
+            .leases
+            .iter()
+            .map(|(id, lease)| LeaseRecord {
+                id: *id,
+                granted_ttl_seconds: lease.granted_ttl_seconds,
+                remaining_ttl_seconds: lease.remaining_ttl_seconds,
+            })
+            .collect(),
+    };
+    let archived = rkyv::to_bytes::<RkyvError>(&index)
+        .map_err(|e| too_large(&format!("the record index cannot be archived: {e}")))?;
+    let index_offset = out.len().next_multiple_of(INDEX_ALIGN);
+    out.resize(index_offset, 0);
+    out.extend_from_slice(&archived);
+    let crc = crc32fast::hash(&out[HEADER_LEN..]);
+    let header = &mut out[..HEADER_LEN];
+    header[0..8].copy_from_slice(&MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&0u32.to_le_bytes());
+    header[16..24].copy_from_slice(&(blob_len as u64).to_le_bytes());
+    header[24..32].copy_from_slice(&(index_offset as u64).to_le_bytes());
+    header[32..40].copy_from_slice(&(archived.len() as u64).to_le_bytes());
+    header[40..44].copy_from_slice(&crc.to_le_bytes());
+    let header_crc = crc32fast::hash(&header[..44]);
+    header[44..48].copy_from_slice(&header_crc.to_le_bytes());
+    Ok(out)
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+pub(crate) fn decode(bytes: &[u8]) -> Result<Store, MvccError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(corrupt(format!(
+            "{} bytes is shorter than the {HEADER_LEN}-byte header",
+            bytes.len()
+        )));
+    }
+    if bytes[0..8] != MAGIC {
+        return Err(corrupt("the magic is not KEELMVCC"));
+    }
+    if crc32fast::hash(&bytes[..44]) != read_u32(bytes, 44) {
+        return Err(corrupt("the header checksum does not match"));
+    }
+    let version = read_u32(bytes, 8);
+    if version != FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "format version {version} is not supported (this build reads {FORMAT_VERSION})"
+        )));
+    }
+    let blob_len = usize::try_from(read_u64(bytes, 16)).map_err(|_| corrupt("blob length"))?;
+    let index_offset = usize::try_from(read_u64(bytes, 24)).map_err(|_| corrupt("index offset"))?;
+    let index_len = usize::try_from(read_u64(bytes, 32)).map_err(|_| corrupt("index length"))?;
+    let blob_end = HEADER_LEN
+        .checked_add(blob_len)
+        .ok_or_else(|| corrupt("blob length overflows"))?;
+    if index_offset != blob_end.next_multiple_of(INDEX_ALIGN)
+        || index_offset.checked_add(index_len) != Some(bytes.len())
+    {
+        return Err(corrupt(format!(
+            "lengths do not add up: blob {blob_len}, index at {index_offset} of {index_len}, \
+             payload {}",
+            bytes.len()
+        )));
+    }
+    if crc32fast::hash(&bytes[HEADER_LEN..]) != read_u32(bytes, 40) {
+        return Err(corrupt("the body checksum does not match"));
+    }
+    let blob = &bytes[HEADER_LEN..blob_end];
+    let index_bytes = &bytes[index_offset..];
+    // rkyv reads aligned records in place; a caller's buffer may sit at any address, so copy
+    // the (small) index when it is not aligned.
+    let copy: AlignedVec<INDEX_ALIGN>;
+    let index_bytes = if (index_bytes.as_ptr() as usize) % INDEX_ALIGN == 0 {
+        index_bytes
+    } else {
+        let mut aligned = AlignedVec::<INDEX_ALIGN>::with_capacity(index_bytes.len());
+        aligned.extend_from_slice(index_bytes);
+        copy = aligned;
+        copy.as_slice()
+    };
+    let index = rkyv::access::<ArchivedIndexV1, RkyvError>(index_bytes)
+        .map_err(|e| corrupt(format!("the record index fails validation: {e}")))?;
+    build(index, blob)
+}
+
+/// Rebuilds the store from validated records, checking every invariant the store relies on.
+fn build(index: &ArchivedIndexV1, blob: &[u8]) -> Result<Store, MvccError> {
+    let current_revision = index.current_revision.to_native();
+    let compact_revision = index.compact_revision.to_native();
+    if !(1..=REVISION_MAX).contains(&current_revision) {
+        return Err(corrupt(format!("current revision {current_revision}")));
+    }
+    if compact_revision < -1 || compact_revision > current_revision {
+        return Err(corrupt(format!(
+            "compact revision {compact_revision} with current revision {current_revision}"
+        )));
+    }
+    let mut leases = LeaseTable::default();
+    let mut previous_id = None;
+    for record in index.leases.iter() {
+        let id = record.id.to_native();
+        if id == 0 || previous_id.is_some_and(|p| p >= id) {
+            return Err(corrupt(format!("lease id {id} is zero or out of order")));
+        }
+        previous_id = Some(id);
+        leases.leases.insert(
+            id,
+            LeaseEntry {
+                granted_ttl_seconds: record.granted_ttl_seconds.to_native(),
+                remaining_ttl_seconds: record.remaining_ttl_seconds.to_native(),
+                keys: Default::default(),
+            },
+        );
+    }
+    let mut cursor = 0usize;
+    let mut take = |len: usize| -> Result<&[u8], MvccError> {
+        let end = cursor
+            .checked_add(len)
+            .filter(|end| *end <= blob.len())
+            .ok_or_else(|| corrupt("a record points past the end of the blob"))?;
+        let slice = &blob[cursor..end];
+        cursor = end;
+        Ok(slice)
+    };
+    let mut stats = Stats::default();
+    let mut entries: Vec<(Bytes, Vec<RevisionEntry>)> = Vec::with_capacity(index.keys.len());
+    let mut changes: Vec<Change> = Vec::with_capacity(index.revisions.len());
+    let mut records = index.revisions.iter();
+    for key_record in index.keys.iter() {
+        let key_bytes = take(key_record.key_len.to_native() as usize)?;
+        if key_bytes.is_empty() {
+            return Err(corrupt("an empty key"));
+        }
+        if let Some((previous, _)) = entries.last() {
+            if **previous >= *key_bytes {
+                return Err(corrupt("keys are not in strictly ascending order"));
+            }
+        }
+        let key: Bytes = Arc::from(key_bytes);
+        let count = key_record.revision_count.to_native() as usize;
+        if count == 0 {
+            return Err(corrupt("a key without revisions"));
+        }
+        let mut history: Vec<RevisionEntry> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let record = records
+                .next()
+                .ok_or_else(|| corrupt("fewer revision records than the keys claim"))?;
+            let value = match record.kind {
+                1 => Some(Bytes::from(take(record.value_len.to_native() as usize)?)),
+                0 if record.value_len == 0 => None,
+                _ => return Err(corrupt("a revision record of unknown kind")),
+            };
+            let entry = RevisionEntry {
+                main: record.main.to_native(),
+                sub: record.sub.to_native(),
+                create_revision: record.create_revision.to_native(),
+                version: record.version.to_native(),
+                lease: record.lease.to_native(),
+                value,
+            };
+            check_entry(
+                &key,
+                history.last(),
+                &entry,
+                current_revision,
+                compact_revision,
+            )?;
+            stats.total_revisions += 1;
+            stats.approximate_bytes +=
+                (key.len() + entry.value_len()) as u64 + REVISION_OVERHEAD_BYTES;
+            if entry.main >= compact_revision {
+                changes.push(Change {
+                    main: entry.main,
+                    sub: entry.sub,
+                    key: Arc::clone(&key),
+                });
+            }
+            history.push(entry);
+        }
+        if let Some(last) = history.last().filter(|e| e.is_put()) {
+            stats.live_keys += 1;
+            if last.lease != 0 {
+                let lease = leases.leases.get_mut(&last.lease).ok_or_else(|| {
+                    corrupt(format!(
+                        "a live key holds lease {} that does not exist",
+                        last.lease
+                    ))
+                })?;
+                lease.keys.insert(Arc::clone(&key));
+            }
+        }
+        entries.push((key, history));
+    }
+    if records.next().is_some() {
+        return Err(corrupt("more revision records than the keys claim"));
+    }
+    if cursor != blob.len() {
+        return Err(corrupt("bytes left over at the end of the blob"));
+    }
+    changes.sort_unstable_by_key(|c| (c.main, c.sub));
+    if changes
+        .windows(2)
+        .any(|pair| (pair[0].main, pair[0].sub) == (pair[1].main, pair[1].sub))
+    {
+        return Err(corrupt("two changes share one revision"));
+    }
+    let index: BTreeMap<Bytes, Vec<RevisionEntry>> = entries.into_iter().collect();
+    Ok(Store {
+        index,
+        changes: VecDeque::from(changes),
+        current_revision,
+        compact_revision,
+        leases,
+        stats,
+    })
+}
+
+/// Checks one history entry against the one before it (the rules writes and compaction keep).
+fn check_entry(
+    key: &[u8],
+    previous: Option<&RevisionEntry>,
+    entry: &RevisionEntry,
+    current_revision: i64,
+    compact_revision: i64,
+) -> Result<(), MvccError> {
+    let fail = |rule: &str| {
+        Err(corrupt(format!(
+            "key {:?} revision ({}, {}): {rule}",
+            String::from_utf8_lossy(key),
+            entry.main,
+            entry.sub
+        )))
+    };
+    if entry.main < 2 || entry.main > current_revision {
+        return fail("revision outside 2..=current revision");
+    }
+    if entry.sub == u32::MAX {
+        return fail("sub-revision out of range");
+    }
+    match previous {
+        None => {
+            if !entry.is_put() {
+                return fail("a history starts with a tombstone");
+            }
+            if entry.create_revision < 1
+                || entry.create_revision > entry.main
+                || entry.version < 1
+                || entry.version > REVISION_MAX
+            {
+                return fail("create revision or version out of range");
+            }
+        }
+        Some(previous) => {
+            if (previous.main, previous.sub) >= (entry.main, entry.sub) {
+                return fail("revisions are not in ascending order");
+            }
+            if previous.main <= compact_revision && entry.main <= compact_revision {
+                return fail("more than one revision at or below the compact revision");
+            }
+            match (previous.is_put(), entry.is_put()) {
+                (false, false) => return fail("two tombstones in a row"),
+                (true, true) => {
+                    if entry.create_revision != previous.create_revision
+                        || entry.version != previous.version + 1
+                    {
+                        return fail("create revision or version does not follow");
+                    }
+                }
+                (false, true) => {
+                    if entry.create_revision != entry.main || entry.version != 1 {
+                        return fail("a new generation must start at version 1");
+                    }
+                }
+                (true, false) => {}
+            }
+        }
+    }
+    if !entry.is_put() && (entry.create_revision != 0 || entry.version != 0 || entry.lease != 0) {
+        return fail("a tombstone with fields set");
+    }
+    if previous.is_none() && entry.main <= compact_revision && !entry.is_put() {
+        return fail("a tombstone at or below the compact revision");
+    }
+    Ok(())
+}
