@@ -263,6 +263,10 @@ fn build(index: &ArchivedIndexV1, blob: &[u8]) -> Result<Store, MvccError> {
         if count == 0 {
             return Err(corrupt("a key without revisions"));
         }
+        // Checked before allocating, so a damaged count cannot ask for a huge allocation.
+        if count > records.len() {
+            return Err(corrupt("fewer revision records than the keys claim"));
+        }
         let mut history: Vec<RevisionEntry> = Vec::with_capacity(count);
         for _ in 0..count {
             let record = records
