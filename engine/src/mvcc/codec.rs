@@ -6,7 +6,7 @@
 //! into the output, and so that rkyv's 32-bit relative pointers (2 GiB reach) only have to span
 //! the records, not the data.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use rkyv::rancor::Error as RkyvError;
@@ -14,7 +14,9 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Serialize};
 
 use super::lease::{LeaseEntry, LeaseTable};
-use super::{Bytes, Change, MvccError, RevisionEntry, Stats, Store, REVISION_OVERHEAD_BYTES};
+use super::{
+    Bytes, Change, KeyIndex, MvccError, RevisionEntry, Stats, Store, REVISION_OVERHEAD_BYTES,
+};
 
 /// First 8 bytes of every payload.
 pub(crate) const MAGIC: [u8; 8] = *b"KEELMVCC";
@@ -73,10 +75,10 @@ pub(crate) fn encode(store: &Store) -> Result<Vec<u8>, MvccError> {
     let capacity = usize::try_from(store.stats.approximate_bytes).unwrap_or(0) + HEADER_LEN;
     let mut out: Vec<u8> = Vec::with_capacity(capacity);
     out.resize(HEADER_LEN, 0);
-    let mut keys = Vec::with_capacity(store.index.len());
+    let mut keys = Vec::with_capacity(store.order.len());
     let mut revisions =
         Vec::with_capacity(usize::try_from(store.stats.total_revisions).unwrap_or(0));
-    for (key, history) in &store.index {
+    for (key, history) in store.histories() {
         keys.push(KeyRecord {
             key_len: u32::try_from(key.len()).map_err(|_| too_large("a key is above 4 GiB"))?,
             revision_count: u32::try_from(history.len())
@@ -245,7 +247,8 @@ fn build(index: &ArchivedIndexV1, blob: &[u8]) -> Result<Store, MvccError> {
         Ok(slice)
     };
     let mut stats = Stats::default();
-    let mut entries: Vec<(Bytes, Vec<RevisionEntry>)> = Vec::with_capacity(index.keys.len());
+    let mut key_index = KeyIndex::with_capacity(index.keys.len());
+    let mut ordered_keys: Vec<Bytes> = Vec::with_capacity(index.keys.len());
     let mut changes: Vec<Change> = Vec::with_capacity(index.revisions.len());
     let mut records = index.revisions.iter();
     for key_record in index.keys.iter() {
@@ -253,12 +256,13 @@ fn build(index: &ArchivedIndexV1, blob: &[u8]) -> Result<Store, MvccError> {
         if key_bytes.is_empty() {
             return Err(corrupt("an empty key"));
         }
-        if let Some((previous, _)) = entries.last() {
+        if let Some(previous) = ordered_keys.last() {
             if **previous >= *key_bytes {
                 return Err(corrupt("keys are not in strictly ascending order"));
             }
         }
         let key: Bytes = Arc::from(key_bytes);
+        let hash = key_index.hash(key_bytes);
         let count = key_record.revision_count.to_native() as usize;
         if count == 0 {
             return Err(corrupt("a key without revisions"));
@@ -316,7 +320,8 @@ fn build(index: &ArchivedIndexV1, blob: &[u8]) -> Result<Store, MvccError> {
                 lease.keys.insert(Arc::clone(&key));
             }
         }
-        entries.push((key, history));
+        ordered_keys.push(Arc::clone(&key));
+        key_index.insert_new(hash, key, history);
     }
     if records.next().is_some() {
         return Err(corrupt("more revision records than the keys claim"));
@@ -331,9 +336,10 @@ fn build(index: &ArchivedIndexV1, blob: &[u8]) -> Result<Store, MvccError> {
     {
         return Err(corrupt("two changes share one revision"));
     }
-    let index: BTreeMap<Bytes, Vec<RevisionEntry>> = entries.into_iter().collect();
+    let order: BTreeSet<Bytes> = ordered_keys.into_iter().collect();
     Ok(Store {
-        index,
+        index: key_index,
+        order,
         changes: VecDeque::from(changes),
         current_revision,
         compact_revision,

@@ -41,7 +41,8 @@ mod lease;
 mod types;
 mod validate;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -61,6 +62,10 @@ use lease::{LeaseEntry, LeaseTable};
 
 /// Shared immutable bytes (keys and values).
 type Bytes = Arc<[u8]>;
+
+/// Hasher of the key index. Seeded per process: the index is never iterated in hash order,
+/// so the seed cannot make members diverge.
+type KeyHasher = foldhash::fast::RandomState;
 
 /// Bytes counted per held revision on top of its key and value in [`Stats::approximate_bytes`]:
 /// the index entry, the change-log entry and allocator headers, rounded.
@@ -118,6 +123,52 @@ fn live_at(history: &[RevisionEntry], revision: i64) -> Option<&RevisionEntry> {
         history.get(after.checked_sub(1)?)?
     };
     entry.is_put().then_some(entry)
+}
+
+/// Key → history hash table. A `HashTable` rather than a `HashMap` so that one lookup yields
+/// the stored `Arc` key together with a mutable history, and so that a checkpoint load can
+/// insert with the hash it computed while the key bytes were hot in cache.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyIndex {
+    table: hashbrown::HashTable<(Bytes, Vec<RevisionEntry>)>,
+    hasher: KeyHasher,
+}
+
+impl KeyIndex {
+    pub(crate) fn with_capacity(capacity: usize) -> KeyIndex {
+        KeyIndex {
+            table: hashbrown::HashTable::with_capacity(capacity),
+            hasher: KeyHasher::default(),
+        }
+    }
+
+    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&(Bytes, Vec<RevisionEntry>)> {
+        self.table.find(self.hash(key), |(k, _)| **k == *key)
+    }
+
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut (Bytes, Vec<RevisionEntry>)> {
+        let hash = self.hash(key);
+        self.table.find_mut(hash, |(k, _)| **k == *key)
+    }
+
+    /// Inserts a key that is not in the table yet, with `hash == self.hash(&key)`.
+    pub(crate) fn insert_new(&mut self, hash: u64, key: Bytes, history: Vec<RevisionEntry>) {
+        debug_assert_eq!(hash, self.hash(&key));
+        let hasher = &self.hasher;
+        self.table
+            .insert_unique(hash, (key, history), |(k, _)| hasher.hash_one(&**k));
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        let hash = self.hash(key);
+        if let Ok(entry) = self.table.find_entry(hash, |(k, _)| **k == *key) {
+            entry.remove();
+        }
+    }
 }
 
 /// One change in the revision-ordered log.
@@ -186,7 +237,10 @@ pub struct LeaseRevoke {
 /// The MVCC store. See the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct Store {
-    index: BTreeMap<Bytes, Vec<RevisionEntry>>,
+    /// Key → history, for point access without ordered-key comparisons.
+    index: KeyIndex,
+    /// Every key of `index`, in order, for ranges (the same `Arc`s).
+    order: BTreeSet<Bytes>,
     changes: VecDeque<Change>,
     current_revision: i64,
     /// -1 until the first compaction, as in etcd.
@@ -205,7 +259,8 @@ impl Store {
     /// An empty store at revision [`INITIAL_REVISION`], never compacted.
     pub fn new() -> Store {
         Store {
-            index: BTreeMap::new(),
+            index: KeyIndex::with_capacity(0),
+            order: BTreeSet::new(),
             changes: VecDeque::new(),
             current_revision: INITIAL_REVISION,
             compact_revision: -1,
@@ -256,17 +311,19 @@ impl Store {
         };
         match range {
             KeyRange::Single(key) => {
-                if let Some(found) = self.index.get_key_value(key) {
-                    each(found);
+                if let Some((found, history)) = self.index.get(key) {
+                    each((found, history));
                 }
             }
             KeyRange::From(key) => {
                 for found in self
-                    .index
+                    .order
                     .range::<[u8], _>((Bound::Included(key), Bound::Unbounded))
                 {
-                    if !each(found) {
-                        break;
+                    if let Some((_, history)) = self.index.get(found) {
+                        if !each((found, history)) {
+                            break;
+                        }
                     }
                 }
             }
@@ -276,11 +333,13 @@ impl Store {
                     return;
                 }
                 for found in self
-                    .index
+                    .order
                     .range::<[u8], _>((Bound::Included(key), Bound::Excluded(end)))
                 {
-                    if !each(found) {
-                        break;
+                    if let Some((_, history)) = self.index.get(found) {
+                        if !each((found, history)) {
+                            break;
+                        }
                     }
                 }
             }
@@ -426,12 +485,9 @@ impl Store {
         let main = write.main;
         let sub = write.sub;
         let value_len = value.len() as u64;
-        let found = self
-            .index
-            .range_mut::<[u8], _>((Bound::Included(key), Bound::Included(key)))
-            .next();
-        let (key, old_lease, was_live) = match found {
+        let (key, old_lease, was_live) = match self.index.get_mut(key) {
             Some((stored_key, history)) => {
+                let stored_key = Arc::clone(stored_key);
                 let previous = history.last().filter(|e| e.is_put());
                 let (create_revision, version, old_lease) = match previous {
                     Some(p) => (p.create_revision, p.version + 1, p.lease),
@@ -446,11 +502,13 @@ impl Store {
                     lease,
                     value: Some(value),
                 });
-                (Arc::clone(stored_key), old_lease, was_live)
+                (stored_key, old_lease, was_live)
             }
             None => {
                 let stored_key: Bytes = Arc::from(key);
-                self.index.insert(
+                self.order.insert(Arc::clone(&stored_key));
+                self.index.insert_new(
+                    self.index.hash(key),
                     Arc::clone(&stored_key),
                     vec![RevisionEntry {
                         main,
@@ -483,7 +541,7 @@ impl Store {
 
     /// Appends a tombstone for the live key `key` to the current write txn.
     fn write_delete(&mut self, write: &mut WriteTxn, key: &Bytes) {
-        let Some(history) = self.index.get_mut(key) else {
+        let Some((_, history)) = self.index.get_mut(key) else {
             debug_assert!(false, "delete of a key that is not in the index");
             return;
         };
@@ -541,7 +599,7 @@ impl Store {
     }
 
     fn live(&self, key: &[u8], revision: i64) -> Option<&RevisionEntry> {
-        self.index.get(key).and_then(|h| live_at(h, revision))
+        self.index.get(key).and_then(|(_, h)| live_at(h, revision))
     }
 
     /// Runs a checked put inside `write` (etcd's `put` in `txn.go`).
@@ -774,7 +832,7 @@ impl Store {
         touched.sort_unstable();
         touched.dedup();
         for key in touched {
-            let Some(history) = self.index.get_mut(&key) else {
+            let Some((_, history)) = self.index.get_mut(&key) else {
                 continue;
             };
             let at_or_below = history.partition_point(|e| e.main <= revision);
@@ -791,6 +849,7 @@ impl Store {
             }
             if history.is_empty() {
                 self.index.remove(&key);
+                self.order.remove(&key);
             }
         }
         let obsolete = self.changes.partition_point(|c| c.main < revision);
@@ -845,7 +904,7 @@ impl Store {
 
     /// The event for one logged change, `None` if compaction removed that revision.
     fn event_of(&self, change: &Change) -> Option<Event> {
-        let history = self.index.get(&change.key)?;
+        let (_, history) = self.index.get(&change.key)?;
         let position = history
             .binary_search_by(|e| (e.main, e.sub).cmp(&(change.main, change.sub)))
             .ok()?;
@@ -896,7 +955,7 @@ impl Store {
             revision
         };
         let mut hasher = crc32fast::Hasher::new();
-        for (key, history) in &self.index {
+        for (key, history) in self.histories() {
             for entry in history.iter().take_while(|e| e.main <= revision) {
                 hasher.update(&(key.len() as u64).to_le_bytes());
                 hasher.update(key);
@@ -920,6 +979,13 @@ impl Store {
             compact_revision: self.compact_revision,
             hash_revision: revision,
         })
+    }
+
+    /// Every key with its history, in key order.
+    pub(crate) fn histories(&self) -> impl Iterator<Item = (&Bytes, &[RevisionEntry])> {
+        self.order
+            .iter()
+            .filter_map(|key| self.index.get(key).map(|(_, h)| (key, h.as_slice())))
     }
 
     // ----- leases ------------------------------------------------------------------------------
