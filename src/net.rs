@@ -1,1 +1,0 @@
-//! Networking: serving tonic and plain HTTP on glommio executors.

@@ -1,0 +1,402 @@
+//! Networking: serving tonic gRPC services and plain HTTP on glommio executors.
+//!
+//! Each executor (one per core) binds its own listener with [`bind_reuseport`] on the same
+//! address, and runs [`serve`] on it; the kernel spreads new connections over the listeners
+//! (SO_REUSEPORT spreads connections, not requests). Every connection then lives on the
+//! executor that accepted it, and is served by hyper 1.x with glommio supplying the I/O, the
+//! task spawner and the timers: no tokio runtime runs in the server process.
+//!
+//! One port speaks HTTP/1.1 and HTTP/2 (h2c with prior knowledge, as etcd's plaintext clients
+//! use). A request whose `content-type` starts with `application/grpc` goes to the tonic
+//! [`Routes`]; every other request (`/metrics`, `/health`, `/version`, ...) goes to the
+//! [`HttpHandler`].
+//!
+//! TLS is not done here yet. The connection code is generic over any futures-io stream, so a
+//! futures-rustls server stream (ALPN `h2`, `http/1.1`) can be served by the same path once
+//! accepted and handshaken.
+
+mod io;
+mod rt;
+
+use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::future::{self, Either, FutureExt, LocalBoxFuture, Shared};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::server::conn::auto;
+use tonic::body::Body;
+use tonic::service::Routes;
+use tower_service::Service;
+
+use self::io::HyperIo;
+use self::rt::{GlommioTimer, LocalExec};
+
+/// The default for [`ServeOptions::connections_max`].
+pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+
+/// The default for [`ServeOptions::http_body_max`]: etcd's default `--max-request-bytes`
+/// (1.5 MiB) plus room for framing.
+pub const HTTP_BODY_MAX_DEFAULT: usize = 1536 * 1024 + 64 * 1024;
+
+/// How long a failed `accept` (out of file descriptors, out of memory) waits before the next
+/// try, so that the loop neither spins nor gives up on a passing shortage.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(20);
+
+/// Limits and timeouts for one listener.
+///
+/// The defaults follow etcd's server defaults where etcd has one.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// The most connections served at once on this listener. A connection accepted beyond it
+    /// is closed at once (the client sees the connection reset and may retry), so a flood
+    /// cannot exhaust memory or file descriptors. Default [`CONNECTIONS_MAX_DEFAULT`].
+    pub connections_max: usize,
+    /// How often an idle HTTP/2 connection is pinged; `None` never pings. Default 2 h
+    /// (etcd's `--grpc-keepalive-interval`).
+    pub http2_keepalive_interval: Option<Duration>,
+    /// How long a keep-alive ping may go unanswered before the connection is closed. Default
+    /// 20 s (etcd's `--grpc-keepalive-timeout`).
+    pub http2_keepalive_timeout: Duration,
+    /// The most concurrent streams (RPCs) per HTTP/2 connection. Default `u32::MAX`, etcd's
+    /// `--max-concurrent-streams`: Kubernetes runs many watches over one connection.
+    pub http2_max_concurrent_streams: u32,
+    /// The largest HTTP/2 frame payload the server accepts. Default 16 KiB (the protocol's
+    /// initial value).
+    pub http2_max_frame_size: u32,
+    /// The HTTP/2 per-stream flow-control window; `None` keeps hyper's default (1 MiB).
+    pub http2_initial_stream_window_size: Option<u32>,
+    /// The HTTP/2 per-connection flow-control window; `None` keeps hyper's default (1 MiB).
+    pub http2_initial_connection_window_size: Option<u32>,
+    /// How long an HTTP/1 client may take to send a request's headers. Default 30 s.
+    pub http1_header_read_timeout: Option<Duration>,
+    /// The largest body a plain-HTTP (non-gRPC) request may carry; a larger one is answered
+    /// with 413. gRPC message limits are tonic's (`max_decoding_message_size`). Default
+    /// [`HTTP_BODY_MAX_DEFAULT`].
+    pub http_body_max: usize,
+    /// After shutdown is asked for, how long in-flight connections get to finish before they
+    /// are closed. Long-lived streams (watches) never finish on their own, so this bounds
+    /// shutdown. Default 5 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            http2_keepalive_interval: Some(Duration::from_secs(2 * 60 * 60)),
+            http2_keepalive_timeout: Duration::from_secs(20),
+            http2_max_concurrent_streams: u32::MAX,
+            http2_max_frame_size: 16 * 1024,
+            http2_initial_stream_window_size: None,
+            http2_initial_connection_window_size: None,
+            http1_header_read_timeout: Some(Duration::from_secs(30)),
+            http_body_max: HTTP_BODY_MAX_DEFAULT,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A plain-HTTP handler for non-gRPC requests (`/metrics`, `/health`, `/version`, ...).
+///
+/// It is called on the executor thread that accepted the connection, so it may hold
+/// core-local (`!Send`) state, and its future may await other work on that core (such as
+/// asking the log core whether the member is healthy). The request body has been read in
+/// full (at most [`ServeOptions::http_body_max`] bytes).
+pub trait HttpHandler: 'static {
+    /// Answers one request.
+    fn handle(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> LocalBoxFuture<'static, http::Response<String>>;
+}
+
+/// Binds one listener on `addr` with SO_REUSEPORT, so that every executor (one per core) can
+/// bind the same address and the kernel spreads connections over them. Call it once per
+/// executor, on that executor's thread: the listener belongs to that executor.
+///
+/// # Panics
+///
+/// Panics when called outside a glommio executor.
+pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
+    // glommio's `bind` sets SO_REUSEPORT before binding, with a backlog of 1024.
+    glommio::net::TcpListener::bind(addr).map_err(std::io::Error::from)
+}
+
+/// Serves `grpc` and `http` on `listener` until `shutdown` resolves; then stops accepting,
+/// lets in-flight connections finish (HTTP/2 connections get a GOAWAY) for up to
+/// [`ServeOptions::shutdown_timeout`], closes whatever is left, and returns.
+///
+/// Must run on the glommio executor that owns `listener`; connections and their streams run
+/// as tasks on that executor. Errors on one connection (a client sending garbage, a reset)
+/// close that connection only. Failed accepts (such as running out of file descriptors) are
+/// logged and retried after a short pause, so the listener keeps serving once they pass.
+pub async fn serve(
+    listener: glommio::net::TcpListener,
+    grpc: Routes,
+    http: Rc<dyn HttpHandler>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let builder = Rc::new(connection_builder(&options));
+    let dispatch = Rc::new(Dispatch {
+        grpc: RefCell::new(grpc.prepare()),
+        http,
+        http_body_max: options.http_body_max,
+    });
+    let tracker = Rc::new(Tracker::default());
+    let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
+    let (abort_tx, abort_rx) = oneshot::channel::<()>();
+    let signals = Signals {
+        graceful: graceful_rx.shared(),
+        abort: abort_rx.shared(),
+    };
+    let local_addr = listener.local_addr().ok();
+
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let accepted = match future::select(pin!(listener.accept()), shutdown.as_mut()).await {
+            Either::Left((accepted, _)) => accepted,
+            Either::Right(((), _)) => break,
+        };
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(addr = ?local_addr, error = %e, "accept failed; pausing");
+                glommio::timer::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        if tracker.active.get() >= options.connections_max {
+            tracing::debug!(
+                addr = ?local_addr,
+                limit = options.connections_max,
+                "connection limit reached; closing a new connection"
+            );
+            drop(stream);
+            continue;
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY failed; closing the connection");
+            continue;
+        }
+        let guard = tracker.enter();
+        let builder = builder.clone();
+        let dispatch = dispatch.clone();
+        let signals = signals.clone();
+        glommio::spawn_local(async move {
+            serve_connection(&builder, HyperIo::new(stream), dispatch, signals).await;
+            drop(guard);
+        })
+        .detach();
+    }
+
+    // Closing the listener first makes the kernel send new connections to the other
+    // executors' listeners (or refuse them when this was the last).
+    drop(listener);
+    let _ = graceful_tx.send(());
+    let idle = pin!(tracker.idle());
+    let deadline = pin!(glommio::timer::sleep(options.shutdown_timeout));
+    let drained = future::select(idle, deadline).await;
+    if let Either::Right(_) = drained {
+        tracing::info!(
+            addr = ?local_addr,
+            connections = tracker.active.get(),
+            "shutdown timeout reached; closing the remaining connections"
+        );
+        let _ = abort_tx.send(());
+        tracker.idle().await;
+    }
+    Ok(())
+}
+
+/// Builds the HTTP/1 + HTTP/2 connection builder for `options`.
+fn connection_builder(options: &ServeOptions) -> auto::Builder<LocalExec> {
+    let mut builder = auto::Builder::new(LocalExec);
+    builder
+        .http1()
+        .timer(GlommioTimer)
+        .header_read_timeout(options.http1_header_read_timeout);
+    builder
+        .http2()
+        .timer(GlommioTimer)
+        .keep_alive_interval(options.http2_keepalive_interval)
+        .keep_alive_timeout(options.http2_keepalive_timeout)
+        .max_concurrent_streams(options.http2_max_concurrent_streams)
+        .max_frame_size(options.http2_max_frame_size)
+        .initial_stream_window_size(options.http2_initial_stream_window_size)
+        .initial_connection_window_size(options.http2_initial_connection_window_size);
+    builder
+}
+
+/// Serves one connection until it ends, shutting it down gracefully or closing it when the
+/// listener's signals say so.
+async fn serve_connection<IO>(
+    builder: &auto::Builder<LocalExec>,
+    io: HyperIo<IO>,
+    dispatch: Rc<Dispatch>,
+    mut signals: Signals,
+) where
+    HyperIo<IO>: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
+    let mut conn = pin!(builder.serve_connection(io, DispatchService(dispatch)));
+    let mut graceful_started = false;
+    let result = future::poll_fn(|cx| {
+        if !graceful_started && signals.graceful.poll_unpin(cx).is_ready() {
+            graceful_started = true;
+            conn.as_mut().graceful_shutdown();
+        }
+        // Only a connection already asked to finish can be told to stop, so the abort signal
+        // is not polled (and costs nothing) during normal serving.
+        if graceful_started && signals.abort.poll_unpin(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(e) = result {
+        // Clients that send garbage or vanish end here; it concerns only this connection.
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The listener's shutdown signals, shared by every connection task.
+#[derive(Clone)]
+struct Signals {
+    /// Resolves when connections should finish their requests and close.
+    graceful: Shared<oneshot::Receiver<()>>,
+    /// Resolves when connections should close at once.
+    abort: Shared<oneshot::Receiver<()>>,
+}
+
+/// Counts a listener's open connections and wakes the shutdown path when none is left.
+#[derive(Default)]
+struct Tracker {
+    active: Cell<usize>,
+    idle_waker: RefCell<Option<Waker>>,
+}
+
+impl Tracker {
+    /// Counts one more connection until the returned guard is dropped.
+    fn enter(self: &Rc<Self>) -> ConnectionGuard {
+        self.active.set(self.active.get() + 1);
+        ConnectionGuard(self.clone())
+    }
+
+    /// Resolves once no connection is open.
+    fn idle(&self) -> impl Future<Output = ()> + '_ {
+        future::poll_fn(move |cx| {
+            if self.active.get() == 0 {
+                Poll::Ready(())
+            } else {
+                *self.idle_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// One open connection, counted in its listener's [`Tracker`].
+struct ConnectionGuard(Rc<Tracker>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let active = self.0.active.get();
+        debug_assert!(active > 0, "connection count underflow");
+        self.0.active.set(active - 1);
+        if active == 1 {
+            if let Some(waker) = self.0.idle_waker.borrow_mut().take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// What a listener routes requests to.
+struct Dispatch {
+    /// tonic's router. A `RefCell` because tower's `call` takes `&mut self` while hyper's
+    /// takes `&self`; the borrow lasts only for the synchronous `call`.
+    grpc: RefCell<Routes>,
+    http: Rc<dyn HttpHandler>,
+    http_body_max: usize,
+}
+
+/// hyper's view of a [`Dispatch`]: one per connection.
+struct DispatchService(Rc<Dispatch>);
+
+/// tonic's response future (its type is not exported) or the plain-HTTP handler's.
+type DispatchFuture = Either<
+    <Routes as Service<http::Request<Incoming>>>::Future,
+    LocalBoxFuture<'static, Result<http::Response<Body>, Infallible>>,
+>;
+
+impl hyper::service::Service<http::Request<Incoming>> for DispatchService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = DispatchFuture;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        if is_grpc(&request) {
+            // tonic's router is always ready (axum's `Router::poll_ready` returns `Ready`), so
+            // calling it without `poll_ready` keeps tower's contract.
+            Either::Left(self.0.grpc.borrow_mut().call(request))
+        } else {
+            let dispatch = self.0.clone();
+            Either::Right(Box::pin(
+                async move { Ok(dispatch.http_request(request).await) },
+            ))
+        }
+    }
+}
+
+impl Dispatch {
+    /// Reads a plain-HTTP request's body within the limit and hands the request to the
+    /// handler.
+    async fn http_request(&self, request: http::Request<Incoming>) -> http::Response<Body> {
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, self.http_body_max).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                let too_large = e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
+                let (status, text) = if too_large {
+                    (
+                        http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body too large\n",
+                    )
+                } else {
+                    (
+                        http::StatusCode::BAD_REQUEST,
+                        "request body could not be read\n",
+                    )
+                };
+                let mut response = http::Response::new(Body::new(Full::new(Bytes::from(text))));
+                *response.status_mut() = status;
+                return response;
+            }
+        };
+        let response = self
+            .http
+            .handle(http::Request::from_parts(parts, body))
+            .await;
+        response.map(|text| Body::new(Full::new(Bytes::from(text))))
+    }
+}
+
+/// Whether `request` is a gRPC call: gRPC's content types are `application/grpc` and
+/// `application/grpc+<codec>`.
+fn is_grpc<B>(request: &http::Request<B>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
