@@ -598,3 +598,59 @@ async fn http1_slow_headers_time_out() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn connections_that_never_show_a_protocol_are_closed() {
+    with_timeout(async {
+        let mut server = TestServer::start(ServeOptions {
+            handshake_timeout: Duration::from_millis(50),
+            ..Default::default()
+        });
+        // Nothing at all.
+        let mut silent = TcpStream::connect(server.addr).await.unwrap();
+        expect_closed_by_server(&mut silent).await;
+        // The start of the HTTP/2 preface, then nothing.
+        let mut partial = TcpStream::connect(server.addr).await.unwrap();
+        partial.write_all(b"PRI * HTTP").await.unwrap();
+        expect_closed_by_server(&mut partial).await;
+
+        // Connections past the handshake are not touched by its timeout: an HTTP/1 keep-alive
+        // connection and an HTTP/2 connection, both idle for longer than the timeout.
+        let mut h1 = TcpStream::connect(server.addr).await.unwrap();
+        h1.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        read_response(&mut h1).await.unwrap();
+        let mut h2 = TcpStream::connect(server.addr).await.unwrap();
+        h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        // Deliberately idle past the handshake timeout (not a readiness wait).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        h1.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let response = read_response(&mut h1).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        // An HTTP/2 PING must come back acknowledged.
+        h2.write_all(b"\0\0\x08\x06\0\0\0\0\0pingpong")
+            .await
+            .unwrap();
+        loop {
+            let mut header = [0u8; 9];
+            h2.read_exact(&mut header)
+                .await
+                .expect("h2 connection still open");
+            let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; length];
+            h2.read_exact(&mut payload).await.unwrap();
+            let (kind, flags) = (header[3], header[4]);
+            if kind == 6 && flags & 1 == 1 {
+                assert_eq!(payload, b"pingpong");
+                break;
+            }
+        }
+        server.stop().await.unwrap();
+    })
+    .await;
+}

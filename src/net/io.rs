@@ -1,8 +1,10 @@
 //! An adapter from futures-io streams (glommio's `TcpStream`, a futures-rustls TLS stream) to
 //! hyper's own `Read`/`Write` traits.
 
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use futures::io::{AsyncRead, AsyncWrite};
@@ -12,16 +14,47 @@ use futures::io::{AsyncRead, AsyncWrite};
 /// part it offers; a bound keeps that cost small when hyper's buffer is large.
 const READ_CHUNK_MAX: usize = 64 * 1024;
 
+/// The bytes an HTTP/2 client sends first (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// Wraps a futures-io stream so hyper can drive it.
+///
+/// It also watches the first bytes read for the moment the client's protocol is known (the
+/// whole HTTP/2 preface arrived, or a byte that cannot start it, meaning HTTP/1), so that a
+/// connection that never gets that far can be closed: hyper's own timers start only after it.
 #[derive(Debug)]
 pub(crate) struct HyperIo<T> {
     inner: T,
+    /// How many leading bytes matched the HTTP/2 preface so far.
+    preface_matched: usize,
+    /// Set once the protocol is known; shared with the connection task.
+    protocol_known: Rc<Cell<bool>>,
 }
 
 impl<T> HyperIo<T> {
-    /// Wraps `inner`.
-    pub(crate) fn new(inner: T) -> Self {
-        Self { inner }
+    /// Wraps `inner`; `protocol_known` is set once the first bytes reveal the protocol.
+    pub(crate) fn new(inner: T, protocol_known: Rc<Cell<bool>>) -> Self {
+        Self {
+            inner,
+            preface_matched: 0,
+            protocol_known,
+        }
+    }
+
+    /// Follows the HTTP/2 preface through newly read `bytes` until the protocol is known.
+    fn observe(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            if byte != H2_PREFACE[self.preface_matched] {
+                // Not HTTP/2: hyper reads it as HTTP/1, whose header timeout takes over.
+                self.protocol_known.set(true);
+                return;
+            }
+            self.preface_matched += 1;
+            if self.preface_matched == H2_PREFACE.len() {
+                self.protocol_known.set(true);
+                return;
+            }
+        }
     }
 }
 
@@ -39,6 +72,9 @@ impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
             Poll::Pending => return Poll::Pending,
         };
         debug_assert!(n <= len, "a reader claimed more bytes than it was given");
+        if !self.protocol_known.get() {
+            self.observe(&dst[..n]);
+        }
         // SAFETY: `initialize_unfilled_to(len)` initialized the first `len` unfilled bytes, and
         // the reader filled `n <= len` of them.
         unsafe { buf.advance(n) };

@@ -76,6 +76,11 @@ pub struct ServeOptions {
     pub http2_initial_stream_window_size: Option<u32>,
     /// The HTTP/2 per-connection flow-control window; `None` keeps hyper's default (1 MiB).
     pub http2_initial_connection_window_size: Option<u32>,
+    /// How long a new connection may take to show its protocol: the whole HTTP/2 preface, or
+    /// the first byte of an HTTP/1 request. hyper's own timers start only after that, so
+    /// without this a client could hold a connection slot forever by sending nothing.
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
     /// How long an HTTP/1 client may take to send a request's headers. Default 30 s.
     pub http1_header_read_timeout: Option<Duration>,
     /// The largest body a plain-HTTP (non-gRPC) request may carry; a larger one is answered
@@ -98,6 +103,7 @@ impl Default for ServeOptions {
             http2_max_frame_size: 16 * 1024,
             http2_initial_stream_window_size: None,
             http2_initial_connection_window_size: None,
+            handshake_timeout: Duration::from_secs(10),
             http1_header_read_timeout: Some(Duration::from_secs(30)),
             http_body_max: HTTP_BODY_MAX_DEFAULT,
             shutdown_timeout: Duration::from_secs(5),
@@ -192,8 +198,15 @@ pub async fn serve(
         let builder = builder.clone();
         let dispatch = dispatch.clone();
         let signals = signals.clone();
+        let handshake_timeout = options.handshake_timeout;
         glommio::spawn_local(async move {
-            serve_connection(&builder, HyperIo::new(stream), dispatch, signals).await;
+            let protocol_known = Rc::new(Cell::new(false));
+            let io = HyperIo::new(stream, protocol_known.clone());
+            let handshake = Handshake {
+                protocol_known,
+                timeout: handshake_timeout,
+            };
+            serve_connection(&builder, io, handshake, dispatch, signals).await;
             drop(guard);
         })
         .detach();
@@ -242,6 +255,7 @@ fn connection_builder(options: &ServeOptions) -> auto::Builder<LocalExec> {
 async fn serve_connection<IO>(
     builder: &auto::Builder<LocalExec>,
     io: HyperIo<IO>,
+    handshake: Handshake,
     dispatch: Rc<Dispatch>,
     mut signals: Signals,
 ) where
@@ -249,7 +263,16 @@ async fn serve_connection<IO>(
 {
     let mut conn = pin!(builder.serve_connection(io, DispatchService(dispatch)));
     let mut graceful_started = false;
+    let mut handshake_timer = Some(glommio::timer::Timer::new(handshake.timeout));
     let result = future::poll_fn(|cx| {
+        if let Some(timer) = &mut handshake_timer {
+            if handshake.protocol_known.get() {
+                handshake_timer = None;
+            } else if timer.poll_unpin(cx).is_ready() {
+                tracing::debug!("connection sent no protocol preface in time; closing it");
+                return Poll::Ready(Ok(()));
+            }
+        }
         if !graceful_started && signals.graceful.poll_unpin(cx).is_ready() {
             graceful_started = true;
             conn.as_mut().graceful_shutdown();
@@ -266,6 +289,13 @@ async fn serve_connection<IO>(
         // Clients that send garbage or vanish end here; it concerns only this connection.
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// A new connection's deadline for showing its protocol.
+struct Handshake {
+    /// Set by the connection's [`HyperIo`] once the protocol is known.
+    protocol_known: Rc<Cell<bool>>,
+    timeout: Duration,
 }
 
 /// The listener's shutdown signals, shared by every connection task.
