@@ -1,0 +1,94 @@
+//! Checkpoint files on the simulated disk: round trip, retention, corruption, leftovers and
+//! crashes during a save.
+
+use futures_lite::future::block_on;
+use keel_engine::checkpoint::{self, CheckpointError};
+use keel_engine::io::{Disk, File, OpenOptions, SimDisk};
+
+#[test]
+fn round_trip_and_retention() {
+    block_on(async {
+        let disk = SimDisk::new(1);
+        assert!(checkpoint::load_latest(&disk).await.unwrap().is_none());
+        checkpoint::save(&disk, 10, b"ten").await.unwrap();
+        assert_eq!(
+            checkpoint::load_latest(&disk).await.unwrap(),
+            Some((10, b"ten".to_vec()))
+        );
+        checkpoint::save(&disk, 20, &[7u8; 10_000]).await.unwrap();
+        checkpoint::save(&disk, 30, b"").await.unwrap();
+        assert_eq!(checkpoint::list(&disk).await.unwrap(), vec![30, 20]);
+        assert_eq!(
+            checkpoint::load_latest(&disk).await.unwrap(),
+            Some((30, Vec::new()))
+        );
+        assert_eq!(
+            checkpoint::load(&disk, 20).await.unwrap(),
+            vec![7u8; 10_000]
+        );
+    });
+}
+
+#[test]
+fn corrupt_newest_falls_back_to_older_valid_one() {
+    block_on(async {
+        let disk = SimDisk::new(2);
+        checkpoint::save(&disk, 5, b"five").await.unwrap();
+        checkpoint::save(&disk, 6, b"six").await.unwrap();
+        disk.corrupt(&checkpoint::file_name(6), 64, b"X");
+        let error = checkpoint::load(&disk, 6).await.unwrap_err();
+        assert!(matches!(error, CheckpointError::Corrupt { .. }), "{error}");
+        assert!(error
+            .to_string()
+            .contains("checkpoint-0000000000000006.ckpt"));
+        assert_eq!(
+            checkpoint::load_latest(&disk).await.unwrap(),
+            Some((5, b"five".to_vec()))
+        );
+        // With no valid checkpoint left, the newest one's damage is reported.
+        disk.corrupt(&checkpoint::file_name(5), 20, b"\x01");
+        let error = checkpoint::load_latest(&disk).await.unwrap_err();
+        assert!(error.to_string().contains("0000000000000006"), "{error}");
+    });
+}
+
+#[test]
+fn tmp_leftovers_are_ignored_and_cleaned() {
+    block_on(async {
+        let disk = SimDisk::new(3);
+        checkpoint::save(&disk, 1, b"one").await.unwrap();
+        let tmp = disk
+            .open(
+                "checkpoint-0000000000000009.ckpt.tmp",
+                OpenOptions::create(),
+            )
+            .await;
+        tmp.unwrap().write_at(0, vec![1; 4096]).await.unwrap();
+        assert_eq!(
+            checkpoint::load_latest(&disk).await.unwrap(),
+            Some((1, b"one".to_vec()))
+        );
+        checkpoint::save(&disk, 2, b"two").await.unwrap();
+        let names = disk.list().await.unwrap();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    });
+}
+
+#[test]
+fn crash_during_save_leaves_old_or_new_checkpoint() {
+    for seed in 0..200 {
+        block_on(async {
+            let disk = SimDisk::new(seed);
+            checkpoint::save(&disk, 1, b"old").await.unwrap();
+            disk.crash_at_sync_point(disk.sync_points() + seed % 4);
+            let saved = checkpoint::save(&disk, 2, &[2u8; 5000]).await.is_ok();
+            disk.crash();
+            let loaded = checkpoint::load_latest(&disk).await.unwrap();
+            match loaded {
+                Some((1, payload)) => assert_eq!(payload, b"old", "seed {seed}"),
+                Some((2, payload)) => assert_eq!(payload, vec![2u8; 5000], "seed {seed}"),
+                other => panic!("seed {seed}: unexpected {other:?} (save ok: {saved})"),
+            }
+        });
+    }
+}

@@ -1,0 +1,155 @@
+//! The WAL, checkpoints and the io layer on the real disk (glommio, O_DIRECT) in a temporary
+//! directory under the system temp dir (ext4 here, never tmpfs: durability is the point).
+
+use std::future::Future;
+
+use keel_engine::checkpoint;
+use keel_engine::io::{Disk, File, GlommioDisk, IoError, OpenOptions};
+use keel_engine::wal::{RecordType, Wal, WalError, WalOptions};
+
+/// Runs `make(dir)` to completion on a fresh glommio executor thread.
+fn run<F, Fut>(make: F)
+where
+    F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal");
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || make(path))
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn small() -> WalOptions {
+    WalOptions {
+        segment_bytes: 64 * 1024,
+        dsync: false,
+    }
+}
+
+#[test]
+fn fresh_dir_reads_after_writes() {
+    // Guards the glommio #605 workaround: a read after a write on a new, empty directory.
+    run(|path| async move {
+        let disk = GlommioDisk::open(&path).await.unwrap();
+        let file = disk.open("data", OpenOptions::create()).await.unwrap();
+        let mut buf = file.alloc_buf(8192);
+        buf.as_mut()[..5].copy_from_slice(b"hello");
+        file.write_at(0, buf).await.unwrap();
+        file.sync().await.unwrap();
+        assert_eq!(file.read_at(0, 5).await.unwrap(), b"hello");
+        assert_eq!(file.read_at(8190, 100).await.unwrap().len(), 2);
+        let misaligned = file.alloc_buf(100);
+        assert!(matches!(
+            file.write_at(0, misaligned).await,
+            Err(IoError::Misaligned { .. })
+        ));
+        file.zero_fill(3 << 20).await.unwrap();
+        assert_eq!(file.len().await.unwrap(), 3 << 20);
+        file.close().await.unwrap();
+        disk.rename("data", "renamed").await.unwrap();
+        disk.sync_dir().await.unwrap();
+        assert_eq!(disk.list().await.unwrap(), vec!["renamed".to_string()]);
+        disk.remove("renamed").await.unwrap();
+        assert!(matches!(
+            disk.open("renamed", OpenOptions::read()).await,
+            Err(IoError::NotFound { .. })
+        ));
+    });
+}
+
+#[test]
+fn wal_round_trip_rolls_release_and_reopen() {
+    for dsync in [false, true] {
+        run(move |path| async move {
+            let options = WalOptions { dsync, ..small() };
+            let disk = GlommioDisk::open(&path).await.unwrap();
+            let (mut wal, records) = Wal::open(disk.clone(), options.clone()).await.unwrap();
+            assert!(records.is_empty());
+            let mut expected = Vec::new();
+            for i in 0..60u32 {
+                let payloads: Vec<Vec<u8>> =
+                    (0..1 + i % 7).map(|j| vec![(i + j) as u8; 900]).collect();
+                let batch: Vec<(RecordType, &[u8])> = payloads
+                    .iter()
+                    .map(|p| (RecordType::Entry, p.as_slice()))
+                    .collect();
+                wal.append(&batch).await.unwrap();
+                expected.extend(payloads);
+            }
+            assert!(wal.segment_count() > 2);
+            drop(wal);
+            let (mut wal, records) = Wal::open(disk.clone(), options.clone()).await.unwrap();
+            let got: Vec<Vec<u8>> = records.into_iter().map(|r| r.payload).collect();
+            assert_eq!(got, expected);
+            let removed = wal.release_through(100).await.unwrap();
+            assert!(removed > 0);
+            let first = wal.first_lsn();
+            wal.append(&[(RecordType::HardState, b"hs")]).await.unwrap();
+            drop(wal);
+            let (_, records) = Wal::open(disk, options).await.unwrap();
+            assert_eq!(records[0].lsn, first);
+            assert_eq!(records.last().unwrap().payload, b"hs");
+        });
+    }
+}
+
+#[test]
+fn torn_tail_and_corruption_on_real_files() {
+    run(|path| async move {
+        let disk = GlommioDisk::open(&path).await.unwrap();
+        let (mut wal, _) = Wal::open(disk.clone(), small()).await.unwrap();
+        for i in 0..4u8 {
+            wal.append(&[(RecordType::Entry, &[i; 100][..])])
+                .await
+                .unwrap();
+        }
+        drop(wal);
+        let segment = path.join("0000000000000001.wal");
+        // Garbage after the last batch, as a torn write would leave: truncated on open.
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[4096 * 5..4096 * 5 + 700].fill(0xee);
+        std::fs::write(&segment, &bytes).unwrap();
+        let (mut wal, records) = Wal::open(disk.clone(), small()).await.unwrap();
+        assert_eq!(records.len(), 4);
+        wal.append(&[(RecordType::Entry, b"after")]).await.unwrap();
+        drop(wal);
+        let (_, records) = Wal::open(disk.clone(), small()).await.unwrap();
+        assert_eq!(records.len(), 5);
+        // A flipped byte in the second batch, with valid batches after it: refused.
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[4096 * 2 + 20] ^= 1;
+        std::fs::write(&segment, &bytes).unwrap();
+        match Wal::open(disk, small()).await {
+            Err(WalError::Corrupt { file, offset, .. }) => {
+                assert_eq!(file, "0000000000000001.wal");
+                assert_eq!(offset, 8192);
+            }
+            other => panic!("expected corruption, got {:?}", other.err()),
+        }
+    });
+}
+
+#[test]
+fn checkpoint_round_trip_on_real_disk() {
+    run(|path| async move {
+        let disk = GlommioDisk::open(&path).await.unwrap();
+        checkpoint::save(&disk, 3, b"three").await.unwrap();
+        checkpoint::save(&disk, 4, &vec![4u8; 100_000])
+            .await
+            .unwrap();
+        checkpoint::save(&disk, 5, b"five").await.unwrap();
+        assert_eq!(checkpoint::list(&disk).await.unwrap(), vec![5, 4]);
+        let disk = GlommioDisk::open(&path).await.unwrap();
+        assert_eq!(
+            checkpoint::load_latest(&disk).await.unwrap(),
+            Some((5, b"five".to_vec()))
+        );
+        assert_eq!(
+            checkpoint::load(&disk, 4).await.unwrap(),
+            vec![4u8; 100_000]
+        );
+    });
+}
