@@ -136,6 +136,15 @@ pub struct Config {
     /// Number of executor threads (cores) to run on; 0 means one per available core.
     #[arg(long, env = "KEEL_CORES", default_value_t = 0)]
     pub cores: usize,
+
+    /// Interval of the progress notifications etcd sends to idle watchers that asked for
+    /// them (`progress_notify`), e.g. `10m`, `500ms`.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m"
+    )]
+    pub experimental_watch_progress_notify_interval: String,
 }
 
 /// A configuration that parsed but does not make sense.
@@ -293,6 +302,18 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name)))
     }
 
+    /// `--experimental-watch-progress-notify-interval` as a duration (at least 1 ms).
+    pub fn watch_progress_notify_interval(&self) -> Result<Duration, ConfigError> {
+        let text = self.experimental_watch_progress_notify_interval.trim();
+        match parse_duration(text) {
+            Some(interval) if interval >= Duration::from_millis(1) => Ok(interval),
+            _ => Err(ConfigError::Invalid(format!(
+                "invalid --experimental-watch-progress-notify-interval {text:?}: want a \
+                 duration such as 10m or 500ms"
+            ))),
+        }
+    }
+
     /// The quota in bytes, with etcd's default for 0.
     pub fn quota_bytes(&self) -> u64 {
         if self.quota_backend_bytes == 0 {
@@ -344,6 +365,7 @@ impl Config {
             parse_urls("listen-metrics-urls", urls)?;
         }
         self.auto_compaction()?;
+        self.watch_progress_notify_interval()?;
         if self.heartbeat_interval == 0 {
             return Err(ConfigError::Invalid(
                 "--heartbeat-interval must be > 0".into(),

@@ -1,6 +1,24 @@
-//! The `keel` server binary.
+//! The `keel` server binary: parses etcd's flags, runs a member until SIGINT/SIGTERM.
+
+use clap::Parser;
+use keel::config::Config;
 
 fn main() {
-    eprintln!("keel: the server is not yet implemented (issue 3)");
-    std::process::exit(1);
+    let config = Config::parse();
+    let filter = match config.log_level.as_str() {
+        "panic" | "fatal" => "error",
+        other => other,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(error) = keel::server::run(&config) {
+        eprintln!("keel: {error:#}");
+        std::process::exit(1);
+    }
 }

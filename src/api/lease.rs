@@ -1,0 +1,180 @@
+//! The Lease service: Grant, Revoke, KeepAlive, TimeToLive, Leases.
+//!
+//! Grants and revocations go through the log. Keep-alives only move the lease's deadline in
+//! the member's lease clocks (as etcd's leader does): they are not logged.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+
+use futures::{Stream, StreamExt};
+use keel_engine::mvcc;
+use keel_proto::etcdserverpb as pb;
+use keel_proto::etcdserverpb::lease_server::Lease;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::api::convert;
+use crate::server::command::Command;
+use crate::server::state::{Applied, SharedRef};
+
+/// The Lease service.
+pub struct LeaseService {
+    shared: SharedRef,
+}
+
+impl LeaseService {
+    /// A service over `shared`.
+    pub fn new(shared: SharedRef) -> LeaseService {
+        LeaseService { shared }
+    }
+}
+
+type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let mut request = request.into_inner();
+        if request.ttl > mvcc::LEASE_TTL_MAX_SECONDS {
+            return Err(convert::status(&mvcc::MvccError::LeaseTtlTooLarge));
+        }
+        if request.id == 0 {
+            request.id = self.shared.ids.next_lease_id();
+        }
+        // etcd raises a TTL below its minimum (1.5 election timeouts) to the minimum.
+        request.ttl = request.ttl.max(self.shared.limits.lease_ttl_min_seconds);
+        self.shared.check_quota(64).await?;
+        match self.shared.propose(Command::LeaseGrant(request)).await? {
+            Applied::LeaseGrant { id, ttl } => {
+                self.shared.metrics.lease_granted.inc();
+                Ok(Response::new(pb::LeaseGrantResponse {
+                    header: self.shared.header.at(self.shared.current_revision()),
+                    id,
+                    ttl,
+                    error: String::new(),
+                }))
+            }
+            other => Err(Status::internal(format!(
+                "unexpected apply result {other:?}"
+            ))),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let request = request.into_inner();
+        match self.shared.propose(Command::LeaseRevoke(request)).await? {
+            Applied::LeaseRevoke { revision } => {
+                self.shared.metrics.lease_revoked.inc();
+                Ok(Response::new(pb::LeaseRevokeResponse {
+                    header: self.shared.header.at(revision),
+                }))
+            }
+            other => Err(Status::internal(format!(
+                "unexpected apply result {other:?}"
+            ))),
+        }
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let shared = self.shared.clone();
+        let requests = request.into_inner();
+        // One response per request, in order; the stream ends when the client closes its
+        // side, on a transport error, or when the server stops.
+        let responses = requests
+            .take_while(move |_| {
+                let stopping = shared.stopping.load(Ordering::Acquire);
+                futures::future::ready(!stopping)
+            })
+            .map({
+                let shared = self.shared.clone();
+                move |request| {
+                    let request = request?;
+                    let ttl = shared
+                        .lease_clocks
+                        .lock()
+                        .expect("lease clock lock")
+                        .renew(request.id);
+                    if ttl.is_some() {
+                        shared.metrics.lease_renewed.inc();
+                    }
+                    Ok(pb::LeaseKeepAliveResponse {
+                        header: shared.header.at(shared.current_revision()),
+                        id: request.id,
+                        // etcd answers a keep-alive of an unknown lease with TTL 0.
+                        ttl: ttl.unwrap_or(0),
+                    })
+                }
+            });
+        Ok(Response::new(Box::pin(responses)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let request = request.into_inner();
+        let (info, revision) = {
+            let store = self.shared.read_store();
+            (
+                store.lease_time_to_live(request.id, request.keys),
+                store.current_revision(),
+            )
+        };
+        let header = self.shared.header.at(revision);
+        let info = match info {
+            Ok(info) => info,
+            // etcd reports a lease it does not know with TTL -1 rather than an error
+            // (etcdctl prints "lease ... already expired").
+            Err(mvcc::MvccError::LeaseNotFound) => {
+                return Ok(Response::new(pb::LeaseTimeToLiveResponse {
+                    header,
+                    id: request.id,
+                    ttl: -1,
+                    granted_ttl: 0,
+                    keys: Vec::new(),
+                }))
+            }
+            Err(other) => return Err(convert::status(&other)),
+        };
+        let remaining = self
+            .shared
+            .lease_clocks
+            .lock()
+            .expect("lease clock lock")
+            .remaining_seconds(request.id)
+            .unwrap_or(info.granted_ttl_seconds);
+        Ok(Response::new(pb::LeaseTimeToLiveResponse {
+            header,
+            id: request.id,
+            ttl: remaining,
+            granted_ttl: info.granted_ttl_seconds,
+            keys: info.keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let store = self.shared.read_store();
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: self.shared.header.at(store.current_revision()),
+            leases: store
+                .leases()
+                .into_iter()
+                .map(|l| pb::LeaseStatus { id: l.id })
+                .collect(),
+        }))
+    }
+}

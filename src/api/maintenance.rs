@@ -1,0 +1,276 @@
+//! The Maintenance and Cluster services.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use keel_proto::etcdserverpb as pb;
+use keel_proto::etcdserverpb::cluster_server::Cluster;
+use keel_proto::etcdserverpb::maintenance_server::Maintenance;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+use crate::api::convert;
+use crate::server::command::Command;
+use crate::server::state::{Applied, SharedRef, ETCD_API_VERSION};
+
+/// Size of one Snapshot response chunk (etcd sends 32 KiB chunks).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
+/// A snapshot's body is padded to a multiple of this before its SHA-256 trailer (etcdctl
+/// refuses a snapshot whose body is not).
+pub const SNAPSHOT_ALIGN_BYTES: usize = 512;
+
+/// The Maintenance service.
+pub struct MaintenanceService {
+    shared: SharedRef,
+}
+
+impl MaintenanceService {
+    /// A service over `shared`.
+    pub fn new(shared: SharedRef) -> MaintenanceService {
+        MaintenanceService { shared }
+    }
+}
+
+type SnapshotStream =
+    Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>>;
+
+/// How etcd prints an alarm in Status.errors: `memberID:<id> alarm:<NAME> `.
+fn alarm_text(alarm: &pb::AlarmMember) -> String {
+    let name = pb::AlarmType::try_from(alarm.alarm)
+        .map(|a| a.as_str_name())
+        .unwrap_or("UNKNOWN");
+    format!("memberID:{} alarm:{} ", alarm.member_id, name)
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let request = request.into_inner();
+        let alarms = if request.action == pb::alarm_request::AlarmAction::Get as i32 {
+            let alarms = self.shared.alarms.lock().expect("alarm lock").clone();
+            alarms
+                .into_iter()
+                .filter(|a| request.alarm == pb::AlarmType::None as i32 || a.alarm == request.alarm)
+                .collect()
+        } else {
+            match self.shared.propose(Command::Alarm(request)).await? {
+                Applied::Alarm(alarms) => alarms,
+                other => return Err(Status::internal(format!("unexpected result {other:?}"))),
+            }
+        };
+        Ok(Response::new(pb::AlarmResponse {
+            header: self.shared.header.at(self.shared.current_revision()),
+            alarms,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let gauges = self.shared.store_gauges();
+        let applied = self
+            .shared
+            .applied_index
+            .load(std::sync::atomic::Ordering::Acquire);
+        let errors = self
+            .shared
+            .alarms
+            .lock()
+            .expect("alarm lock")
+            .iter()
+            .map(alarm_text)
+            .collect();
+        Ok(Response::new(pb::StatusResponse {
+            header: self.shared.header.at(gauges.current_revision),
+            version: ETCD_API_VERSION.to_string(),
+            db_size: gauges.db_total_size_bytes as i64,
+            leader: self.shared.header.member_id,
+            raft_index: applied,
+            raft_term: self.shared.header.raft_term,
+            raft_applied_index: applied,
+            errors,
+            db_size_in_use: gauges.db_total_size_bytes as i64,
+            is_learner: false,
+            storage_version: String::new(),
+            db_size_quota: self.shared.limits.quota_bytes as i64,
+            downgrade_info: None,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        // Keel's store keeps no free pages: compaction already returned the memory and the
+        // WAL is trimmed at checkpoints. Defragment has nothing left to do and returns at once
+        // (etcd's defragment blocks the member while it rewrites the whole file).
+        Ok(Response::new(pb::DefragmentResponse {
+            header: self.shared.header.at(self.shared.current_revision()),
+        }))
+    }
+
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        let store = self.shared.read_store();
+        let hash = store.hash_kv(0).map_err(|e| convert::status(&e))?;
+        Ok(Response::new(pb::HashResponse {
+            header: self.shared.header.at(store.current_revision()),
+            hash: hash.hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let store = self.shared.read_store();
+        let hash = store
+            .hash_kv(request.get_ref().revision)
+            .map_err(|e| convert::status(&e))?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: self.shared.header.at(store.current_revision()),
+            hash: hash.hash,
+            compact_revision: hash.compact_revision,
+            hash_revision: hash.hash_revision,
+        }))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        // The snapshot is the MVCC checkpoint payload (engine/FORMAT.md), a self-checking
+        // image of the whole keyspace and its leases at one revision, zero-padded to a
+        // multiple of 512 bytes and followed by its SHA-256, the trailer etcdctl verifies
+        // (see "Snapshot files" in engine/FORMAT.md).
+        let (mut payload, revision) = {
+            let store = self.shared.read_store();
+            let payload = store
+                .encode_checkpoint()
+                .map_err(|e| Status::internal(format!("etcdserver: snapshot failed: {e}")))?;
+            (payload, store.current_revision())
+        };
+        payload.resize(
+            payload.len().div_ceil(SNAPSHOT_ALIGN_BYTES) * SNAPSHOT_ALIGN_BYTES,
+            0,
+        );
+        let digest = Sha256::digest(&payload);
+        payload.extend_from_slice(&digest);
+        let header = self.shared.header.at(revision);
+        let total = payload.len();
+        let chunks: Vec<Result<pb::SnapshotResponse, Status>> = payload
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let sent = (i * SNAPSHOT_CHUNK_BYTES + chunk.len()) as u64;
+                Ok(pb::SnapshotResponse {
+                    header: header.clone(),
+                    remaining_bytes: total as u64 - sent,
+                    blob: chunk.to_vec(),
+                    version: ETCD_API_VERSION.to_string(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        // With one member the only possible leader is this one: moving to it is a no-op,
+        // anything else names no voting member.
+        if request.get_ref().target_id != self.shared.header.member_id {
+            return Err(Status::failed_precondition(
+                "etcdserver: bad leader transferee",
+            ));
+        }
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: self.shared.header.at(self.shared.current_revision()),
+        }))
+    }
+
+    async fn downgrade(
+        &self,
+        _request: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(Status::unimplemented(
+            "keel: Downgrade is not implemented (see README)",
+        ))
+    }
+}
+
+/// The Cluster service: membership of this single member.
+pub struct ClusterService {
+    shared: SharedRef,
+}
+
+impl ClusterService {
+    /// A service over `shared`.
+    pub fn new(shared: SharedRef) -> ClusterService {
+        ClusterService { shared }
+    }
+
+    fn member(&self) -> pb::Member {
+        pb::Member {
+            id: self.shared.header.member_id,
+            name: self.shared.member.name.clone(),
+            peer_ur_ls: self.shared.member.peer_urls.clone(),
+            client_ur_ls: self.shared.member.client_urls.clone(),
+            is_learner: false,
+        }
+    }
+}
+
+fn membership_unimplemented() -> Status {
+    Status::unimplemented("keel: membership changes need replication, which is not built yet")
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        _request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        Err(membership_unimplemented())
+    }
+
+    async fn member_remove(
+        &self,
+        _request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        Err(membership_unimplemented())
+    }
+
+    async fn member_update(
+        &self,
+        _request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(membership_unimplemented())
+    }
+
+    async fn member_list(
+        &self,
+        _request: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        Ok(Response::new(pb::MemberListResponse {
+            header: self.shared.header.at(self.shared.current_revision()),
+            members: vec![self.member()],
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        _request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        Err(membership_unimplemented())
+    }
+}

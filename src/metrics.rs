@@ -1,0 +1,413 @@
+//! Prometheus metrics with etcd's names, rendered in the text exposition format.
+//!
+//! Only the metrics Keel has a real value for are exported; each keeps etcd's name, type and
+//! (for histograms) etcd's buckets, so existing dashboards and alerts work unchanged. The
+//! registry is a plain struct of atomics: updating a metric on the hot path is one relaxed
+//! atomic add, and rendering happens only when `/metrics` is scraped.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, value: i64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Subtracts `n`.
+    pub fn sub(&self, n: i64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Subtracts one.
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// etcd's buckets for disk latency histograms: `ExponentialBuckets(0.001, 2, 14)`, 1 ms to
+/// 8.192 s, in seconds.
+pub const DISK_BUCKETS_SECONDS: [f64; 14] = [
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+    8.192,
+];
+
+/// A latency histogram over [`DISK_BUCKETS_SECONDS`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Non-cumulative counts per bucket; the last slot counts observations above every bound.
+    buckets: [AtomicU64; DISK_BUCKETS_SECONDS.len() + 1],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        let slot = DISK_BUCKETS_SECONDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(DISK_BUCKETS_SECONDS.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(
+            u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in DISK_BUCKETS_SECONDS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[DISK_BUCKETS_SECONDS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {}", self.count());
+    }
+}
+
+/// Values that are read from the store when `/metrics` is rendered rather than counted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreGauges {
+    /// Approximate bytes held by the MVCC store (`etcd_mvcc_db_total_size_in_bytes`).
+    pub db_total_size_bytes: u64,
+    /// Keys that currently exist (`etcd_debugging_mvcc_keys_total`).
+    pub keys_total: u64,
+    /// The store's current revision (`etcd_debugging_mvcc_current_revision`).
+    pub current_revision: i64,
+    /// The store's compact revision (`etcd_debugging_mvcc_compact_revision`).
+    pub compact_revision: i64,
+    /// Leases held by the store.
+    pub leases: u64,
+}
+
+/// Every metric the server exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// `etcd_server_leader_changes_seen_total`.
+    pub leader_changes_seen: Counter,
+    /// `etcd_server_proposals_committed_total`.
+    pub proposals_committed: Counter,
+    /// `etcd_server_proposals_applied_total`.
+    pub proposals_applied: Counter,
+    /// `etcd_server_proposals_pending`.
+    pub proposals_pending: Gauge,
+    /// `etcd_server_proposals_failed_total`.
+    pub proposals_failed: Counter,
+    /// `etcd_disk_wal_fsync_duration_seconds`: one observation per WAL batch (write + sync).
+    pub wal_fsync: Histogram,
+    /// `etcd_disk_backend_commit_duration_seconds`: applying one batch to the store.
+    pub backend_commit: Histogram,
+    /// `etcd_disk_wal_write_bytes_total`.
+    pub wal_write_bytes: Counter,
+    /// `etcd_mvcc_range_total`.
+    pub range_total: Counter,
+    /// `etcd_mvcc_put_total`.
+    pub put_total: Counter,
+    /// `etcd_mvcc_delete_total`.
+    pub delete_total: Counter,
+    /// `etcd_mvcc_txn_total`.
+    pub txn_total: Counter,
+    /// `etcd_debugging_mvcc_watcher_total`.
+    pub watchers: Gauge,
+    /// `etcd_debugging_mvcc_watch_stream_total`.
+    pub watch_streams: Gauge,
+    /// `etcd_debugging_lease_granted_total`.
+    pub lease_granted: Counter,
+    /// `etcd_debugging_lease_revoked_total`.
+    pub lease_revoked: Counter,
+    /// `etcd_debugging_lease_renewed_total`.
+    pub lease_renewed: Counter,
+    /// `etcd_server_slow_apply_total`: batches whose apply took over 100 ms.
+    pub slow_apply: Counter,
+}
+
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric. `has_leader` is 1 while the member
+    /// can commit (always, for a healthy single member).
+    pub fn render(&self, store: StoreGauges, has_leader: bool, server_version: &str) -> String {
+        let mut out = String::with_capacity(8192);
+        let leader = i64::from(has_leader);
+        scalar(
+            &mut out,
+            "etcd_server_has_leader",
+            "gauge",
+            "Whether or not a leader exists. 1 is existence, 0 is not.",
+            leader,
+        );
+        scalar(
+            &mut out,
+            "etcd_server_is_leader",
+            "gauge",
+            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            leader,
+        );
+        scalar(
+            &mut out,
+            "etcd_server_leader_changes_seen_total",
+            "counter",
+            "The number of leader changes seen.",
+            self.leader_changes_seen.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_server_proposals_committed_total",
+            "counter",
+            "The total number of consensus proposals committed.",
+            self.proposals_committed.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_server_proposals_applied_total",
+            "counter",
+            "The total number of consensus proposals applied.",
+            self.proposals_applied.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_server_proposals_pending",
+            "gauge",
+            "The current number of pending proposals to commit.",
+            self.proposals_pending.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_server_proposals_failed_total",
+            "counter",
+            "The total number of failed proposals seen.",
+            self.proposals_failed.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_server_slow_apply_total",
+            "counter",
+            "The total number of slow apply requests (likely overloaded from slow disk).",
+            self.slow_apply.get(),
+        );
+        let _ = writeln!(out, "# HELP etcd_server_version Which version is running. 1 for 'server_version' label with current version.");
+        let _ = writeln!(out, "# TYPE etcd_server_version gauge");
+        let _ = writeln!(
+            out,
+            "etcd_server_version{{server_version=\"{server_version}\"}} 1"
+        );
+        self.wal_fsync.render(
+            &mut out,
+            "etcd_disk_wal_fsync_duration_seconds",
+            "The latency distributions of fsync called by WAL.",
+        );
+        self.backend_commit.render(
+            &mut out,
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend.",
+        );
+        scalar(
+            &mut out,
+            "etcd_disk_wal_write_bytes_total",
+            "gauge",
+            "Total number of bytes written in WAL.",
+            self.wal_write_bytes.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_mvcc_db_total_size_in_bytes",
+            "gauge",
+            "Total size of the underlying database physically allocated in bytes.",
+            store.db_total_size_bytes,
+        );
+        scalar(
+            &mut out,
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "gauge",
+            "Total size of the underlying database logically in use in bytes.",
+            store.db_total_size_bytes,
+        );
+        scalar(
+            &mut out,
+            "etcd_debugging_mvcc_db_total_size_in_bytes",
+            "gauge",
+            "Total size of the underlying database physically allocated in bytes.",
+            store.db_total_size_bytes,
+        );
+        scalar(
+            &mut out,
+            "etcd_debugging_mvcc_keys_total",
+            "gauge",
+            "Total number of keys.",
+            store.keys_total,
+        );
+        scalar(
+            &mut out,
+            "etcd_debugging_mvcc_current_revision",
+            "gauge",
+            "The current revision of store.",
+            store.current_revision,
+        );
+        scalar(
+            &mut out,
+            "etcd_debugging_mvcc_compact_revision",
+            "gauge",
+            "The revision of the last compaction in store.",
+            store.compact_revision,
+        );
+        scalar(
+            &mut out,
+            "etcd_mvcc_range_total",
+            "counter",
+            "Total number of ranges seen by this member.",
+            self.range_total.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_mvcc_put_total",
+            "counter",
+            "Total number of puts seen by this member.",
+            self.put_total.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_mvcc_delete_total",
+            "counter",
+            "Total number of deletes seen by this member.",
+            self.delete_total.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_mvcc_txn_total",
+            "counter",
+            "Total number of txns seen by this member.",
+            self.txn_total.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_debugging_mvcc_watcher_total",
+            "gauge",
+            "Total number of watchers.",
+            self.watchers.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_debugging_mvcc_watch_stream_total",
+            "gauge",
+            "Total number of watch streams.",
+            self.watch_streams.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_debugging_lease_granted_total",
+            "counter",
+            "The total number of granted leases.",
+            self.lease_granted.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_debugging_lease_revoked_total",
+            "counter",
+            "The total number of revoked leases.",
+            self.lease_revoked.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_debugging_lease_renewed_total",
+            "counter",
+            "The number of renewed leases seen by the leader.",
+            self.lease_renewed.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_debugging_lease_total",
+            "gauge",
+            "The number of leases held.",
+            store.leases,
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let histogram = Histogram::default();
+        histogram.observe(Duration::from_micros(500));
+        histogram.observe(Duration::from_millis(3));
+        histogram.observe(Duration::from_secs(10));
+        let mut out = String::new();
+        histogram.render(&mut out, "h", "help");
+        assert!(out.contains("h_bucket{le=\"0.001\"} 1\n"), "{out}");
+        assert!(out.contains("h_bucket{le=\"0.004\"} 2\n"), "{out}");
+        assert!(out.contains("h_bucket{le=\"8.192\"} 2\n"), "{out}");
+        assert!(out.contains("h_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("h_count 3\n"), "{out}");
+    }
+
+    #[test]
+    fn render_names_etcd_metrics() {
+        let metrics = Metrics::default();
+        metrics.put_total.add(3);
+        let text = metrics.render(StoreGauges::default(), true, "3.5.0");
+        for name in [
+            "etcd_server_has_leader 1",
+            "etcd_mvcc_put_total 3",
+            "etcd_disk_wal_fsync_duration_seconds_count 0",
+            "etcd_mvcc_db_total_size_in_bytes 0",
+        ] {
+            assert!(text.contains(name), "missing {name}");
+        }
+    }
+}

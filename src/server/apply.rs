@@ -1,0 +1,221 @@
+//! Applying commands to the state machine: the MVCC store, the alarm list and the lease
+//! clocks.
+//!
+//! Apply is deterministic: the same entries in the same order give the same store on every
+//! member and on every replay. Errors (an unknown lease, a compacted revision) are results,
+//! not failures: the entry stays in the log and applies to the same error again on replay.
+
+use keel_engine::mvcc::{self, Store};
+use keel_proto::etcdserverpb as pb;
+use tonic::Status;
+
+use crate::api::convert;
+use crate::server::command::Command;
+use crate::server::state::{nospace_status, Applied, ApplyResult, LeaseClocks};
+
+/// What apply may touch besides the store.
+pub struct ApplyContext<'a> {
+    /// Active alarms.
+    pub alarms: &'a mut Vec<pb::AlarmMember>,
+    /// Lease clocks; `None` during replay at startup (every lease's clock starts when the
+    /// member is ready, as etcd's lessor does when it is promoted).
+    pub lease_clocks: Option<&'a mut LeaseClocks>,
+}
+
+fn has_put(ops: &[pb::RequestOp]) -> bool {
+    use pb::request_op::Request;
+    ops.iter().any(|op| match &op.request {
+        Some(Request::RequestPut(_)) => true,
+        Some(Request::RequestTxn(txn)) => has_put(&txn.success) || has_put(&txn.failure),
+        _ => false,
+    })
+}
+
+/// True if the txn can write (any put or delete in any branch, nested included).
+pub fn txn_writes(txn: &pb::TxnRequest) -> bool {
+    fn writes(ops: &[pb::RequestOp]) -> bool {
+        use pb::request_op::Request;
+        ops.iter().any(|op| match &op.request {
+            Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => true,
+            Some(Request::RequestTxn(txn)) => writes(&txn.success) || writes(&txn.failure),
+            _ => false,
+        })
+    }
+    writes(&txn.success) || writes(&txn.failure)
+}
+
+fn nospace(context: &ApplyContext<'_>) -> bool {
+    context
+        .alarms
+        .iter()
+        .any(|a| a.alarm == pb::AlarmType::Nospace as i32)
+}
+
+fn engine(error: mvcc::MvccError) -> Status {
+    convert::status(&error)
+}
+
+/// Applies one command.
+pub fn apply(store: &mut Store, context: &mut ApplyContext<'_>, command: &Command) -> ApplyResult {
+    match command {
+        Command::Put(request) => {
+            // etcd's capped applier: with NOSPACE raised, nothing that adds data applies.
+            if nospace(context) {
+                return Err(nospace_status());
+            }
+            let response = store.put(&convert::put_request(request)).map_err(engine)?;
+            Ok(Applied::Put(response))
+        }
+        Command::DeleteRange(request) => {
+            let response = store
+                .delete_range(&convert::delete_request(request))
+                .map_err(engine)?;
+            Ok(Applied::DeleteRange(response))
+        }
+        Command::Txn(request) => {
+            if nospace(context) && (has_put(&request.success) || has_put(&request.failure)) {
+                return Err(nospace_status());
+            }
+            let txn = convert::txn_request(request)?;
+            let response = store.txn(&txn).map_err(engine)?;
+            Ok(Applied::Txn(response))
+        }
+        Command::Compact(request) => {
+            store.compact(request.revision).map_err(engine)?;
+            Ok(Applied::Compact {
+                revision: store.current_revision(),
+            })
+        }
+        Command::LeaseGrant(request) => {
+            if nospace(context) {
+                return Err(nospace_status());
+            }
+            store.lease_grant(request.id, request.ttl).map_err(engine)?;
+            if let Some(clocks) = context.lease_clocks.as_deref_mut() {
+                clocks.start(request.id, request.ttl);
+            }
+            Ok(Applied::LeaseGrant {
+                id: request.id,
+                ttl: request.ttl,
+            })
+        }
+        Command::LeaseRevoke(request) => {
+            let revoked = store.lease_revoke(request.id).map_err(engine)?;
+            if let Some(clocks) = context.lease_clocks.as_deref_mut() {
+                clocks.remove(request.id);
+            }
+            Ok(Applied::LeaseRevoke {
+                revision: revoked.revision,
+            })
+        }
+        Command::Alarm(request) => apply_alarm(context.alarms, request),
+    }
+}
+
+fn apply_alarm(alarms: &mut Vec<pb::AlarmMember>, request: &pb::AlarmRequest) -> ApplyResult {
+    use pb::alarm_request::AlarmAction;
+    let member = pb::AlarmMember {
+        member_id: request.member_id,
+        alarm: request.alarm,
+    };
+    match AlarmAction::try_from(request.action) {
+        Ok(AlarmAction::Get) => Ok(Applied::Alarm(alarms.clone())),
+        Ok(AlarmAction::Activate) => {
+            if request.alarm == pb::AlarmType::None as i32 {
+                return Ok(Applied::Alarm(Vec::new()));
+            }
+            if !alarms.contains(&member) {
+                alarms.push(member);
+            }
+            Ok(Applied::Alarm(vec![member]))
+        }
+        Ok(AlarmAction::Deactivate) => {
+            let before = alarms.len();
+            alarms.retain(|a| *a != member);
+            // etcd answers a deactivation with the alarm it cleared, nothing if none was set.
+            Ok(Applied::Alarm(if alarms.len() < before {
+                vec![member]
+            } else {
+                Vec::new()
+            }))
+        }
+        Err(_) => Err(Status::invalid_argument(format!(
+            "etcdserver: invalid alarm action {}",
+            request.action
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str) -> Command {
+        Command::Put(pb::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn nospace_refuses_puts_but_not_deletes() {
+        let mut store = Store::new();
+        let mut alarms = vec![pb::AlarmMember {
+            member_id: 1,
+            alarm: pb::AlarmType::Nospace as i32,
+        }];
+        let mut context = ApplyContext {
+            alarms: &mut alarms,
+            lease_clocks: None,
+        };
+        let error = apply(&mut store, &mut context, &put("a")).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::ResourceExhausted);
+        let delete = Command::DeleteRange(pb::DeleteRangeRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        });
+        assert!(apply(&mut store, &mut context, &delete).is_ok());
+    }
+
+    #[test]
+    fn alarms_activate_and_deactivate() {
+        let mut store = Store::new();
+        let mut alarms = Vec::new();
+        let mut context = ApplyContext {
+            alarms: &mut alarms,
+            lease_clocks: None,
+        };
+        let request = |action| {
+            Command::Alarm(pb::AlarmRequest {
+                action,
+                member_id: 7,
+                alarm: 1,
+            })
+        };
+        apply(&mut store, &mut context, &request(1)).unwrap();
+        apply(&mut store, &mut context, &request(1)).unwrap();
+        assert_eq!(context.alarms.len(), 1);
+        apply(&mut store, &mut context, &request(2)).unwrap();
+        assert!(context.alarms.is_empty());
+    }
+
+    #[test]
+    fn txn_write_detection_sees_nested_ops() {
+        use pb::request_op::Request;
+        let nested = pb::TxnRequest {
+            failure: vec![pb::RequestOp {
+                request: Some(Request::RequestDeleteRange(Default::default())),
+            }],
+            ..Default::default()
+        };
+        let txn = pb::TxnRequest {
+            success: vec![pb::RequestOp {
+                request: Some(Request::RequestTxn(nested)),
+            }],
+            ..Default::default()
+        };
+        assert!(txn_writes(&txn));
+        assert!(!txn_writes(&pb::TxnRequest::default()));
+    }
+}

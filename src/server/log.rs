@@ -1,0 +1,347 @@
+//! The log core: owns the WAL, orders every write, applies it, answers the client.
+//!
+//! One turn of the loop takes every proposal that arrived since the last turn (group
+//! commit), frames each as one WAL entry, writes the whole batch with one aligned write and
+//! one sync, applies the batch to the store under one write lock, wakes the watchers, and
+//! only then answers the clients: an acknowledged write is durable and visible. Every
+//! `--snapshot-count` entries the store is checkpointed and the WAL segments the checkpoint
+//! covers are released, so a restart loads the checkpoint and replays only the tail.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::FutureExt;
+use keel_engine::checkpoint;
+use keel_engine::io::GlommioDisk;
+use keel_engine::mvcc::Store;
+use keel_engine::wal::{RecordType, Wal, WalOptions};
+use keel_proto::etcdserverpb as pb;
+
+use crate::server::apply::{apply, ApplyContext};
+use crate::server::command::{decode_entry, Command};
+use crate::server::state::{wal_failed_status, ApplyResult, LeaseClocks, Proposal, Shared};
+
+/// Most proposals in one batch (one WAL write).
+pub const BATCH_ENTRIES_MAX: usize = 4096;
+/// Most payload bytes in one batch.
+pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// How often the log core looks for expired leases.
+pub const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// Most leases revoked in one turn (the rest wait for the next turn).
+pub const LEASE_REVOKES_PER_TURN_MAX: usize = 1000;
+/// A batch whose apply takes longer than this counts as a slow apply.
+pub const SLOW_APPLY: Duration = Duration::from_millis(100);
+
+/// What recovery found on disk.
+pub struct Recovered {
+    /// The store with every logged entry applied.
+    pub store: Store,
+    /// Alarms raised by logged entries.
+    pub alarms: Vec<pb::AlarmMember>,
+    /// Index of the last entry.
+    pub last_index: u64,
+    /// Index covered by the checkpoint loaded (0 if none).
+    pub checkpoint_index: u64,
+    /// Entries replayed from the WAL.
+    pub replayed: u64,
+}
+
+/// The durable side of the log core: the WAL and the checkpoint directory.
+pub struct Storage {
+    wal: Wal<GlommioDisk>,
+    snap: GlommioDisk,
+}
+
+/// Opens the WAL and the checkpoints, and rebuilds the store. Runs on the log core's
+/// executor (glommio files belong to the executor that opened them).
+pub async fn recover(
+    wal_dir: &std::path::Path,
+    snap_dir: &std::path::Path,
+) -> anyhow::Result<(Storage, Recovered)> {
+    let snap = GlommioDisk::open(snap_dir)
+        .await
+        .with_context(|| format!("opening checkpoint directory {}", snap_dir.display()))?;
+    let (checkpoint_index, mut store) = match checkpoint::load_latest(&snap)
+        .await
+        .context("loading the latest checkpoint")?
+    {
+        Some((index, payload)) => {
+            let store = Store::decode_checkpoint(&payload)
+                .with_context(|| format!("decoding checkpoint at index {index}"))?;
+            (index, store)
+        }
+        None => (0, Store::new()),
+    };
+    let disk = GlommioDisk::open(wal_dir)
+        .await
+        .with_context(|| format!("opening WAL directory {}", wal_dir.display()))?;
+    let (wal, records) = Wal::open(disk, WalOptions::default())
+        .await
+        .context("opening the WAL")?;
+    let mut alarms = Vec::new();
+    let mut last_index = checkpoint_index;
+    let mut replayed = 0;
+    for record in records {
+        if record.record_type != RecordType::Entry {
+            continue;
+        }
+        let entry =
+            decode_entry(&record.payload).with_context(|| format!("WAL record {}", record.lsn))?;
+        if entry.index <= checkpoint_index {
+            continue;
+        }
+        anyhow::ensure!(
+            entry.index == last_index + 1,
+            "WAL is missing entries {}..{} (found entry {} after {}); the data dir is damaged",
+            last_index + 1,
+            entry.index - 1,
+            entry.index,
+            last_index
+        );
+        let mut context = ApplyContext {
+            alarms: &mut alarms,
+            lease_clocks: None,
+        };
+        // Results were delivered before the crash (or never); only the state matters now.
+        let _ = apply(&mut store, &mut context, &entry.command);
+        last_index = entry.index;
+        replayed += 1;
+    }
+    Ok((
+        Storage { wal, snap },
+        Recovered {
+            store,
+            alarms,
+            last_index,
+            checkpoint_index,
+            replayed,
+        },
+    ))
+}
+
+/// Starts every lease's clock after recovery: with the remaining TTL a lease checkpoint
+/// recorded, else the full granted TTL (etcd's behaviour when a member becomes leader).
+pub fn start_lease_clocks(store: &Store) -> LeaseClocks {
+    let mut clocks = LeaseClocks::default();
+    for lease in store.leases() {
+        let ttl = if lease.remaining_ttl_seconds > 0 {
+            lease.remaining_ttl_seconds
+        } else {
+            lease.granted_ttl_seconds
+        };
+        clocks.start(lease.id, ttl);
+    }
+    clocks
+}
+
+/// The log core's loop state.
+pub struct LogCore {
+    shared: Rc<SharedHandle>,
+    storage: Storage,
+    inbox: async_channel::Receiver<Proposal>,
+    next_index: u64,
+    term: u64,
+    checkpoint_index: u64,
+    snapshot_count: u64,
+}
+
+/// Keeps the `Arc<Shared>` in an `Rc` wrapper so the loop can hand out cheap clones.
+pub struct SharedHandle(pub std::sync::Arc<Shared>);
+
+impl LogCore {
+    /// A log core continuing after `last_index`.
+    pub fn new(
+        shared: std::sync::Arc<Shared>,
+        storage: Storage,
+        inbox: async_channel::Receiver<Proposal>,
+        last_index: u64,
+        checkpoint_index: u64,
+        snapshot_count: u64,
+    ) -> LogCore {
+        LogCore {
+            term: shared.header.raft_term,
+            shared: Rc::new(SharedHandle(shared)),
+            storage,
+            inbox,
+            next_index: last_index + 1,
+            checkpoint_index,
+            snapshot_count: snapshot_count.max(1),
+        }
+    }
+
+    /// Runs until the inbox closes (shutdown), then writes a final checkpoint if entries
+    /// were applied since the last one.
+    pub async fn run(mut self) {
+        let mut batch: Vec<Proposal> = Vec::new();
+        loop {
+            let first = futures::select! {
+                proposal = self.inbox.recv().fuse() => match proposal {
+                    Ok(proposal) => Some(proposal),
+                    Err(_) => break,
+                },
+                _ = glommio::timer::Timer::new(LEASE_CHECK_INTERVAL).fuse() => None,
+            };
+            let mut bytes = 0;
+            if let Some(proposal) = first {
+                bytes += proposal.command.body_len();
+                batch.push(proposal);
+            }
+            while batch.len() < BATCH_ENTRIES_MAX && bytes < BATCH_BYTES_MAX {
+                match self.inbox.try_recv() {
+                    Ok(proposal) => {
+                        bytes += proposal.command.body_len();
+                        batch.push(proposal);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.expire_leases(&mut batch);
+            if !batch.is_empty() {
+                self.commit(std::mem::take(&mut batch)).await;
+            }
+            if self.next_index - 1 >= self.checkpoint_index + self.snapshot_count {
+                self.checkpoint().await;
+            }
+        }
+        // Drain what was queued before the inbox closed: those clients are still waiting.
+        while let Ok(proposal) = self.inbox.try_recv() {
+            batch.push(proposal);
+        }
+        if !batch.is_empty() {
+            self.commit(batch).await;
+        }
+    }
+
+    fn expire_leases(&self, batch: &mut Vec<Proposal>) {
+        let shared = &self.shared.0;
+        let expired = shared
+            .lease_clocks
+            .lock()
+            .expect("lease clock lock")
+            .expired(Instant::now(), LEASE_REVOKES_PER_TURN_MAX);
+        for id in expired {
+            batch.push(Proposal {
+                command: Command::LeaseRevoke(pb::LeaseRevokeRequest { id }),
+                reply: None,
+            });
+        }
+    }
+
+    async fn commit(&mut self, batch: Vec<Proposal>) {
+        let shared = self.shared.0.clone();
+        if shared.wal_failed.load(Ordering::Acquire) {
+            for proposal in batch {
+                if let Some(reply) = proposal.reply {
+                    let _ = reply.send(Err(wal_failed_status()));
+                }
+            }
+            return;
+        }
+        let first_index = self.next_index;
+        let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
+        for (offset, proposal) in batch.iter().enumerate() {
+            let mut payload = Vec::new();
+            proposal
+                .command
+                .encode_entry(first_index + offset as u64, self.term, &mut payload);
+            payloads.push(payload);
+        }
+        let records: Vec<(RecordType, &[u8])> = payloads
+            .iter()
+            .map(|p| (RecordType::Entry, p.as_slice()))
+            .collect();
+        let bytes_before = self.storage.wal.bytes_written();
+        let started = Instant::now();
+        if let Err(error) = self.storage.wal.append(&records).await {
+            // Never retry a failed sync: what reached the disk is unknown. Refuse every
+            // write from now on; a restart recovers from what the WAL holds.
+            tracing::error!(%error, "WAL append failed; refusing writes until restart");
+            shared.wal_failed.store(true, Ordering::Release);
+            shared.metrics.proposals_failed.add(batch.len() as u64);
+            for proposal in batch {
+                if let Some(reply) = proposal.reply {
+                    let _ = reply.send(Err(wal_failed_status()));
+                }
+            }
+            return;
+        }
+        shared.metrics.wal_fsync.observe(started.elapsed());
+        shared
+            .metrics
+            .wal_write_bytes
+            .add(self.storage.wal.bytes_written() - bytes_before);
+        self.next_index += batch.len() as u64;
+        shared.metrics.proposals_committed.add(batch.len() as u64);
+
+        let applying = Instant::now();
+        let mut results: Vec<ApplyResult> = Vec::with_capacity(batch.len());
+        {
+            let mut store = shared.write_store();
+            let mut alarms = shared.alarms.lock().expect("alarm lock");
+            let mut clocks = shared.lease_clocks.lock().expect("lease clock lock");
+            for proposal in &batch {
+                let mut context = ApplyContext {
+                    alarms: &mut alarms,
+                    lease_clocks: Some(&mut clocks),
+                };
+                results.push(apply(&mut store, &mut context, &proposal.command));
+            }
+            shared
+                .applied_index
+                .store(self.next_index - 1, Ordering::Release);
+        }
+        let apply_time = applying.elapsed();
+        shared.metrics.backend_commit.observe(apply_time);
+        if apply_time > SLOW_APPLY {
+            shared.metrics.slow_apply.inc();
+        }
+        shared.metrics.proposals_applied.add(batch.len() as u64);
+        shared.revision_changed.notify(usize::MAX);
+        for (proposal, result) in batch.into_iter().zip(results) {
+            if result.is_err() {
+                shared.metrics.proposals_failed.inc();
+            }
+            match proposal.reply {
+                Some(reply) => {
+                    let _ = reply.send(result);
+                }
+                None => {
+                    if let (Command::LeaseRevoke(_), Ok(_)) = (&proposal.command, &result) {
+                        shared.metrics.lease_revoked.inc();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a checkpoint of the store at the last applied index and releases the WAL
+    /// segments it covers. A failure is logged and retried at the next threshold: the WAL
+    /// still holds everything, so no data is at risk, only restart time and disk space.
+    async fn checkpoint(&mut self) {
+        let shared = self.shared.0.clone();
+        let index = self.next_index - 1;
+        let payload = match shared.read_store().encode_checkpoint() {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::error!(%error, "encoding checkpoint failed");
+                self.checkpoint_index = index;
+                return;
+            }
+        };
+        let lsn = self.storage.wal.last_lsn();
+        if let Err(error) = checkpoint::save(&self.storage.snap, index, &payload).await {
+            tracing::error!(%error, index, "writing checkpoint failed");
+            self.checkpoint_index = index;
+            return;
+        }
+        self.checkpoint_index = index;
+        match self.storage.wal.release_through(lsn).await {
+            Ok(released) => {
+                tracing::info!(index, bytes = payload.len(), released, "checkpoint written")
+            }
+            Err(error) => tracing::warn!(%error, "releasing WAL segments failed"),
+        }
+    }
+}

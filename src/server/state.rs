@@ -1,0 +1,356 @@
+//! State shared by the log core and the front cores.
+//!
+//! The MVCC store sits behind one `RwLock`: the log core takes the write lock once per batch
+//! to apply it, front cores take the read lock per read. This is a deliberate simplification
+//! of ARCHITECTURE.md's per-core read views (see docs/architecture.md): a batch applies in
+//! microseconds, so readers wait at most that long, and no copy of the index is needed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use keel_engine::mvcc::{self, Store};
+use keel_proto::etcdserverpb as pb;
+use tonic::Status;
+
+use crate::api::convert::HeaderFields;
+use crate::metrics::{Metrics, StoreGauges};
+use crate::server::command::Command;
+
+/// The etcd API version Keel speaks, reported by Status and `/version`.
+pub const ETCD_API_VERSION: &str = "3.5.0";
+
+/// The cluster version reported by `/version`.
+pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";
+
+/// gRPC overhead etcd allows on top of `--max-request-bytes` when decoding a message.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Bytes etcd adds around a request when it measures it against `--max-request-bytes` (the
+/// internal raft request header); keeps Keel's "request is too large" at the same sizes.
+pub const REQUEST_ENVELOPE_BYTES: usize = 16;
+
+/// What a command did, handed back to the client that proposed it.
+#[derive(Debug)]
+pub enum Applied {
+    /// Result of a put.
+    Put(mvcc::PutResponse),
+    /// Result of a delete.
+    DeleteRange(mvcc::DeleteRangeResponse),
+    /// Result of a txn.
+    Txn(mvcc::TxnResponse),
+    /// A compaction; the store revision at the time.
+    Compact {
+        /// The store's current revision after the compaction.
+        revision: i64,
+    },
+    /// A lease grant.
+    LeaseGrant {
+        /// The lease id.
+        id: i64,
+        /// The granted TTL in seconds.
+        ttl: i64,
+    },
+    /// A lease revocation; the store revision after it.
+    LeaseRevoke {
+        /// The store's current revision after the revocation.
+        revision: i64,
+    },
+    /// An alarm request; the alarms it reports.
+    Alarm(Vec<pb::AlarmMember>),
+}
+
+/// The result of applying a command.
+pub type ApplyResult = Result<Applied, Status>;
+
+/// A command waiting for the log core, with the channel its result goes back on.
+pub struct Proposal {
+    /// The command.
+    pub command: Command,
+    /// Where the result goes; `None` for commands the log core made itself (lease expiry).
+    pub reply: Option<oneshot::Sender<ApplyResult>>,
+}
+
+/// This member, as MemberList reports it.
+#[derive(Clone, Debug)]
+pub struct MemberInfo {
+    /// `--name`.
+    pub name: String,
+    /// `--initial-advertise-peer-urls`.
+    pub peer_urls: Vec<String>,
+    /// `--advertise-client-urls`.
+    pub client_urls: Vec<String>,
+}
+
+/// Request limits from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `--max-request-bytes`.
+    pub request_bytes_max: usize,
+    /// `--max-txn-ops`.
+    pub txn_ops_max: usize,
+    /// `--quota-backend-bytes` (the default applied).
+    pub quota_bytes: u64,
+    /// Smallest lease TTL granted, in seconds (etcd: 1.5 election timeouts, rounded up).
+    pub lease_ttl_min_seconds: i64,
+}
+
+/// When each lease expires. Kept beside the store because expiry is clock-based and local
+/// to the member that counts it; the store holds only what every member agrees on.
+#[derive(Debug, Default)]
+pub struct LeaseClocks {
+    deadlines: HashMap<i64, (Instant, i64)>,
+}
+
+impl LeaseClocks {
+    /// Starts (or restarts) lease `id`'s clock with `ttl_seconds` from now.
+    pub fn start(&mut self, id: i64, ttl_seconds: i64) {
+        let deadline = Instant::now() + Duration::from_secs(ttl_seconds.max(0) as u64);
+        self.deadlines.insert(id, (deadline, ttl_seconds));
+    }
+
+    /// Renews lease `id` with its granted TTL; returns that TTL, or `None` if unknown.
+    pub fn renew(&mut self, id: i64) -> Option<i64> {
+        let (deadline, ttl) = self.deadlines.get_mut(&id)?;
+        *deadline = Instant::now() + Duration::from_secs((*ttl).max(0) as u64);
+        Some(*ttl)
+    }
+
+    /// Seconds left on lease `id` (truncated, as etcd reports it), `None` if unknown.
+    pub fn remaining_seconds(&self, id: i64) -> Option<i64> {
+        let (deadline, _) = self.deadlines.get(&id)?;
+        Some(deadline.saturating_duration_since(Instant::now()).as_secs() as i64)
+    }
+
+    /// Forgets lease `id`.
+    pub fn remove(&mut self, id: i64) {
+        self.deadlines.remove(&id);
+    }
+
+    /// Leases whose deadline has passed, at most `limit`, in id order (deterministic).
+    pub fn expired(&self, now: Instant, limit: usize) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .deadlines
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(limit);
+        ids
+    }
+}
+
+/// etcd's request-id generator, used for server-chosen lease ids: the member id's low 16 bits,
+/// then a millisecond timestamp and a counter, so ids from different members and restarts do
+/// not collide.
+#[derive(Debug)]
+pub struct IdGenerator {
+    prefix: u64,
+    suffix: AtomicU64,
+}
+
+impl IdGenerator {
+    /// A generator for `member_id`, seeded with the current time.
+    pub fn new(member_id: u64) -> IdGenerator {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        IdGenerator {
+            prefix: member_id << 48,
+            suffix: AtomicU64::new((millis & ((1 << 40) - 1)) << 8),
+        }
+    }
+
+    /// The next id: positive and never 0.
+    pub fn next_lease_id(&self) -> i64 {
+        loop {
+            let suffix = self.suffix.fetch_add(1, Ordering::Relaxed) + 1;
+            let id = (self.prefix | (suffix & ((1 << 48) - 1))) & (i64::MAX as u64);
+            if id != 0 {
+                return id as i64;
+            }
+        }
+    }
+}
+
+/// Everything the services and the log core share.
+pub struct Shared {
+    /// The MVCC store.
+    pub store: RwLock<Store>,
+    /// Cluster id, member id and term for response headers.
+    pub header: HeaderFields,
+    /// This member.
+    pub member: MemberInfo,
+    /// Request limits.
+    pub limits: Limits,
+    /// The log core's inbox.
+    pub proposals: async_channel::Sender<Proposal>,
+    /// Notified after every applied batch that changed the store revision.
+    pub revision_changed: event_listener::Event,
+    /// Index of the last applied log entry.
+    pub applied_index: AtomicU64,
+    /// Lease expiry clocks.
+    pub lease_clocks: Mutex<LeaseClocks>,
+    /// Active alarms.
+    pub alarms: Mutex<Vec<pb::AlarmMember>>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Server-chosen lease ids.
+    pub ids: IdGenerator,
+    /// Set when the WAL failed: the member refuses writes until restarted.
+    pub wal_failed: AtomicBool,
+    /// Set when shutdown begins; watch and keep-alive streams end.
+    pub stopping: AtomicBool,
+    /// Notified when shutdown begins.
+    pub stop_event: event_listener::Event,
+    /// How often idle watchers with `progress_notify` get a progress response.
+    pub watch_progress_interval: Duration,
+}
+
+impl Shared {
+    /// Sends `command` through the log and waits for its result. Refuses requests larger
+    /// than `--max-request-bytes` as etcd does.
+    pub async fn propose(&self, command: Command) -> ApplyResult {
+        if command.body_len() + REQUEST_ENVELOPE_BYTES > self.limits.request_bytes_max {
+            return Err(Status::invalid_argument("etcdserver: request is too large"));
+        }
+        if self.wal_failed.load(Ordering::Acquire) {
+            return Err(wal_failed_status());
+        }
+        let (reply, result) = oneshot::channel();
+        self.metrics.proposals_pending.inc();
+        let sent = self
+            .proposals
+            .send(Proposal {
+                command,
+                reply: Some(reply),
+            })
+            .await;
+        let outcome = match sent {
+            Ok(()) => result.await.unwrap_or_else(|_| Err(stopped_status())),
+            Err(_) => Err(stopped_status()),
+        };
+        self.metrics.proposals_pending.dec();
+        outcome
+    }
+
+    /// The store's current revision.
+    pub fn current_revision(&self) -> i64 {
+        self.read_store().current_revision()
+    }
+
+    /// The store for reading. A poisoned lock means a panic while applying; the store may
+    /// be half-applied, so every reader fails loudly rather than serve it.
+    pub fn read_store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+        self.store
+            .read()
+            .expect("store lock poisoned by a panic during apply")
+    }
+
+    /// The store for applying (log core only).
+    pub fn write_store(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
+        self.store
+            .write()
+            .expect("store lock poisoned by a panic during apply")
+    }
+
+    /// Gauges for `/metrics` and Status.
+    pub fn store_gauges(&self) -> StoreGauges {
+        let store = self.read_store();
+        let stats = store.stats();
+        StoreGauges {
+            db_total_size_bytes: stats.approximate_bytes,
+            keys_total: stats.live_keys,
+            current_revision: store.current_revision(),
+            compact_revision: store.compact_revision(),
+            leases: store.leases().len() as u64,
+        }
+    }
+
+    /// True while a NOSPACE alarm is raised.
+    pub fn nospace(&self) -> bool {
+        self.alarms
+            .lock()
+            .expect("alarm lock")
+            .iter()
+            .any(|a| a.alarm == pb::AlarmType::Nospace as i32)
+    }
+
+    /// Checks the backend quota before a write that adds data, raising NOSPACE (through
+    /// the log, as etcd does) when the store is over `--quota-backend-bytes`.
+    pub async fn check_quota(&self, added_bytes: usize) -> Result<(), Status> {
+        if self.nospace() {
+            return Err(nospace_status());
+        }
+        let used = self.read_store().stats().approximate_bytes;
+        if used + added_bytes as u64 <= self.limits.quota_bytes {
+            return Ok(());
+        }
+        let raise = Command::Alarm(pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Activate as i32,
+            member_id: self.header.member_id,
+            alarm: pb::AlarmType::Nospace as i32,
+        });
+        self.propose(raise).await?;
+        Err(nospace_status())
+    }
+
+    /// Begins shutdown.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop_event.notify(usize::MAX);
+        self.proposals.close();
+    }
+}
+
+/// Shared handle type.
+pub type SharedRef = Arc<Shared>;
+
+/// etcd's "database space exceeded" error.
+pub fn nospace_status() -> Status {
+    Status::resource_exhausted("etcdserver: mvcc: database space exceeded")
+}
+
+/// The error for requests arriving while the server stops.
+pub fn stopped_status() -> Status {
+    Status::unavailable("etcdserver: server stopped")
+}
+
+/// The error for writes after the WAL failed.
+pub fn wal_failed_status() -> Status {
+    Status::internal(
+        "etcdserver: the write-ahead log failed to sync; this member refuses writes until it is \
+         restarted",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_ids_are_positive_and_distinct() {
+        let ids = IdGenerator::new(u64::MAX);
+        let a = ids.next_lease_id();
+        let b = ids.next_lease_id();
+        assert!(a > 0 && b > 0 && a != b);
+    }
+
+    #[test]
+    fn lease_clocks_expire_in_id_order() {
+        let mut clocks = LeaseClocks::default();
+        clocks.start(9, 0);
+        clocks.start(3, 0);
+        clocks.start(5, 1000);
+        let later = Instant::now() + Duration::from_millis(1);
+        assert_eq!(clocks.expired(later, 10), vec![3, 9]);
+        assert_eq!(clocks.expired(later, 1), vec![3]);
+        assert_eq!(clocks.renew(5), Some(1000));
+        assert_eq!(clocks.renew(4), None);
+        assert!(clocks.remaining_seconds(5).unwrap() >= 999);
+    }
+}
