@@ -548,6 +548,19 @@ async fn unary_throughput() {
              in flight in {elapsed:?}: {:.0} req/s",
             calls as f64 / elapsed.as_secs_f64()
         );
+
+        // One call at a time: the round trip of a single unary call.
+        const SEQUENTIAL_CALLS: usize = 2_000;
+        let mut kv = KvClient::new(channels[0].clone());
+        let started = Instant::now();
+        for _ in 0..SEQUENTIAL_CALLS {
+            range(&mut kv, b"k").await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        println!(
+            "unary Range, one at a time: {SEQUENTIAL_CALLS} calls in {elapsed:?}: {:?} per call",
+            elapsed / SEQUENTIAL_CALLS as u32
+        );
         server.stop().await.unwrap();
     })
     .await;

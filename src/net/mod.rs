@@ -11,6 +11,32 @@
 //! [`Routes`]; every other request (`/metrics`, `/health`, `/version`, ...) goes to the
 //! [`HttpHandler`].
 //!
+//! # One executor per core
+//!
+//! ```no_run
+//! # use std::rc::Rc;
+//! # fn routes() -> tonic::service::Routes { unimplemented!() }
+//! # fn handler() -> Rc<dyn keel::net::HttpHandler> { unimplemented!() }
+//! use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+//! use keel::net::{bind_reuseport, serve, ServeOptions};
+//!
+//! let addr: std::net::SocketAddr = "0.0.0.0:2379".parse().unwrap();
+//! let cores = 2;
+//! let pool = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, None))
+//!     .on_all_shards(move || async move {
+//!         // Each core binds the same address; the kernel spreads connections over them.
+//!         let listener = bind_reuseport(addr)?;
+//!         // Built per core: tonic services are `Send + Sync`, so they may share state
+//!         // through `Arc`s, but core-local state must be reached through channels.
+//!         let shutdown = std::future::pending::<()>();
+//!         serve(listener, routes(), handler(), ServeOptions::default(), shutdown).await
+//!     })
+//!     .unwrap();
+//! for result in pool.join_all() {
+//!     result.unwrap().unwrap();
+//! }
+//! ```
+//!
 //! TLS is not done here yet. The connection code is generic over any futures-io stream, so a
 //! futures-rustls server stream (ALPN `h2`, `http/1.1`) can be served by the same path once
 //! accepted and handshaken.
