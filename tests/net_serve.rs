@@ -667,3 +667,103 @@ async fn connections_that_never_show_a_protocol_are_closed() {
     })
     .await;
 }
+
+const CA_PEM: &[u8] = include_bytes!("net_tls/ca.pem");
+const SERVER_PEM: &[u8] = include_bytes!("net_tls/server.pem");
+const SERVER_KEY: &[u8] = include_bytes!("net_tls/server.key");
+const CLIENT_PEM: &[u8] = include_bytes!("net_tls/client.pem");
+const CLIENT_KEY: &[u8] = include_bytes!("net_tls/client.key");
+
+/// A TLS channel to `server` that trusts the test CA, optionally with the client identity.
+async fn tls_channel(
+    server: &TestServer,
+    with_identity: bool,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(CA_PEM))
+        .domain_name("localhost");
+    if with_identity {
+        tls = tls.identity(tonic::transport::Identity::from_pem(CLIENT_PEM, CLIENT_KEY));
+    }
+    Channel::from_shared(format!("https://localhost:{}", server.addr.port()))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+#[tokio::test]
+async fn tls_serves_grpc_and_rejects_plaintext() {
+    with_timeout(async {
+        let tls = keel::net::server_config(SERVER_PEM, SERVER_KEY, None).unwrap();
+        let mut server = TestServer::start(ServeOptions {
+            tls: Some(tls),
+            ..Default::default()
+        });
+        let mut kv = KvClient::new(tls_channel(&server, false).await.unwrap());
+        assert_eq!(range(&mut kv, b"secret").await.unwrap(), b"secret");
+
+        // Plaintext HTTP/2 to the TLS port fails, and only that connection.
+        let plain = Channel::from_shared(format!("http://{}", server.addr)).unwrap();
+        if let Ok(channel) = plain.connect().await {
+            assert!(range(&mut KvClient::new(channel), b"x").await.is_err());
+        }
+        // Plaintext HTTP/1 gets no HTTP answer (at most a TLS alert).
+        let answer = http_get(server.addr, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(!answer.starts_with("HTTP/"), "{answer}");
+        assert_eq!(range(&mut kv, b"still").await.unwrap(), b"still");
+        server.stop().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mutual_tls_requires_a_client_certificate() {
+    with_timeout(async {
+        let tls = keel::net::server_config(SERVER_PEM, SERVER_KEY, Some(CA_PEM)).unwrap();
+        let mut server = TestServer::start(ServeOptions {
+            tls: Some(tls),
+            ..Default::default()
+        });
+        let mut kv = KvClient::new(tls_channel(&server, true).await.unwrap());
+        assert_eq!(range(&mut kv, b"mutual").await.unwrap(), b"mutual");
+
+        // Without a client certificate the handshake (or the first call) fails.
+        if let Ok(channel) = tls_channel(&server, false).await {
+            assert!(range(&mut KvClient::new(channel), b"x").await.is_err());
+        }
+        server.stop().await.unwrap();
+    })
+    .await;
+}
+
+#[test]
+fn tls_config_errors_name_the_bad_input() {
+    use keel::net::{server_config, TlsConfigError};
+    let err = server_config(b"", SERVER_KEY, None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TlsConfigError::NoCertificate {
+                what: "certificate chain"
+            }
+        ),
+        "{err}"
+    );
+    let err = server_config(SERVER_PEM, b"not a key", None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TlsConfigError::Pem {
+                what: "private key",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = server_config(SERVER_PEM, SERVER_KEY, Some(b"")).unwrap_err();
+    assert!(
+        matches!(err, TlsConfigError::NoCertificate { what: "client CA" }),
+        "{err}"
+    );
+}

@@ -37,12 +37,15 @@
 //! }
 //! ```
 //!
-//! TLS is not done here yet. The connection code is generic over any futures-io stream, so a
-//! futures-rustls server stream (ALPN `h2`, `http/1.1`) can be served by the same path once
-//! accepted and handshaken.
+//! With [`ServeOptions::tls`] set (see [`server_config`]), every connection first completes a
+//! TLS handshake (rustls over glommio's stream, ALPN `h2` and `http/1.1`), then is served the
+//! same way.
 
 mod io;
 mod rt;
+mod tls;
+
+pub use self::tls::{server_config, TlsConfigError};
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -50,6 +53,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -102,10 +106,13 @@ pub struct ServeOptions {
     pub http2_initial_stream_window_size: Option<u32>,
     /// The HTTP/2 per-connection flow-control window; `None` keeps hyper's default (1 MiB).
     pub http2_initial_connection_window_size: Option<u32>,
-    /// How long a new connection may take to show its protocol: the whole HTTP/2 preface, or
-    /// the first byte of an HTTP/1 request. hyper's own timers start only after that, so
-    /// without this a client could hold a connection slot forever by sending nothing.
-    /// Default 10 s.
+    /// TLS for every connection; `None` serves plaintext (HTTP/1.1 and h2c). Build it with
+    /// [`server_config`]. Default `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long a new connection may take to finish its TLS handshake (if any) and show its
+    /// protocol: the whole HTTP/2 preface, or the first byte of an HTTP/1 request. hyper's own
+    /// timers start only after that, so without this a client could hold a connection slot
+    /// forever by sending nothing. Default 10 s.
     pub handshake_timeout: Duration,
     /// How long an HTTP/1 client may take to send a request's headers. Default 30 s.
     pub http1_header_read_timeout: Option<Duration>,
@@ -129,6 +136,7 @@ impl Default for ServeOptions {
             http2_max_frame_size: 16 * 1024,
             http2_initial_stream_window_size: None,
             http2_initial_connection_window_size: None,
+            tls: None,
             handshake_timeout: Duration::from_secs(10),
             http1_header_read_timeout: Some(Duration::from_secs(30)),
             http_body_max: HTTP_BODY_MAX_DEFAULT,
@@ -192,6 +200,7 @@ pub async fn serve(
         abort: abort_rx.shared(),
     };
     let local_addr = listener.local_addr().ok();
+    let tls = options.tls.clone().map(futures_rustls::TlsAcceptor::from);
 
     let mut shutdown = pin!(shutdown);
     loop {
@@ -224,15 +233,19 @@ pub async fn serve(
         let builder = builder.clone();
         let dispatch = dispatch.clone();
         let signals = signals.clone();
-        let handshake_timeout = options.handshake_timeout;
+        let mut handshake = Handshake::start(options.handshake_timeout);
+        let tls = tls.clone();
         glommio::spawn_local(async move {
-            let protocol_known = Rc::new(Cell::new(false));
-            let io = HyperIo::new(stream, protocol_known.clone());
-            let handshake = Handshake {
-                protocol_known,
-                timeout: handshake_timeout,
-            };
-            serve_connection(&builder, io, handshake, dispatch, signals).await;
+            match tls {
+                None => serve_connection(&builder, stream, handshake, dispatch, signals).await,
+                Some(acceptor) => {
+                    if let Some(stream) =
+                        accept_tls(&acceptor, stream, &mut handshake, &signals).await
+                    {
+                        serve_connection(&builder, stream, handshake, dispatch, signals).await;
+                    }
+                }
+            }
             drop(guard);
         })
         .detach();
@@ -280,16 +293,17 @@ fn connection_builder(options: &ServeOptions) -> auto::Builder<LocalExec> {
 /// listener's signals say so.
 async fn serve_connection<IO>(
     builder: &auto::Builder<LocalExec>,
-    io: HyperIo<IO>,
+    stream: IO,
     handshake: Handshake,
     dispatch: Rc<Dispatch>,
     mut signals: Signals,
 ) where
-    HyperIo<IO>: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    IO: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + 'static,
 {
+    let io = HyperIo::new(stream, handshake.protocol_known.clone());
     let mut conn = pin!(builder.serve_connection(io, DispatchService(dispatch)));
     let mut graceful_started = false;
-    let mut handshake_timer = Some(glommio::timer::Timer::new(handshake.timeout));
+    let mut handshake_timer = Some(handshake.timer);
     let result = future::poll_fn(|cx| {
         if let Some(timer) = &mut handshake_timer {
             if handshake.protocol_known.get() {
@@ -317,11 +331,58 @@ async fn serve_connection<IO>(
     }
 }
 
-/// A new connection's deadline for showing its protocol.
+/// Runs the TLS handshake of a new connection within its handshake deadline. `None` when the
+/// handshake failed, timed out, or shutdown began meanwhile: the connection is then dropped.
+async fn accept_tls<IO>(
+    acceptor: &futures_rustls::TlsAcceptor,
+    stream: IO,
+    handshake: &mut Handshake,
+    signals: &Signals,
+) -> Option<futures_rustls::server::TlsStream<IO>>
+where
+    IO: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin,
+{
+    let mut accept = acceptor.accept(stream);
+    let mut graceful = signals.graceful.clone();
+    let outcome = future::poll_fn(|cx| {
+        if let Poll::Ready(result) = accept.poll_unpin(cx) {
+            return Poll::Ready(Some(result));
+        }
+        if handshake.timer.poll_unpin(cx).is_ready() || graceful.poll_unpin(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
+    match outcome {
+        Some(Ok(stream)) => Some(stream),
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        None => {
+            tracing::debug!("TLS handshake timed out or shutdown began; closing the connection");
+            None
+        }
+    }
+}
+
+/// A new connection's deadline for its TLS handshake and for showing its protocol.
 struct Handshake {
     /// Set by the connection's [`HyperIo`] once the protocol is known.
     protocol_known: Rc<Cell<bool>>,
-    timeout: Duration,
+    /// Fires at the deadline.
+    timer: glommio::timer::Timer,
+}
+
+impl Handshake {
+    /// Starts the clock for a connection accepted now.
+    fn start(timeout: Duration) -> Self {
+        Self {
+            protocol_known: Rc::new(Cell::new(false)),
+            timer: glommio::timer::Timer::new(timeout),
+        }
+    }
 }
 
 /// The listener's shutdown signals, shared by every connection task.
