@@ -265,6 +265,11 @@ impl Keys {
         }
     }
 
+    /// The number of distinct keys.
+    pub fn space(&self) -> u64 {
+        self.space
+    }
+
     /// The bytes of key number `n`: zero-padded decimal, so that keys sort by number and stay
     /// readable in etcdctl; at least as long as the number needs.
     pub fn key(&self, n: u64) -> Vec<u8> {

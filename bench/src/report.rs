@@ -31,6 +31,9 @@ pub struct ReportArgs {
 
 const SYSTEMS: [&str; 2] = ["etcd", "keel"];
 
+/// (clients, ops/s) points of one sweep, by system.
+type SweepPoints = BTreeMap<&'static str, Vec<(u64, f64)>>;
+
 /// The order workloads appear in; others follow alphabetically.
 const ORDER: &[&str] = &[
     "put-seq",
@@ -378,7 +381,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
         writeln!(md, "![{workload} latency CDF]({plot_dir_name}/{file})")?;
         writeln!(md)?;
     }
-    let mut sweeps: BTreeMap<String, BTreeMap<&str, Vec<(u64, f64)>>> = BTreeMap::new();
+    let mut sweeps: BTreeMap<String, SweepPoints> = BTreeMap::new();
     for workload in &workloads {
         if let Some((base, clients)) = sweep_parts(workload) {
             for system in SYSTEMS {
@@ -505,7 +508,7 @@ fn cdf_plot(path: &Path, workload: &str, series: &[(&str, Vec<(f64, u64)>)]) -> 
     Ok(())
 }
 
-fn sweep_plot(path: &Path, base: &str, by_system: &BTreeMap<&str, Vec<(u64, f64)>>) -> Result<()> {
+fn sweep_plot(path: &Path, base: &str, by_system: &SweepPoints) -> Result<()> {
     let max_clients = by_system
         .values()
         .flatten()

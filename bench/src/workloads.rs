@@ -260,11 +260,13 @@ struct TxnPut {
 impl Op for TxnPut {
     fn call(&mut self, i: u64) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let mut success = Vec::with_capacity(self.txn_ops);
-            for _ in 0..self.txn_ops {
-                let key = self.op.next_key(i);
-                success.push(put_op(key, self.op.value.clone()));
-            }
+            // etcd refuses a txn that puts the same key twice, so a txn's keys are
+            // consecutive key numbers from a picked base (the key space is at least txn_ops).
+            let base = self.op.keys.pick(i, &mut self.op.rng);
+            let space = self.op.keys.space();
+            let success = (0..self.txn_ops as u64)
+                .map(|j| put_op(self.op.keys.key((base + j) % space), self.op.value.clone()))
+                .collect();
             let request = TxnRequest {
                 compare: vec![],
                 success,
@@ -305,6 +307,9 @@ pub async fn txn_put(args: TxnPutArgs) -> Result<()> {
     let common = args.common;
     let (channels, endpoints) = common.open().await?;
     let txn_ops = args.txn_ops.max(1);
+    if (txn_ops as u64) > common.key_space_size {
+        anyhow::bail!("--txn-ops {txn_ops} needs --key-space-size of at least {txn_ops}");
+    }
     let ops = kv_ops(&common, &channels)
         .into_iter()
         .map(|op| TxnPut { op, txn_ops })
