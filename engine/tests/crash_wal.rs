@@ -14,12 +14,14 @@ use futures_lite::future::block_on;
 use keel_engine::io::{SeededRng, SimDisk};
 use keel_engine::wal::{Record, RecordType, Wal, WalError, WalOptions};
 
-/// Seeds per test; override with KEEL_CRASH_SEEDS for longer runs.
+/// Seeds per test: 200 in release builds, fewer in (much slower) debug builds; override with
+/// KEEL_CRASH_SEEDS for longer runs.
 fn seed_count() -> u64 {
+    let default = if cfg!(debug_assertions) { 16 } else { 200 };
     std::env::var("KEEL_CRASH_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(40)
+        .unwrap_or(default)
 }
 
 fn options(seed: u64) -> WalOptions {

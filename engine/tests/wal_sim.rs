@@ -5,6 +5,14 @@ use futures_lite::future::block_on;
 use keel_engine::io::{Disk, SimDisk, ENOSPC};
 use keel_engine::wal::{Record, RecordType, Wal, WalError, WalOptions};
 
+/// 1 MiB segments: the 64 MiB default makes every open scan 64 MiB, slow in debug builds.
+fn medium_segments() -> WalOptions {
+    WalOptions {
+        segment_bytes: 1 << 20,
+        dsync: false,
+    }
+}
+
 fn small_segments() -> WalOptions {
     WalOptions {
         segment_bytes: 16 * 1024,
@@ -135,15 +143,13 @@ fn release_through_removes_old_segments() {
 fn corruption_mid_log_names_file_and_offset() {
     block_on(async {
         let disk = SimDisk::new(4);
-        let (mut wal, _) = Wal::open(disk.clone(), WalOptions::default())
-            .await
-            .unwrap();
+        let (mut wal, _) = Wal::open(disk.clone(), medium_segments()).await.unwrap();
         append_batches(&mut wal, 5, 2, 100).await;
         drop(wal);
         // Flip a payload byte of the first batch; four valid batches follow it.
         let name = "0000000000000001.wal";
         assert!(disk.corrupt(name, 4096 + 30, &[0xff]));
-        let error = Wal::open(disk, WalOptions::default()).await.err().unwrap();
+        let error = Wal::open(disk, medium_segments()).await.err().unwrap();
         match &error {
             WalError::Corrupt { file, offset, .. } => {
                 assert_eq!(file, name);
@@ -188,13 +194,11 @@ fn damage_in_an_older_segment_is_corruption() {
 fn bad_segment_header_is_corruption() {
     block_on(async {
         let disk = SimDisk::new(6);
-        let (mut wal, _) = Wal::open(disk.clone(), WalOptions::default())
-            .await
-            .unwrap();
+        let (mut wal, _) = Wal::open(disk.clone(), medium_segments()).await.unwrap();
         append_batches(&mut wal, 1, 1, 10).await;
         drop(wal);
         disk.corrupt("0000000000000001.wal", 17, &[9]);
-        let error = Wal::open(disk, WalOptions::default()).await.err().unwrap();
+        let error = Wal::open(disk, medium_segments()).await.err().unwrap();
         assert!(
             matches!(error, WalError::Corrupt { offset: 24, .. }),
             "{error}"
@@ -206,9 +210,7 @@ fn bad_segment_header_is_corruption() {
 fn torn_tail_is_truncated_and_appends_continue() {
     block_on(async {
         let disk = SimDisk::new(7);
-        let (mut wal, _) = Wal::open(disk.clone(), WalOptions::default())
-            .await
-            .unwrap();
+        let (mut wal, _) = Wal::open(disk.clone(), medium_segments()).await.unwrap();
         let mut expected = append_batches(&mut wal, 3, 4, 1500).await;
         append_batches(&mut wal, 1, 4, 1500).await;
         drop(wal);
@@ -221,16 +223,14 @@ fn torn_tail_is_truncated_and_appends_continue() {
             [0, 0, 0, 0]
         );
         disk.corrupt(name, (last_batch_start + 4096) as u64, &[0xab; 512]);
-        let (mut wal, records) = Wal::open(disk.clone(), WalOptions::default())
-            .await
-            .unwrap();
+        let (mut wal, records) = Wal::open(disk.clone(), medium_segments()).await.unwrap();
         assert_eq!(records, expected);
         assert_eq!(wal.last_lsn(), 12);
         // The garbage was zeroed, so new (shorter) batches after the tail scan cleanly.
         expected.extend(append_batches(&mut wal, 1, 1, 10).await);
         expected.extend(append_batches(&mut wal, 1, 1, 10).await);
         drop(wal);
-        let (_, records) = Wal::open(disk, WalOptions::default()).await.unwrap();
+        let (_, records) = Wal::open(disk, medium_segments()).await.unwrap();
         assert_eq!(records, expected);
     });
 }
@@ -239,9 +239,11 @@ fn torn_tail_is_truncated_and_appends_continue() {
 fn failed_sync_poisons_until_reopen() {
     block_on(async {
         let disk = SimDisk::new(8);
-        let (mut wal, _) = Wal::open(disk.clone(), WalOptions::default())
-            .await
-            .unwrap();
+        let options = WalOptions {
+            dsync: false,
+            ..medium_segments()
+        };
+        let (mut wal, _) = Wal::open(disk.clone(), options.clone()).await.unwrap();
         let expected = append_batches(&mut wal, 2, 1, 10).await;
         disk.fail_next_sync();
         let error = wal.append(&[(RecordType::Entry, b"x")]).await.unwrap_err();
@@ -252,7 +254,7 @@ fn failed_sync_poisons_until_reopen() {
         drop(wal);
         // The unacknowledged batch may or may not survive; acknowledged ones always do.
         disk.crash();
-        let (mut wal, records) = Wal::open(disk, WalOptions::default()).await.unwrap();
+        let (mut wal, records) = Wal::open(disk, options).await.unwrap();
         assert_eq!(records[..2], expected[..]);
         assert!(records.len() <= 3);
         wal.append(&[(RecordType::Entry, b"z")]).await.unwrap();
@@ -263,9 +265,7 @@ fn failed_sync_poisons_until_reopen() {
 fn failed_write_poisons() {
     block_on(async {
         let disk = SimDisk::new(9);
-        let (mut wal, _) = Wal::open(disk.clone(), WalOptions::default())
-            .await
-            .unwrap();
+        let (mut wal, _) = Wal::open(disk.clone(), medium_segments()).await.unwrap();
         disk.fail_next_write();
         assert!(matches!(
             wal.append(&[(RecordType::Entry, b"x")]).await,
@@ -312,9 +312,7 @@ fn disk_full_fails_the_append_with_enospc() {
 fn leftover_segment_tmp_files_are_removed() {
     block_on(async {
         let disk = SimDisk::new(11);
-        let (mut wal, _) = Wal::open(disk.clone(), WalOptions::default())
-            .await
-            .unwrap();
+        let (mut wal, _) = Wal::open(disk.clone(), medium_segments()).await.unwrap();
         append_batches(&mut wal, 1, 1, 10).await;
         drop(wal);
         disk.open(
@@ -323,9 +321,7 @@ fn leftover_segment_tmp_files_are_removed() {
         )
         .await
         .unwrap();
-        let (_, records) = Wal::open(disk.clone(), WalOptions::default())
-            .await
-            .unwrap();
+        let (_, records) = Wal::open(disk.clone(), medium_segments()).await.unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(
             disk.list().await.unwrap(),
@@ -348,5 +344,44 @@ fn dsync_mode_round_trips() {
         disk.crash();
         let (_, records) = Wal::open(disk, options).await.unwrap();
         assert_eq!(records, expected);
+    });
+}
+
+#[test]
+fn spare_segment_is_prepared_and_installed_on_roll() {
+    block_on(async {
+        let disk = SimDisk::new(13);
+        let options = WalOptions {
+            segment_bytes: 256 * 1024,
+            dsync: false,
+        };
+        let (mut wal, _) = Wal::open(disk.clone(), options.clone()).await.unwrap();
+        let mut expected = Vec::new();
+        let mut saw_spare = false;
+        for _ in 0..40 {
+            expected.extend(append_batches(&mut wal, 1, 5, 3000).await);
+            saw_spare |= disk
+                .list()
+                .await
+                .unwrap()
+                .iter()
+                .any(|n| n == "spare.wal.tmp");
+        }
+        assert!(saw_spare);
+        assert!(
+            wal.segment_count() >= 3,
+            "segments: {}",
+            wal.segment_count()
+        );
+        drop(wal);
+        let (_, records) = Wal::open(disk.clone(), options).await.unwrap();
+        assert_eq!(records, expected);
+        // Opening removes a half-prepared spare.
+        assert!(disk
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .all(|n| n.ends_with(".wal")));
     });
 }
