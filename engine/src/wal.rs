@@ -436,12 +436,27 @@ struct Spare<F> {
     synced: bool,
 }
 
-/// Zero-fills the next slice of the spare segment (or syncs it once full).
-async fn advance_spare<F: File>(
-    spare: Option<&mut Spare<F>>,
+/// Creates the spare segment if `due`, then zero-fills its next slice (or syncs it once full).
+async fn advance_spare<D: Disk>(
+    disk: &D,
+    spare: &mut Option<Spare<D::File>>,
+    due: bool,
+    size: u64,
     batch_bytes: u64,
 ) -> Result<(), IoError> {
-    let Some(spare) = spare else {
+    if due {
+        let file = disk.open(SPARE_NAME, OpenOptions::create()).await?;
+        // Reserve the extent up front so the zero slices overwrite allocated blocks instead of
+        // extending the file (extending writes serialize on ext4).
+        file.allocate(size).await?;
+        *spare = Some(Spare {
+            file,
+            filled: 0,
+            size,
+            synced: false,
+        });
+    }
+    let Some(spare) = spare.as_mut() else {
         return Ok(());
     };
     if spare.synced {
@@ -603,7 +618,18 @@ impl<D: Disk> Wal<D> {
         let first_lsn = self.last_lsn + 1;
         let mut buf = self.file.alloc_buf(padded as usize);
         encode_batch(buf.as_mut(), self.seed, first_lsn, records);
-        self.start_spare_if_due().await;
+        // The spare is started once the current segment is a quarter full.
+        let spare_due = self.spare.is_none()
+            && !self.spare_failed
+            && self.write_offset >= self.capacity / 4
+            && self.options.segment_bytes >= SPARE_MIN_SEGMENT_BYTES;
+        let spare_work = advance_spare(
+            &self.disk,
+            &mut self.spare,
+            spare_due,
+            self.options.segment_bytes,
+            padded,
+        );
         let file = &self.file;
         let write_offset = self.write_offset;
         let dsync = self.options.dsync;
@@ -616,8 +642,7 @@ impl<D: Disk> Wal<D> {
         };
         // The next segment is zero-filled a slice at a time, concurrently with batch writes,
         // so that a roll does not stall one append for the whole fill (tens of ms at 64 MiB).
-        let (batch_result, spare_result) =
-            futures_lite::future::zip(batch, advance_spare(self.spare.as_mut(), padded)).await;
+        let (batch_result, spare_result) = futures_lite::future::zip(batch, spare_work).await;
         batch_result?;
         if spare_result.is_err() {
             // The spare is an optimisation; a roll without one creates the segment itself and
@@ -630,28 +655,6 @@ impl<D: Disk> Wal<D> {
         self.write_offset += padded;
         self.last_lsn += records.len() as u64;
         Ok(self.last_lsn)
-    }
-
-    /// Creates the spare segment file once the current segment is a quarter full.
-    async fn start_spare_if_due(&mut self) {
-        if self.spare.is_some()
-            || self.spare_failed
-            || self.write_offset < self.capacity / 4
-            || self.options.segment_bytes < SPARE_MIN_SEGMENT_BYTES
-        {
-            return;
-        }
-        match self.disk.open(SPARE_NAME, OpenOptions::create()).await {
-            Ok(file) => {
-                self.spare = Some(Spare {
-                    file,
-                    filled: 0,
-                    size: self.options.segment_bytes,
-                    synced: false,
-                })
-            }
-            Err(_) => self.spare_failed = true,
-        }
     }
 
     /// Starts a new segment at the next LSN, big enough for a batch of `batch_bytes`.

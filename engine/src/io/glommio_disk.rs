@@ -160,6 +160,16 @@ impl File for GlommioFile {
             .map_err(|e| os_error("stat", &self.name, e))
     }
 
+    async fn allocate(&self, len: u64) -> IoResult<()> {
+        if len <= self.len().await? {
+            return Ok(());
+        }
+        self.file
+            .pre_allocate(len, false)
+            .await
+            .map_err(|e| os_error("fallocate", &self.name, e))
+    }
+
     async fn zero_fill(&self, len: u64) -> IoResult<()> {
         let current = self.len().await?;
         if len <= current {

@@ -147,6 +147,10 @@ pub trait File {
     /// The file's current length in bytes.
     async fn len(&self) -> IoResult<u64>;
 
+    /// Reserves space so the file is `len` bytes long (fallocate), without writing. The new
+    /// range reads as zeros. Not durable until synced.
+    async fn allocate(&self, len: u64) -> IoResult<()>;
+
     /// Extends the file to `len` bytes (a multiple of [`BLOCK_SIZE`]) by writing zeros, so that
     /// later writes land in allocated, already-written blocks. Not durable until synced.
     async fn zero_fill(&self, len: u64) -> IoResult<()>;

@@ -370,6 +370,11 @@ impl File for SimFile {
         Ok(state.inode(self.inode, &self.name)?.current.len() as u64)
     }
 
+    async fn allocate(&self, len: u64) -> IoResult<()> {
+        // Modelled as writing zeros: same size, same space accounting, same crash behaviour.
+        self.zero_fill(len).await
+    }
+
     async fn zero_fill(&self, len: u64) -> IoResult<()> {
         let current = self.len().await?;
         if len <= current {
