@@ -179,6 +179,9 @@ pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<glommio::net::TcpList
 /// as tasks on that executor. Errors on one connection (a client sending garbage, a reset)
 /// close that connection only. Failed accepts (such as running out of file descriptors) are
 /// logged and retried after a short pause, so the listener keeps serving once they pass.
+///
+/// Dropping the returned future instead of resolving `shutdown` closes every connection of
+/// this listener at once, without the graceful phase.
 pub async fn serve(
     listener: glommio::net::TcpListener,
     grpc: Routes,
