@@ -1,0 +1,307 @@
+//! Shared harness for the side-by-side tests: starts `keel` (the binary of this package) and
+//! upstream etcd with the same flags on free ports in temporary directories, waits for them to
+//! answer `/health`, runs etcdctl against them, and normalizes etcdctl output so that only the
+//! parts that must agree between the two servers are compared.
+//!
+//! Each test binary uses only some of these helpers, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+use tempfile::TempDir;
+
+/// Where Debian's etcd-server package (installed by `scripts/install-test-deps.sh`) puts etcd.
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+/// Where Debian's etcd-client package puts etcdctl.
+pub const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
+/// How long a server may take to answer `/health` before the test fails with its log.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Passed to every etcdctl call so that a stuck server fails the test instead of hanging it.
+pub const COMMAND_TIMEOUT: &str = "--command-timeout=15s";
+
+/// Which server implementation a [`Server`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// This package's `keel` binary.
+    Keel,
+    /// Upstream etcd 3.4 from `/usr/bin/etcd`.
+    Etcd,
+}
+
+impl Kind {
+    fn binary(self) -> PathBuf {
+        match self {
+            Kind::Keel => PathBuf::from(env!("CARGO_BIN_EXE_keel")),
+            Kind::Etcd => {
+                let path = PathBuf::from(ETCD_BIN);
+                assert!(
+                    path.exists() && Path::new(ETCDCTL_BIN).exists(),
+                    "{ETCD_BIN} or {ETCDCTL_BIN} is missing: run scripts/install-test-deps.sh \
+                     (CI runs it before the tests) to install upstream etcd and etcdctl"
+                );
+                path
+            }
+        }
+    }
+}
+
+/// A running server process. Dropping it kills the process (SIGKILL) and waits for it, so
+/// that no test leaves a server behind, even when it panics.
+pub struct Server {
+    /// Which implementation runs.
+    pub kind: Kind,
+    child: Option<Child>,
+    /// `127.0.0.1:<client port>`, the form etcdctl's `--endpoints` and tonic take.
+    pub endpoint: String,
+    /// The client port alone.
+    pub client_port: u16,
+    /// The peer port alone.
+    pub peer_port: u16,
+    /// Holds the data dir and the log; removed on drop.
+    pub dir: TempDir,
+    log_path: PathBuf,
+}
+
+/// A port that was free a moment ago. Another process could take it before the server binds
+/// it; that race is rare enough on a test machine and shows as a clear readiness failure.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl Server {
+    /// Starts `kind` with etcd's single-member flags plus `extra` and waits until `/health`
+    /// answers 200.
+    pub fn start(kind: Kind, extra: &[&str]) -> Server {
+        let binary = kind.binary();
+        let dir = tempfile::Builder::new()
+            .prefix(match kind {
+                Kind::Keel => "keel-compat-",
+                Kind::Etcd => "etcd-compat-",
+            })
+            .tempdir()
+            .expect("create a temp dir");
+        let client_port = free_port();
+        let mut peer_port = free_port();
+        while peer_port == client_port {
+            peer_port = free_port();
+        }
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let data_dir = dir.path().join("data");
+        let log_path = dir.path().join("server.log");
+        let log = File::create(&log_path).expect("create the server log");
+        let log_err = log.try_clone().expect("clone the log handle");
+        let mut command = Command::new(&binary);
+        command
+            .arg("--name=compat")
+            .arg(format!("--data-dir={}", data_dir.display()))
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=compat={peer_url}"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        // Keep the environment from changing either server's configuration.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ETCD_") {
+                command.env_remove(key);
+            }
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        let mut server = Server {
+            kind,
+            child: Some(child),
+            endpoint: format!("127.0.0.1:{client_port}"),
+            client_port,
+            peer_port,
+            dir,
+            log_path,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// `http://127.0.0.1:<client port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.endpoint)
+    }
+
+    /// The server's log so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "{:?} exited with {status} before it became ready; log:\n{}",
+                    self.kind,
+                    self.log()
+                );
+            }
+            match http_get(&self.endpoint, "/health") {
+                Ok((200, _)) => return,
+                Ok((code, body)) => last = format!("status {code}: {body}"),
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{:?} did not answer /health with 200 within {READY_TIMEOUT:?} (last: {last}); \
+                     log:\n{}",
+                    self.kind,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Runs etcdctl against this server.
+    pub fn etcdctl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        etcdctl(&self.endpoint, args, stdin)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A one-shot HTTP/1.1 GET over a plain TCP connection; returns the status and the body.
+/// Used for readiness only, so it needs no HTTP client library.
+pub fn http_get(endpoint: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(endpoint)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Runs etcdctl (API v3) against `endpoint` with a command timeout, feeding `stdin` if given.
+pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut command = Command::new(ETCDCTL_BIN);
+    command
+        .env("ETCDCTL_API", "3")
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg(COMMAND_TIMEOUT)
+        .arg("--dial-timeout=10s")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap_or_else(|e| {
+        panic!("spawn {ETCDCTL_BIN}: {e}; run scripts/install-test-deps.sh to install etcdctl")
+    });
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input.as_bytes())
+            .expect("write etcdctl stdin");
+    }
+    child.wait_with_output().expect("wait for etcdctl")
+}
+
+/// The `Error: ...` lines etcdctl prints on stderr (its other stderr lines are client logs
+/// with timestamps, which differ between runs).
+pub fn error_lines(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| l.starts_with("Error:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn rules() -> &'static Vec<(Regex, &'static str)> {
+    static RULES: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let table: &[(&str, &str)] = &[
+            // Durations such as "took = 1.234ms" or "took = 2s".
+            (r"took = [0-9.]+[a-zµ]+", "took = DURATION"),
+            (r#""took":"[0-9.]+[a-zµ]+""#, "\"took\":\"DURATION\""),
+            // Ports of every URL and endpoint.
+            (r"127\.0\.0\.1:\d+", "127.0.0.1:PORT"),
+            (r"localhost:\d+", "localhost:PORT"),
+            // Release versions (etcd 3.4.23 against the version keel claims).
+            (r"\b3\.\d+\.\d+\b", "VERSION"),
+            (r"\b3\.\d+\b", "VERSION"),
+            // JSON fields that carry ids, raft positions and sizes, in every output format.
+            (
+                r#""(cluster_id|member_id|raft_term|raftTerm|raft_index|raftIndex|raftAppliedIndex|ID|id|leader|lease|dbSize|dbSizeInUse|ttl|TTL|grantedTTL)":\s*"?-?\d+"?"#,
+                "\"$1\":N",
+            ),
+            (r#""(name|version)":"[^"]*""#, "\"$1\":\"X\""),
+            // `-w fields` lines: "ClusterID" : 123
+            (
+                r#""(ClusterID|MemberID|RaftTerm|RaftIndex|Lease|ID|TTL|GrantedTTL)" : -?\d+"#,
+                "\"$1\" : N",
+            ),
+            // Hex ids: member ids (%x) and lease ids (%016x).
+            (r"\b[0-9a-f]{10,16}\b", "HEXID"),
+            // Human-readable sizes: "20 kB", "25 kB".
+            (r"\b\d+(\.\d+)? ?[kMG]?B\b", "SIZE"),
+            // Remaining TTLs count down between the two runs.
+            (r"remaining\(-?\d+s\)", "remaining(Ns)"),
+            (r"TTL\(\d+s\)", "TTL(Ns)"),
+        ];
+        table.iter().map(|(re, to)| (Regex::new(re).expect("valid regex"), *to)).collect()
+    })
+}
+
+/// Masks what legitimately differs between etcd and keel (ids, ports, durations, versions,
+/// sizes, raft term and index, lease TTL countdowns) and keeps everything else, revisions
+/// included: those must agree.
+pub fn normalize(text: &str) -> String {
+    let mut out = text.to_string();
+    for (re, to) in rules() {
+        out = re.replace_all(&out, *to).into_owned();
+    }
+    out
+}
