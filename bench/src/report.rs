@@ -429,10 +429,10 @@ fn color(system: &str) -> RGBColor {
     }
 }
 
-/// The "nines" of a quantile: 0.9 → 1, 0.99 → 2; 1.0 is drawn at 5.5 (beyond p99.999).
+/// The "nines" of a quantile: 0.9 → 1, 0.99 → 2; 1.0 (the maximum) is drawn at 6.
 fn nines(quantile: f64) -> f64 {
     if quantile >= 1.0 {
-        5.5
+        6.0
     } else {
         -(1.0 - quantile).log10()
     }
@@ -449,6 +449,9 @@ fn cdf_plot(path: &Path, workload: &str, series: &[(&str, Vec<(f64, u64)>)]) -> 
         .flat_map(|(_, points)| points.iter().map(|p| p.1))
         .min()
         .unwrap_or(1);
+    // Whole decades: plotters labels a log axis reliably only from a power of ten.
+    let low = 10f64.powf((min.max(1) as f64).log10().floor());
+    let high = 10f64.powf((max.max(2) as f64).log10().ceil());
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut chart = ChartBuilder::on(&root)
@@ -459,29 +462,32 @@ fn cdf_plot(path: &Path, workload: &str, series: &[(&str, Vec<(f64, u64)>)]) -> 
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(
-            0f64..5.5f64,
-            ((min.max(1) as f64) * 0.8..(max as f64) * 1.25).log_scale(),
-        )
+        .build_cartesian_2d(0f64..6.0f64, (low..high).log_scale())
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     chart
         .configure_mesh()
         .x_desc("percentile")
         .y_desc("latency (µs)")
         .x_labels(12)
+        .y_labels(20)
+        .light_line_style(WHITE)
+        // Only whole "nines" get a label: 0 → p0, 1 → p90, 2 → p99, ... 5 → p99.999.
         .x_label_formatter(&|v| {
-            let q = 100.0 * (1.0 - 10f64.powf(-v));
-            if *v >= 5.25 {
-                "max".to_string()
-            } else if q < 99.0 {
-                format!("p{q:.0}")
-            } else {
-                format!("p{q:.3}")
-                    .trim_end_matches('0')
-                    .trim_end_matches('.')
-                    .to_string()
+            if (v - v.round()).abs() > 0.01 {
+                return String::new();
+            }
+            match v.round() as i64 {
+                0 => "p0".to_string(),
+                1 => "p90".to_string(),
+                2 => "p99".to_string(),
+                3 => "p99.9".to_string(),
+                4 => "p99.99".to_string(),
+                5 => "p99.999".to_string(),
+                6 => "max".to_string(),
+                _ => String::new(),
             }
         })
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     for (system, points) in series {
@@ -537,6 +543,9 @@ fn sweep_plot(path: &Path, base: &str, by_system: &SweepPoints) -> Result<()> {
         .configure_mesh()
         .x_desc("clients")
         .y_desc("ops/s")
+        .light_line_style(WHITE)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     for (system, points) in by_system {

@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# Runs upstream etcd and Keel side by side under the same keel-bench workloads and writes a
+# markdown report with SVG plots. See perf/README.md for what each workload is.
+#
+#   perf/compare.sh [--rounds N] [--members 1|3] [--quick] [--sweep] [--no-extra]
+#                   [--duration 8s] [--build-keel] [--etcd PATH] [--keel PATH]
+#
+# Each (round, workload, system) gets a fresh cluster on a fresh data dir under perf/.run/ (the
+# same filesystem for both systems), and the systems alternate: etcd, keel, etcd, keel... so
+# that slow drifts of a shared machine hit both alike. Raw JSON goes to
+# perf/results/raw/<date>-<host>[-3m]/, the report to perf/results/<date>-<host>[-3m].md and
+# its plots to perf/results/<date>-<host>[-3m]/. If Keel cannot start (binary missing, or it
+# exits), its column says "n/a" and the etcd column is still produced.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+rounds=3
+members=1
+quick=0
+sweep=0
+extra=1
+duration=8s
+build_keel=0
+etcd_bin=/usr/bin/etcd
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+# Keel's binary: the release build in this target dir, else in the repository's own target/.
+keel_bin=$target_dir/release/keel
+[ -x "$keel_bin" ] || keel_bin=$repo/target/release/keel
+
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --members) members=$2; shift 2 ;;
+    --quick) quick=1; shift ;;
+    --sweep) sweep=1; shift ;;
+    --no-extra) extra=0; shift ;;
+    --duration) duration=$2; shift 2 ;;
+    --build-keel) build_keel=1; shift ;;
+    --etcd) etcd_bin=$2; shift 2 ;;
+    --keel) keel_bin=$2; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "compare.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+if [ "$quick" = 1 ]; then
+  rounds=1
+  duration=2s
+fi
+case "$members" in 1|3) ;; *) echo "compare.sh: --members must be 1 or 3" >&2; exit 2 ;; esac
+
+if [ ! -x "$etcd_bin" ]; then
+  echo "compare.sh: $etcd_bin not found; run scripts/install-test-deps.sh" >&2
+  exit 1
+fi
+
+echo "compare.sh: building keel-bench (release)" >&2
+cargo build --release -q -p keel-bench
+bench=$target_dir/release/keel-bench
+if [ "$build_keel" = 1 ]; then
+  echo "compare.sh: building keel (release)" >&2
+  cargo build --release -q -p keel || echo "compare.sh: keel failed to build" >&2
+fi
+
+date_tag=$(date -u +%Y-%m-%d)
+host=$(hostname -s 2>/dev/null || uname -n)
+tag=$date_tag-$host
+[ "$members" = 3 ] && tag=$tag-3m
+# Paths relative to the repository root (the working directory), so the report names them so.
+raw=perf/results/raw/$tag
+report=perf/results/$tag.md
+run_dir=perf/.run
+rm -rf "$raw"
+mkdir -p "$raw" "$run_dir"
+
+# A port nothing listens on now. Python binds port 0 when it is there; otherwise a random
+# high port, which is checked for a listener first.
+free_port() {
+  if command -v python3 >/dev/null 2>&1; then
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    return
+  fi
+  while :; do
+    local port=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+      echo "$port"
+      return
+    fi
+  done
+}
+
+json_escape() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr -d '\n\r\t'; }
+
+# The running cluster: process ids and client endpoints.
+pids=()
+endpoints=""
+
+stop_cluster() {
+  local pid
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    # Give each member 10 s to exit, then kill it.
+    for _ in $(seq 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  pids=()
+  endpoints=""
+}
+trap stop_cluster EXIT
+
+# start_cluster SYSTEM BINARY: starts $members members on fresh data dirs and waits until a
+# put succeeds. Returns 1 (with the reason in $start_error) if a member exits or 30 s pass.
+start_cluster() {
+  local system=$1 binary=$2 i cluster="" client peer
+  local -a clients=() peers=()
+  start_error=""
+  for i in $(seq "$members"); do
+    clients+=("http://127.0.0.1:$(free_port)")
+    peers+=("http://127.0.0.1:$(free_port)")
+    cluster="${cluster:+$cluster,}m$i=${peers[$((i - 1))]}"
+  done
+  for i in $(seq "$members"); do
+    client=${clients[$((i - 1))]}
+    peer=${peers[$((i - 1))]}
+    rm -rf "$run_dir/$system-m$i"
+    "$binary" --name "m$i" --data-dir "$run_dir/$system-m$i" \
+      --listen-client-urls "$client" --advertise-client-urls "$client" \
+      --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+      --initial-cluster "$cluster" >"$run_dir/$system-m$i.log" 2>&1 &
+    pids+=($!)
+  done
+  endpoints=$(IFS=,; echo "${clients[*]}")
+  local deadline=$((SECONDS + 30)) pid
+  while :; do
+    for pid in "${pids[@]}"; do
+      if ! kill -0 "$pid" 2>/dev/null; then
+        local code=0
+        wait "$pid" 2>/dev/null || code=$?
+        start_error="exited with code $code: $(tail -n 1 "$run_dir/$system-m1.log" 2>/dev/null)"
+        stop_cluster
+        return 1
+      fi
+    done
+    if "$bench" put --endpoints "$endpoints" --target-leader --total 1 --json 2>/dev/null \
+      | grep -q '"errors":0'; then
+      return 0
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      start_error="not ready within 30 s: $(tail -n 1 "$run_dir/$system-m1.log" 2>/dev/null)"
+      stop_cluster
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# Workloads: name, then keel-bench arguments (endpoints and duration are added).
+workloads=(
+  "put-seq|put --clients 1 --conns 1 --key-space-size 100000"
+  "put-100c|put --clients 100 --conns 10 --key-space-size 100000"
+  "range-l-100c|range --consistency l --clients 100 --conns 10 --key-space-size 1000 --preload"
+  "range-s-100c|range --consistency s --clients 100 --conns 10 --key-space-size 1000 --preload"
+  "watch-latency-100w|watch-latency --streams 10 --watchers-per-stream 10 --rate 100"
+)
+if [ "$extra" = 1 ]; then
+  workloads+=(
+    "txn-mixed-100c|txn-mixed --rw-ratio 4 --clients 100 --conns 10 --key-space-size 100000"
+    "k8s-100c|k8s --clients 100 --conns 10 --objects 1000"
+  )
+fi
+if [ "$sweep" = 1 ]; then
+  for c in 1 10 100 1000; do
+    conns=$(( c < 10 ? c : c / 10 ))
+    workloads+=("sweep-put-c$c|put --clients $c --conns $conns --key-space-size 100000")
+  done
+fi
+
+keel_status="available"
+if [ ! -x "$keel_bin" ]; then
+  keel_status="not available: $keel_bin is not built"
+fi
+
+# run_one SYSTEM BINARY NAME ARGS ROUND: one fresh cluster, one workload, one JSON file.
+run_one() {
+  local system=$1 binary=$2 name=$3 args=$4 round=$5
+  local out="$raw/$system-$name-r$round"
+  if ! start_cluster "$system" "$binary"; then
+    echo "  $system $name r$round: start failed: $start_error" >&2
+    if [ "$system" = keel ]; then
+      keel_status="not available: $start_error"
+    else
+      echo "$start_error" >"$out.err"
+    fi
+    return 0
+  fi
+  local target=""
+  [ "$members" -gt 1 ] && target="--target-leader"
+  # shellcheck disable=SC2086 # $args is a word list on purpose.
+  if "$bench" $args --endpoints "$endpoints" $target --duration "$duration" --json \
+    >"$out.json" 2>"$out.stderr"; then
+    rm -f "$out.stderr"
+    echo "  $system $name r$round: $(grep -o '"ops_per_sec":[0-9.]*' "$out.json" | cut -d: -f2) ops/s" >&2
+  else
+    mv "$out.stderr" "$out.err"
+    rm -f "$out.json"
+    echo "  $system $name r$round: failed: $(tail -n 1 "$out.err")" >&2
+  fi
+  stop_cluster
+  rm -rf "$run_dir/$system-m"*
+}
+
+started=$SECONDS
+for round in $(seq "$rounds"); do
+  echo "compare.sh: round $round of $rounds" >&2
+  for entry in "${workloads[@]}"; do
+    name=${entry%%|*}
+    args=${entry#*|}
+    run_one etcd "$etcd_bin" "$name" "$args" "$round"
+    if [ "${keel_status%%:*}" != "not available" ]; then
+      run_one keel "$keel_bin" "$name" "$args" "$round"
+    fi
+  done
+done
+
+echo "compare.sh: measuring the disk under $run_dir" >&2
+"$bench" disk "$run_dir" --count 2000 --json >"$raw/disk.json" || rm -f "$raw/disk.json"
+
+etcd_version=$("$etcd_bin" --version 2>/dev/null | head -n 1)
+cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//')
+machine="$(nproc) cores ($cpu), kernel $(uname -r)"
+data_fs=$(df -T "$run_dir" 2>/dev/null | awk 'NR==2 {print $2 " on " $1}')
+[ "$quick" = 1 ] && durations="$duration per run (--quick)" || durations="$duration per run"
+cat >"$raw/meta.json" <<EOF
+{
+  "date": "$date_tag",
+  "host": "$(json_escape "$host")",
+  "members": $members,
+  "rounds": $rounds,
+  "durations": "$(json_escape "$durations")",
+  "etcd_version": "$(json_escape "$etcd_version")",
+  "keel_status": "$(json_escape "$keel_status")",
+  "machine": "$(json_escape "$machine")",
+  "data_fs": "$(json_escape "$data_fs ($run_dir)")",
+  "elapsed_secs": $((SECONDS - started))
+}
+EOF
+
+"$bench" report --input "$raw" --output "$report"
+echo "compare.sh: done in $((SECONDS - started)) s: $report" >&2
