@@ -480,7 +480,7 @@ fn many_watchers_on_one_stream() {
                     .await
                     .expect("put");
             }
-            let mut seen = vec![false; WATCHERS];
+            let mut seen = [false; WATCHERS];
             let mut count = 0;
             while count < WATCHERS {
                 let response = stream.next().await;
