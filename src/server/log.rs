@@ -19,6 +19,7 @@ use keel_engine::mvcc::Store;
 use keel_engine::wal::{RecordType, Wal, WalOptions};
 use keel_proto::etcdserverpb as pb;
 
+use crate::config::AutoCompaction;
 use crate::server::apply::{apply, ApplyContext};
 use crate::server::command::{decode_entry, Command};
 use crate::server::state::{wal_failed_status, ApplyResult, LeaseClocks, Proposal, Shared};
@@ -136,6 +137,69 @@ pub fn start_lease_clocks(store: &Store) -> LeaseClocks {
     clocks
 }
 
+/// How often revision-mode auto-compaction runs (etcd: every 5 minutes).
+pub const REVISION_COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Decides when to compact on its own (`--auto-compaction-mode/-retention`).
+///
+/// Revision mode, as etcd: every 5 minutes, compact to `current - retention`. Periodic mode:
+/// the store revision is sampled every tenth of the retention period (at least every second),
+/// and at each sample the store is compacted to the newest sample at least one period old, so
+/// history older than the period is dropped in steps of a tenth of it (etcd 3.4 does the
+/// same with its own sampling intervals).
+pub struct AutoCompactor {
+    mode: AutoCompaction,
+    next_check: Instant,
+    samples: std::collections::VecDeque<(Instant, i64)>,
+}
+
+impl AutoCompactor {
+    /// A compactor for `mode`.
+    pub fn new(mode: AutoCompaction) -> AutoCompactor {
+        let now = Instant::now();
+        let mut compactor = AutoCompactor {
+            mode,
+            next_check: now,
+            samples: Default::default(),
+        };
+        compactor.next_check = now + compactor.interval();
+        compactor
+    }
+
+    fn interval(&self) -> Duration {
+        match self.mode {
+            AutoCompaction::Disabled => Duration::from_secs(3600),
+            AutoCompaction::Revision(_) => REVISION_COMPACTION_INTERVAL,
+            AutoCompaction::Periodic(period) => (period / 10).max(Duration::from_secs(1)),
+        }
+    }
+
+    /// The revision to compact to now, if one is due.
+    pub fn due(&mut self, now: Instant, current: i64, compacted: i64) -> Option<i64> {
+        if now < self.next_check {
+            return None;
+        }
+        self.next_check = now + self.interval();
+        let target = match self.mode {
+            AutoCompaction::Disabled => return None,
+            AutoCompaction::Revision(retention) => current - retention,
+            AutoCompaction::Periodic(period) => {
+                self.samples.push_back((now, current));
+                let mut target = None;
+                while let Some((at, revision)) = self.samples.front().copied() {
+                    if now.duration_since(at) < period {
+                        break;
+                    }
+                    target = Some(revision);
+                    self.samples.pop_front();
+                }
+                target?
+            }
+        };
+        (target > compacted && target > 0).then_some(target)
+    }
+}
+
 /// The log core's loop state.
 pub struct LogCore {
     shared: Rc<SharedHandle>,
@@ -145,6 +209,7 @@ pub struct LogCore {
     term: u64,
     checkpoint_index: u64,
     snapshot_count: u64,
+    compactor: AutoCompactor,
 }
 
 /// Keeps the `Arc<Shared>` in an `Rc` wrapper so the loop can hand out cheap clones.
@@ -159,6 +224,7 @@ impl LogCore {
         last_index: u64,
         checkpoint_index: u64,
         snapshot_count: u64,
+        auto_compaction: AutoCompaction,
     ) -> LogCore {
         LogCore {
             term: shared.header.raft_term,
@@ -168,6 +234,7 @@ impl LogCore {
             next_index: last_index + 1,
             checkpoint_index,
             snapshot_count: snapshot_count.max(1),
+            compactor: AutoCompactor::new(auto_compaction),
         }
     }
 
@@ -198,6 +265,7 @@ impl LogCore {
                 }
             }
             self.expire_leases(&mut batch);
+            self.auto_compact(&mut batch);
             if !batch.is_empty() {
                 self.commit(std::mem::take(&mut batch)).await;
             }
@@ -224,6 +292,23 @@ impl LogCore {
         for id in expired {
             batch.push(Proposal {
                 command: Command::LeaseRevoke(pb::LeaseRevokeRequest { id }),
+                reply: None,
+            });
+        }
+    }
+
+    fn auto_compact(&mut self, batch: &mut Vec<Proposal>) {
+        let (current, compacted) = {
+            let store = self.shared.0.read_store();
+            (store.current_revision(), store.compact_revision())
+        };
+        if let Some(revision) = self.compactor.due(Instant::now(), current, compacted) {
+            tracing::info!(revision, "auto-compaction");
+            batch.push(Proposal {
+                command: Command::Compact(pb::CompactionRequest {
+                    revision,
+                    physical: false,
+                }),
                 reply: None,
             });
         }
@@ -343,5 +428,47 @@ impl LogCore {
             }
             Err(error) => tracing::warn!(%error, "releasing WAL segments failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revision_mode_keeps_the_retention() {
+        let mut compactor = AutoCompactor::new(AutoCompaction::Revision(100));
+        let later = Instant::now() + REVISION_COMPACTION_INTERVAL;
+        assert_eq!(compactor.due(later, 1000, -1), Some(900));
+        // Not again before the next interval.
+        assert_eq!(compactor.due(later, 2000, 900), None);
+        let much_later = later + REVISION_COMPACTION_INTERVAL;
+        assert_eq!(compactor.due(much_later, 950, 900), None);
+    }
+
+    #[test]
+    fn periodic_mode_compacts_to_a_sample_one_period_old() {
+        let period = Duration::from_secs(100);
+        let mut compactor = AutoCompactor::new(AutoCompaction::Periodic(period));
+        let start = Instant::now();
+        let step = Duration::from_secs(10);
+        let mut compacted = -1;
+        let mut seen = Vec::new();
+        for i in 1..=25i64 {
+            if let Some(target) = compactor.due(start + step * i as u32, i * 10, compacted) {
+                compacted = target;
+                seen.push((i, target));
+            }
+        }
+        // The sample taken at step 1 (revision 10) is one period old at step 11.
+        assert_eq!(seen.first(), Some(&(11, 10)));
+        assert!(seen.iter().all(|(i, target)| *target == (i - 10) * 10));
+    }
+
+    #[test]
+    fn disabled_never_compacts() {
+        let mut compactor = AutoCompactor::new(AutoCompaction::Disabled);
+        let later = Instant::now() + Duration::from_secs(100_000);
+        assert_eq!(compactor.due(later, 1000, -1), None);
     }
 }

@@ -263,6 +263,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     };
     let progress_interval = config.watch_progress_notify_interval()?;
     let snapshot_count = config.snapshot_count;
+    let auto_compaction = config.auto_compaction()?;
 
     // The log core: recover, publish the shared state, then run the loop.
     let (proposals, inbox) = async_channel::bounded(PROPOSALS_QUEUED_MAX);
@@ -313,6 +314,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
                 recovered.last_index,
                 recovered.checkpoint_index,
                 snapshot_count,
+                auto_compaction,
             );
             let _ = ready_tx.send(Ok(shared));
             core.run().await;
