@@ -116,6 +116,7 @@ stop_cluster() {
   endpoints=""
 }
 trap stop_cluster EXIT
+trap 'echo "compare.sh: command failed at line $LINENO" >&2' ERR
 
 # start_cluster SYSTEM BINARY: starts $members members on fresh data dirs and waits until a
 # put succeeds. Returns 1 (with the reason in $start_error) if a member exits or 30 s pass.
@@ -186,7 +187,7 @@ fi
 
 keel_status="available"
 if [ ! -x "$keel_bin" ]; then
-  keel_status="not available: $keel_bin is not built"
+  keel_status="not available: ${keel_bin#"$repo"/} is not built"
 fi
 
 # run_one SYSTEM BINARY NAME ARGS ROUND: one fresh cluster, one workload, one JSON file.
@@ -208,7 +209,9 @@ run_one() {
   if "$bench" $args --endpoints "$endpoints" $target --duration "$duration" --json \
     >"$out.json" 2>"$out.stderr"; then
     rm -f "$out.stderr"
-    echo "  $system $name r$round: $(grep -o '"ops_per_sec":[0-9.]*' "$out.json" | cut -d: -f2) ops/s" >&2
+    local ops
+    ops=$(grep -o '"ops_per_sec":[0-9.]*' "$out.json" | cut -d: -f2 | cut -d. -f1 || true)
+    echo "  $system $name r$round: $ops ops/s" >&2
   else
     mv "$out.stderr" "$out.err"
     rm -f "$out.json"
@@ -219,6 +222,8 @@ run_one() {
 }
 
 started=$SECONDS
+# Other work on a shared machine skews results; the report records how busy it was.
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 for round in $(seq "$rounds"); do
   echo "compare.sh: round $round of $rounds" >&2
   for entry in "${workloads[@]}"; do
@@ -234,10 +239,12 @@ done
 echo "compare.sh: measuring the disk under $run_dir" >&2
 "$bench" disk "$run_dir" --count 2000 --json >"$raw/disk.json" || rm -f "$raw/disk.json"
 
-etcd_version=$("$etcd_bin" --version 2>/dev/null | head -n 1)
-cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//')
-machine="$(nproc) cores ($cpu), kernel $(uname -r)"
-data_fs=$(df -T "$run_dir" 2>/dev/null | awk 'NR==2 {print $2 " on " $1}')
+# Descriptive only: none of these may stop the script (a pipe closed early under pipefail
+# counts as a failure), hence the "|| true".
+etcd_version=$("$etcd_bin" --version 2>/dev/null | sed -n 1p || true)
+cpu=$(sed -n 's/^model name[[:space:]]*: *//p' /proc/cpuinfo 2>/dev/null | sed -n 1p || true)
+machine="$(nproc) cores ($cpu), kernel $(uname -r), load average at start $load_at_start"
+data_fs=$(df -T "$run_dir" 2>/dev/null | awk 'NR==2 {print $2 " on " $1}' || true)
 [ "$quick" = 1 ] && durations="$duration per run (--quick)" || durations="$duration per run"
 cat >"$raw/meta.json" <<EOF
 {

@@ -53,9 +53,17 @@ fn describe(workload: &str) -> &'static str {
         "range-l-100c" => "linearizable range (1 key of 1000): 100 clients",
         "range-s-100c" => "serializable range (1 key of 1000): 100 clients",
         "txn-mixed-100c" => "txn, 4 reads : 1 write: 100 clients",
-        "watch-latency-100w" => "put → event delivery, 100 watchers (latency is delivery)",
+        "watch-latency-100w" => "put → event delivery to 100 watchers; 100 puts/s is the rate",
         "k8s-100c" => "apiserver-like mix: 100 clients",
         _ => "",
+    }
+}
+
+/// A description for any workload, including sweep points.
+fn description(workload: &str) -> String {
+    match sweep_parts(workload) {
+        Some((base, clients)) => format!("{base} with {clients} clients (client-count sweep)"),
+        None => describe(workload).to_string(),
     }
 }
 
@@ -281,7 +289,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
     }
     writeln!(md)?;
     for workload in &workloads {
-        let description = describe(workload);
+        let description = description(workload);
         if !description.is_empty() {
             writeln!(md, "- `{workload}`: {description}")?;
         }
