@@ -5,6 +5,12 @@ use keel::config::Config;
 
 fn main() {
     let config = Config::parse();
+    // Bad flag values exit with status 2, like clap's own parse errors (and etcd's).
+    if let Err(error) = config.validate() {
+        eprintln!("keel: {error}");
+        eprintln!("Run 'keel --help' for the flags.");
+        std::process::exit(2);
+    }
     let filter = match config.log_level.as_str() {
         "panic" | "fatal" => "error",
         other => other,
