@@ -499,3 +499,108 @@ fn errors() {
     pair.check(&["compact", "0"], None);
     pair.check(&["get", "", "--prefix", "-w", "json"], None);
 }
+
+#[test]
+fn more_maintenance() {
+    let pair = Pair::start(&[]);
+    seed(&pair);
+    pair.check(&["compact", "4"], None);
+    // The hash itself depends on the storage format; the revisions around it must agree.
+    let outputs = pair.run(&["endpoint", "hashkv", "-w", "json"], None);
+    let texts: Vec<String> = outputs
+        .iter()
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let text = Regex::new(r#""hash":\d+"#)
+                .unwrap()
+                .replace_all(&text, "\"hash\":H");
+            normalize(&text)
+        })
+        .collect();
+    assert_eq!(
+        texts[0], texts[1],
+        "endpoint hashkv: etcd (left), keel (right)"
+    );
+    assert!(texts[0].contains("\"compact_revision\":4"), "{}", texts[0]);
+    pair.check(&["move-leader", "1234"], None);
+    pair.check(&["alarm", "disarm"], None);
+    pair.check(&["endpoint", "health", "--cluster"], None);
+}
+
+/// Endpoints written as URLs (`http://127.0.0.1:2379`, the form etcd's docs use and the form
+/// `--cluster` takes from the member list): etcdctl dials them with the whole URL as the
+/// HTTP/2 `:authority`, which etcd accepts.
+#[test]
+#[ignore = "keel bug: a gRPC request whose :authority is `http://127.0.0.1:PORT` (etcdctl 3.4 \
+            `endpoint status --endpoints=http://...` or `--cluster`) is reset with RST_STREAM \
+            PROTOCOL_ERROR; etcd serves it"]
+fn endpoints_given_as_urls() {
+    let pair = Pair::start(&[]);
+    seed(&pair);
+    let outputs: Vec<Output> = pair
+        .servers
+        .iter()
+        .map(|s| common::etcdctl(&s.url(), &["endpoint", "status", "-w", "json"], None))
+        .collect();
+    pair.compare(
+        &["endpoint", "status", "--endpoints=URL"],
+        &[outputs[0].clone(), outputs[1].clone()],
+    );
+    pair.check(&["endpoint", "status", "--cluster", "-w", "json"], None);
+    pair.check(&["endpoint", "hashkv", "--cluster", "-w", "json"], None);
+}
+
+/// `etcdctl lock` holds a lock (the Lock service) while it runs a command, which sees the
+/// lock's key revision in `ETCD_LOCK_REV`.
+#[test]
+fn lock() {
+    let pair = Pair::start(&[]);
+    seed(&pair);
+    pair.check(
+        &["lock", "l1", "sh", "-c", "echo held at $ETCD_LOCK_REV"],
+        None,
+    );
+    pair.check(
+        &["lock", "l1", "sh", "-c", "echo held at $ETCD_LOCK_REV"],
+        None,
+    );
+    pair.check(&["get", "l1", "--prefix", "--keys-only"], None);
+}
+
+/// Users, roles and permissions, and requests with and without credentials once auth is on.
+#[test]
+#[ignore = "keel lacks the Auth service (user/role/auth commands fail with Unimplemented)"]
+fn auth() {
+    let pair = Pair::start(&[]);
+    seed(&pair);
+    pair.check(&["user", "add", "root", "--new-user-password=rootpw"], None);
+    pair.check(
+        &["user", "add", "alice", "--new-user-password=alicepw"],
+        None,
+    );
+    pair.check(&["role", "add", "reader"], None);
+    pair.check(
+        &[
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "foo",
+            "--prefix=true",
+        ],
+        None,
+    );
+    pair.check(&["user", "grant-role", "alice", "reader"], None);
+    pair.check(&["user", "list"], None);
+    pair.check(&["role", "list"], None);
+    pair.check(&["role", "get", "reader"], None);
+    pair.check(&["user", "get", "alice"], None);
+    pair.check(&["auth", "enable"], None);
+    pair.check(&["get", "foo"], None);
+    pair.check(&["--user=alice:alicepw", "get", "foo", "--prefix"], None);
+    pair.check(&["--user=alice:alicepw", "put", "foo", "x"], None);
+    pair.check(&["--user=alice:wrong", "get", "foo"], None);
+    pair.check(&["--user=root:rootpw", "put", "foo", "x"], None);
+    pair.check(&["--user=root:rootpw", "auth", "disable"], None);
+    pair.check(&["get", "foo"], None);
+}
