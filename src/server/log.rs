@@ -210,6 +210,10 @@ pub struct LogCore {
     checkpoint_index: u64,
     snapshot_count: u64,
     compactor: AutoCompactor,
+    /// WAL position of the previous checkpoint: segments are released only through it, so a
+    /// damaged newest checkpoint can fall back to the older one with its entries still in the
+    /// WAL (engine/FORMAT.md, "Server log entries").
+    previous_checkpoint_lsn: Option<u64>,
 }
 
 /// Keeps the `Arc<Shared>` in an `Rc` wrapper so the loop can hand out cheap clones.
@@ -235,6 +239,7 @@ impl LogCore {
             checkpoint_index,
             snapshot_count: snapshot_count.max(1),
             compactor: AutoCompactor::new(auto_compaction),
+            previous_checkpoint_lsn: None,
         }
     }
 
@@ -422,11 +427,12 @@ impl LogCore {
             return;
         }
         self.checkpoint_index = index;
-        match self.storage.wal.release_through(lsn).await {
-            Ok(released) => {
-                tracing::info!(index, bytes = payload.len(), released, "checkpoint written")
+        let release = self.previous_checkpoint_lsn.replace(lsn);
+        tracing::info!(index, bytes = payload.len(), "checkpoint written");
+        if let Some(release) = release {
+            if let Err(error) = self.storage.wal.release_through(release).await {
+                tracing::warn!(%error, "releasing WAL segments failed");
             }
-            Err(error) => tracing::warn!(%error, "releasing WAL segments failed"),
         }
     }
 }
