@@ -14,6 +14,7 @@ const PROTO_FILES: &[&str] = &[
     "etcd/server/etcdserver/api/v3lock/v3lockpb/v3lock.proto",
     "etcd/server/etcdserver/api/v3election/v3electionpb/v3election.proto",
     "keel/peer.proto",
+    "grpc/health/v1/health.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -72,6 +72,11 @@ generated_module!(
     keelpeerpb,
     "keelpeerpb.rs"
 );
+generated_module!(
+    /// The standard gRPC health checking service (`grpc.health.v1.Health`), as etcd serves it.
+    grpc_health_v1,
+    "grpc.health.v1.rs"
+);
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every compiled `.proto` file (without
 /// source comments), for serving gRPC reflection.

@@ -18,6 +18,8 @@ const BIDI: Shape = (true, true);
 /// Every method Keel must serve, as etcd 3.5 and etcdctl address them, with its shape.
 const EXPECTED_METHODS: &[(&str, Shape)] = &[
     ("/etcdserverpb.KV/Range", UNARY),
+    ("/grpc.health.v1.Health/Check", UNARY),
+    ("/grpc.health.v1.Health/Watch", SERVER_STREAM),
     ("/etcdserverpb.KV/Put", UNARY),
     ("/etcdserverpb.KV/DeleteRange", UNARY),
     ("/etcdserverpb.KV/Txn", UNARY),
@@ -156,6 +158,7 @@ fn descriptor_set_has_every_package_and_no_source_info() {
         [
             "authpb",
             "etcdserverpb",
+            "grpc.health.v1",
             "keelpeerpb",
             "mvccpb",
             "v3electionpb",

@@ -30,9 +30,11 @@ use keel_proto::etcdserverpb::kv_server::KvServer;
 use keel_proto::etcdserverpb::lease_server::LeaseServer;
 use keel_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use keel_proto::etcdserverpb::watch_server::WatchServer;
+use keel_proto::grpc_health_v1::health_server::HealthServer;
 use tonic::service::Routes;
 
 use crate::api::convert::HeaderFields;
+use crate::api::health::HealthService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
 use crate::api::maintenance::{ClusterService, MaintenanceService};
@@ -198,6 +200,7 @@ fn routes(shared: &SharedRef) -> Routes {
                 .max_decoding_message_size(decode_max),
         )
         .add_service(ClusterServer::new(ClusterService::new(shared.clone())))
+        .add_service(HealthServer::new(HealthService::new(shared.clone())))
 }
 
 /// Starts a member with `config`. Returns when it serves clients.
