@@ -24,8 +24,10 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::api::convert;
 use crate::server::state::SharedRef;
 
-/// Responses buffered per stream before the stream's task waits for the client.
-pub const STREAM_RESPONSES_MAX: usize = 64;
+/// Responses buffered per stream before the stream's task waits for the client. Small on
+/// purpose: a response may hold up to [`CATCH_UP_EVENTS_MAX`] events, and a client that
+/// reads slowly should cost the server little memory.
+pub const STREAM_RESPONSES_MAX: usize = 8;
 /// Events read from the store per watcher per catch-up slice.
 pub const CATCH_UP_EVENTS_MAX: usize = 1024;
 /// Watchers one stream may hold.
