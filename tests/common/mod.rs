@@ -274,22 +274,21 @@ fn rules() -> &'static Vec<(Regex, &'static str)> {
             (r"\b3\.\d+\b", "VERSION"),
             // JSON fields that carry ids, raft positions and sizes, in every output format.
             (
-                r#""(cluster_id|member_id|raft_term|raftTerm|raft_index|raftIndex|raftAppliedIndex|ID|id|leader|lease|dbSize|dbSizeInUse|ttl|TTL|grantedTTL)":\s*"?-?\d+"?"#,
+                r#""(cluster_id|member_id|raft_term|raftTerm|raft_index|raftIndex|raftAppliedIndex|ID|id|leader|lease|dbSize|dbSizeInUse|ttl)":\s*"?-?\d+"?"#,
                 "\"$1\":N",
             ),
             (r#""(name|version)":"[^"]*""#, "\"$1\":\"X\""),
             // `-w fields` lines: "ClusterID" : 123
             (
-                r#""(ClusterID|MemberID|RaftTerm|RaftIndex|Lease|ID|TTL|GrantedTTL)" : -?\d+"#,
+                r#""(ClusterID|MemberID|RaftTerm|RaftIndex|Lease|ID)" : -?\d+"#,
                 "\"$1\" : N",
             ),
             // Hex ids: member ids (%x) and lease ids (%016x).
             (r"\b[0-9a-f]{10,16}\b", "HEXID"),
             // Human-readable sizes: "20 kB", "25 kB".
             (r"\b\d+(\.\d+)? ?[kMG]?B\b", "SIZE"),
-            // Remaining TTLs count down between the two runs.
+            // Remaining TTLs count down between the two runs (granted TTLs must agree).
             (r"remaining\(-?\d+s\)", "remaining(Ns)"),
-            (r"TTL\(\d+s\)", "TTL(Ns)"),
         ];
         table.iter().map(|(re, to)| (Regex::new(re).expect("valid regex"), *to)).collect()
     })
@@ -303,5 +302,28 @@ pub fn normalize(text: &str) -> String {
     for (re, to) in rules() {
         out = re.replace_all(&out, *to).into_owned();
     }
-    out
+    sort_lease_keys(&out)
+}
+
+/// etcd lists a lease's attached keys in Go map order, which varies from run to run: sort
+/// them in both `attached keys([k2 k1])` and JSON `"keys":["..","..."]`.
+fn sort_lease_keys(text: &str) -> String {
+    static LISTS: OnceLock<(Regex, Regex)> = OnceLock::new();
+    let (simple, json) = LISTS.get_or_init(|| {
+        (
+            Regex::new(r"attached keys\(\[([^\]]*)\]\)").expect("valid regex"),
+            Regex::new(r#""keys":\[([^\]]*)\]"#).expect("valid regex"),
+        )
+    });
+    let text = simple.replace_all(text, |caps: &regex::Captures| {
+        let mut keys: Vec<&str> = caps[1].split(' ').collect();
+        keys.sort_unstable();
+        format!("attached keys([{}])", keys.join(" "))
+    });
+    json.replace_all(&text, |caps: &regex::Captures| {
+        let mut keys: Vec<&str> = caps[1].split(',').collect();
+        keys.sort_unstable();
+        format!("\"keys\":[{}]", keys.join(","))
+    })
+    .into_owned()
 }
