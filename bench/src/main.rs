@@ -94,14 +94,13 @@ pub struct Common {
     /// With several endpoints, send everything to the leader (found via Maintenance.Status).
     #[arg(long)]
     pub target_leader: bool,
-    /// CA certificate (PEM) for https:// endpoints. TLS is implemented with rustls but has
-    /// not yet been exercised against a TLS server by the test suite.
+    /// CA certificate (PEM) to verify https:// endpoints with (TLS by rustls).
     #[arg(long)]
     pub cacert: Option<String>,
-    /// Client certificate (PEM) for mutual TLS (untested, see --cacert).
+    /// Client certificate (PEM) for mutual TLS; goes with --key.
     #[arg(long)]
     pub cert: Option<String>,
-    /// Client key (PEM) for mutual TLS (untested, see --cacert).
+    /// Client private key (PEM) for mutual TLS; goes with --cert.
     #[arg(long)]
     pub key: Option<String>,
     /// Print the summary as one JSON object on stdout instead of text.

@@ -58,12 +58,70 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_etcd() -> Etcd {
+/// Certificates for a TLS etcd: a CA, and one certificate (for 127.0.0.1) that serves both as
+/// etcd's server certificate and as the client's.
+struct Certs {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+impl Certs {
+    /// keel-bench's TLS flags.
+    fn bench_flags(&self) -> Vec<String> {
+        [
+            "--cacert", &self.ca, "--cert", &self.cert, "--key", &self.key,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+/// Makes certificates with the openssl command, or returns None when it is not installed.
+fn make_certs(dir: &Path) -> Option<Certs> {
+    let run = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        matches!(status, Ok(s) if s.success())
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .ok()?;
+    // No argument contains a space, so each command is written as one string.
+    let steps = [
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca",
+        "req -newkey rsa:2048 -nodes -keyout node.key -out node.csr -subj /CN=127.0.0.1",
+        "x509 -req -in node.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out node.pem -days 2 \
+         -extfile ext.cnf",
+    ];
+    for step in steps {
+        if !run(&step.split_whitespace().collect::<Vec<_>>()) {
+            return None;
+        }
+    }
+    let path = |name: &str| dir.join(name).to_str().map(str::to_string);
+    Some(Certs {
+        ca: path("ca.pem")?,
+        cert: path("node.pem")?,
+        key: path("node.key")?,
+    })
+}
+
+fn start_etcd(certs: Option<&Certs>) -> Etcd {
     let dir = TempDir::new("etcd");
-    let client = format!("http://127.0.0.1:{}", free_port());
+    let scheme = if certs.is_some() { "https" } else { "http" };
+    let client = format!("{scheme}://127.0.0.1:{}", free_port());
     let peer = format!("http://127.0.0.1:{}", free_port());
     let log = std::fs::File::create(dir.0.join("etcd.log")).expect("log file");
-    let child = Command::new(ETCD)
+    let mut command = Command::new(ETCD);
+    command
         .arg("--data-dir")
         .arg(dir.0.join("data"))
         .args(["--name", "default"])
@@ -79,7 +137,13 @@ fn start_etcd() -> Etcd {
             "--initial-advertise-peer-urls",
             &peer,
         ])
-        .args(["--initial-cluster", &format!("default={peer}")])
+        .args(["--initial-cluster", &format!("default={peer}")]);
+    if let Some(certs) = certs {
+        command
+            .args(["--cert-file", &certs.cert, "--key-file", &certs.key])
+            .args(["--trusted-ca-file", &certs.ca, "--client-cert-auth"]);
+    }
+    let child = command
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -89,6 +153,7 @@ fn start_etcd() -> Etcd {
         endpoint: client,
         _dir: dir,
     };
+    let tls_flags = certs.map(Certs::bench_flags).unwrap_or_default();
     // Ready means a put succeeds: the member has elected itself and applies writes.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -101,6 +166,7 @@ fn start_etcd() -> Etcd {
                 "1",
                 "--json",
             ])
+            .args(&tls_flags)
             .output()
             .expect("run keel-bench");
         if output.status.success() {
@@ -162,7 +228,7 @@ fn every_workload_runs_cleanly_against_etcd() {
         eprintln!("skipping: {ETCD} is not installed (run scripts/install-test-deps.sh)");
         return;
     }
-    let etcd = start_etcd();
+    let etcd = start_etcd(None);
     let endpoint = etcd.endpoint.clone();
     let raw = TempDir::new("raw");
     let raw_path = raw.0.as_path();
@@ -385,4 +451,41 @@ fn durations_and_errors_are_reported_without_a_server() {
         .output()
         .expect("run keel-bench");
     assert!(!bad.status.success());
+}
+
+#[test]
+fn tls_flags_work_against_an_etcd_with_client_certificates() {
+    if !Path::new(ETCD).exists() {
+        eprintln!("skipping: {ETCD} is not installed (run scripts/install-test-deps.sh)");
+        return;
+    }
+    let dir = TempDir::new("certs");
+    let Some(certs) = make_certs(&dir.0) else {
+        eprintln!("skipping: the openssl command is not available to make test certificates");
+        return;
+    };
+    let etcd = start_etcd(Some(&certs));
+    let raw = TempDir::new("tls-raw");
+    let mut args = vec!["put".to_string(), "--clients".into(), "2".into()];
+    args.extend(certs.bench_flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    bench(&etcd.endpoint, &args, 50, &raw.0, "put-tls");
+    // Without a client certificate the server refuses the requests (client-cert-auth).
+    let refused = Command::new(BENCH)
+        .args([
+            "put",
+            "--endpoints",
+            &etcd.endpoint,
+            "--total",
+            "3",
+            "--json",
+        ])
+        .args(["--cacert", &certs.ca])
+        .output()
+        .expect("run keel-bench");
+    let failed = !refused.status.success()
+        || serde_json::from_slice::<serde_json::Value>(&refused.stdout)
+            .map(|summary| summary["errors"] == 3)
+            .unwrap_or(false);
+    assert!(failed, "{}", String::from_utf8_lossy(&refused.stdout));
 }
