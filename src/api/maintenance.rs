@@ -261,8 +261,9 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        // etcd's cluster service fills the header without a revision.
         Ok(Response::new(pb::MemberListResponse {
-            header: self.shared.header.at(self.shared.current_revision()),
+            header: self.shared.header.at(0),
             members: vec![self.member()],
         }))
     }

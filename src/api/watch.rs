@@ -22,7 +22,7 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::convert;
-use crate::server::state::SharedRef;
+use crate::server::state::{SharedRef, GRPC_OVERHEAD_BYTES};
 
 /// Responses buffered per stream before the stream's task waits for the client. Small on
 /// purpose: a response may hold up to [`CATCH_UP_EVENTS_MAX`] events, and a client that
@@ -276,8 +276,9 @@ impl WatchStream {
                     Err(mvcc::MvccError::Compacted) => {
                         self.watchers.remove(&id);
                         self.shared.metrics.watchers.dec();
+                        // etcd's cancel for a compacted watch carries header revision 0.
                         let response = pb::WatchResponse {
-                            header: self.header(current),
+                            header: self.header(0),
                             watch_id: id,
                             canceled: true,
                             compact_revision: compact,
@@ -337,20 +338,29 @@ impl WatchStream {
             events,
             ..Default::default()
         };
-        let limit = self.shared.limits.request_bytes_max;
+        // etcd fragments only above its send limit, `--max-request-bytes` plus its gRPC
+        // overhead allowance, and packs each fragment with events while the response stays
+        // below that limit (a single larger event travels alone).
+        let limit = self.shared.limits.request_bytes_max + GRPC_OVERHEAD_BYTES;
         if !fragment || response.encoded_len() <= limit {
             return self.send(response).await;
         }
-        // Split into responses below the request size limit; every part but the last is
-        // marked `fragment`, and each holds at least one event (etcd's rule).
+        let base = pb::WatchResponse {
+            header: response.header,
+            watch_id: id,
+            fragment: true,
+            ..Default::default()
+        }
+        .encoded_len();
         let mut parts: Vec<Vec<keel_proto::mvccpb::Event>> = vec![Vec::new()];
-        let mut size = 0;
+        let mut size = base;
         for event in response.events {
-            let event_size = event.encoded_len() + 8;
+            let len = event.encoded_len();
+            let event_size = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
             let last = parts.last_mut().expect("one part");
-            if !last.is_empty() && size + event_size > limit {
+            if !last.is_empty() && size + event_size >= limit {
                 parts.push(Vec::new());
-                size = 0;
+                size = base;
             }
             size += event_size;
             parts.last_mut().expect("one part").push(event);
