@@ -3,14 +3,15 @@
 # markdown report with SVG plots. See perf/README.md for what each workload is.
 #
 #   perf/compare.sh [--rounds N] [--members 1|3] [--quick] [--sweep] [--no-extra]
-#                   [--duration 8s] [--build-keel] [--etcd PATH] [--keel PATH]
+#                   [--duration 8s] [--build-keel] [--etcd PATH] [--keel PATH] [--tag NAME]
 #
 # Each (round, workload, system) gets a fresh cluster on a fresh data dir under perf/.run/ (the
 # same filesystem for both systems), and the systems alternate: etcd, keel, etcd, keel... so
 # that slow drifts of a shared machine hit both alike. Raw JSON goes to
-# perf/results/raw/<date>-<host>[-3m]/, the report to perf/results/<date>-<host>[-3m].md and
-# its plots to perf/results/<date>-<host>[-3m]/. If Keel cannot start (binary missing, or it
-# exits), its column says "n/a" and the etcd column is still produced.
+# perf/results/raw/<tag>/, the report to perf/results/<tag>.md and its plots to
+# perf/results/<tag>/, where <tag> is <date>-<host>, plus -3m with --members 3, or --tag NAME.
+# If Keel cannot start (binary missing, or it exits), its column says "n/a" and the etcd
+# column is still produced.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,13 +24,14 @@ sweep=0
 extra=1
 duration=8s
 build_keel=0
+tag_override=""
 etcd_bin=/usr/bin/etcd
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 # Keel's binary: the release build in this target dir, else in the repository's own target/.
 keel_bin=$target_dir/release/keel
 [ -x "$keel_bin" ] || keel_bin=$repo/target/release/keel
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
     --build-keel) build_keel=1; shift ;;
     --etcd) etcd_bin=$2; shift 2 ;;
     --keel) keel_bin=$2; shift 2 ;;
+    --tag) tag_override=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "compare.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -69,6 +72,7 @@ date_tag=$(date -u +%Y-%m-%d)
 host=$(hostname -s 2>/dev/null || uname -n)
 tag=$date_tag-$host
 [ "$members" = 3 ] && tag=$tag-3m
+[ -n "$tag_override" ] && tag=$tag_override
 # Paths relative to the repository root (the working directory), so the report names them so.
 raw=perf/results/raw/$tag
 report=perf/results/$tag.md
@@ -186,6 +190,8 @@ if [ "$sweep" = 1 ]; then
 fi
 
 keel_status="available"
+# Set once Keel has started: a later failure to start is then a failed run, not "n/a".
+keel_started=0
 if [ ! -x "$keel_bin" ]; then
   keel_status="not available: ${keel_bin#"$repo"/} is not built"
 fi
@@ -196,17 +202,20 @@ run_one() {
   local out="$raw/$system-$name-r$round"
   if ! start_cluster "$system" "$binary"; then
     echo "  $system $name r$round: start failed: $start_error" >&2
-    if [ "$system" = keel ]; then
+    if [ "$system" = keel ] && [ "$keel_started" = 0 ]; then
       keel_status="not available: $start_error"
     else
       echo "$start_error" >"$out.err"
     fi
     return 0
   fi
+  [ "$system" = keel ] && keel_started=1
   local target=""
   [ "$members" -gt 1 ] && target="--target-leader"
   # shellcheck disable=SC2086 # $args is a word list on purpose.
-  if "$bench" $args --endpoints "$endpoints" $target --duration "$duration" --json \
+  # The outer timeout is a last resort against a hang: keel-bench's own --op-timeout and
+  # watch drain timeouts end a run against a stuck server well before it.
+  if timeout 600 "$bench" $args --endpoints "$endpoints" $target --duration "$duration" --json \
     >"$out.json" 2>"$out.stderr"; then
     rm -f "$out.stderr"
     local ops

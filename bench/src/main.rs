@@ -79,6 +79,9 @@ pub struct Common {
     /// Operations per second over all clients; 0 = no limit.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// An operation still unanswered after this long counts as a failed one ("timeout").
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub op_timeout: Duration,
     /// Key size in bytes.
     #[arg(long, default_value_t = 8)]
     pub key_size: usize,
@@ -119,6 +122,7 @@ impl Common {
         Pace {
             stop,
             rate: self.rate,
+            op_timeout: self.op_timeout,
         }
     }
 

@@ -38,6 +38,9 @@ pub struct Pace {
     pub stop: Stop,
     /// Operations per second over all clients; 0 means as fast as the clients can go.
     pub rate: f64,
+    /// An operation that takes longer counts as failed ("timeout"), so that a stuck server
+    /// ends a run instead of hanging it.
+    pub op_timeout: Duration,
 }
 
 /// What a run measured, before it is turned into a [`Summary`].
@@ -105,7 +108,9 @@ pub async fn drive<O: Op>(ops: Vec<O>, pace: Pace) -> Outcome {
                     }
                 }
                 let began = Instant::now();
-                let result = op.call(i).await;
+                let result = tokio::time::timeout(pace.op_timeout, op.call(i))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("timeout after {:?}", pace.op_timeout)));
                 last_end = Instant::now();
                 record(&mut histogram, last_end - began);
                 match result {
