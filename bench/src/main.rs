@@ -331,3 +331,49 @@ fn main() -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn keys_are_fixed_width_and_stay_in_the_key_space() {
+        let keys = Keys {
+            size: 8,
+            space: 5,
+            sequential: true,
+        };
+        assert_eq!(keys.key(42), b"00000042".to_vec());
+        let mut rng = Rng::new(1);
+        assert_eq!(
+            (0..7).map(|i| keys.pick(i, &mut rng)).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4, 0, 1]
+        );
+        let random = Keys {
+            size: 8,
+            space: 5,
+            sequential: false,
+        };
+        assert!((0..1000).all(|i| random.pick(i, &mut rng) < 5));
+    }
+
+    #[test]
+    fn rng_streams_differ_by_seed_and_repeat_for_one_seed() {
+        let take = |seed| {
+            let mut rng = Rng::new(seed);
+            (0..4).map(|_| rng.next_u64()).collect::<Vec<_>>()
+        };
+        assert_eq!(take(3), take(3));
+        assert_ne!(take(3), take(4));
+    }
+}

@@ -62,6 +62,7 @@ fn describe(workload: &str) -> &'static str {
 /// A description for any workload, including sweep points.
 fn description(workload: &str) -> String {
     match sweep_parts(workload) {
+        Some((base, 1)) => format!("{base} with 1 client (client-count sweep)"),
         Some((base, clients)) => format!("{base} with {clients} clients (client-count sweep)"),
         None => describe(workload).to_string(),
     }
@@ -587,4 +588,42 @@ fn sweep_plot(path: &Path, base: &str, by_system: &SweepPoints) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_file_names_split_into_system_workload_and_round() {
+        assert_eq!(
+            parse_name("etcd-put-seq-r2.json"),
+            Some(("etcd".into(), "put-seq".into(), 2))
+        );
+        assert_eq!(
+            parse_name("keel-sweep-put-c100-r1.err"),
+            Some(("keel".into(), "sweep-put-c100".into(), 1))
+        );
+        assert_eq!(parse_name("disk.json"), None);
+        assert_eq!(parse_name("meta.json"), None);
+        assert_eq!(parse_name("etcd-put-seq-r1.stderr"), None);
+    }
+
+    #[test]
+    fn sweeps_and_medians() {
+        assert_eq!(sweep_parts("sweep-put-c1000"), Some(("put", 1000)));
+        assert_eq!(sweep_parts("put-100c"), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&mut []), None);
+        assert!(sort_key("put-seq") < sort_key("k8s-100c"));
+        assert!(sort_key("sweep-put-c10") < sort_key("sweep-put-c100"));
+    }
+
+    #[test]
+    fn nines_spread_the_tail() {
+        assert!((nines(0.9) - 1.0).abs() < 1e-9);
+        assert!((nines(0.999) - 3.0).abs() < 1e-9);
+        assert_eq!(nines(1.0), 6.0);
+    }
 }
