@@ -4,7 +4,10 @@
 //! answers (create revision, version, ranges, events) by walking it, so it shares no data
 //! structure with the store. Random sequences of puts, deletes, txns with compares and nested
 //! txns, compactions, reads at random revisions, event feeds and checkpoint round trips run on
-//! both; every response field and every error must match.
+//! both; every response field and every error must match. Physical compaction work
+//! (`compact_step`) runs in small random slices between the operations, and after every
+//! operation the store must answer like the model, and give the same hashes and checkpoint
+//! bytes as a copy with the work finished.
 //!
 //! One piece is shared: txn request validation (`check_txn_request`, a pure function with its
 //! own unit tests in `mvcc_rules.rs`) decides whether a txn is refused as a duplicate.
@@ -340,6 +343,20 @@ impl Model {
         Ok(())
     }
 
+    /// Revisions a fully compacted store holds: per key, everything above the compact
+    /// revision, and the newest revision at or below it if that is a put.
+    fn retained_revisions(&self) -> u64 {
+        let mut count = 0;
+        for history in self.history.values() {
+            let newest_below = history.iter().rposition(|e| e.main <= self.compact);
+            for (i, e) in history.iter().enumerate() {
+                let kept = e.main > self.compact || (Some(i) == newest_below && e.value.is_some());
+                count += u64::from(kept);
+            }
+        }
+        count
+    }
+
     fn events(&self, start: i64, key: &[u8], end: &[u8]) -> Result<Vec<Event>, MvccError> {
         if start < self.compact {
             return Err(MvccError::Compacted);
@@ -408,6 +425,8 @@ enum Op {
     Range(RangeRequest),
     Events(i64, Vec<u8>, Vec<u8>),
     Checkpoint,
+    /// Physical compaction work with a small budget (the server's slices between batches).
+    Step(usize),
 }
 
 const KEYS: &[&[u8]] = &[b"a", b"ab", b"b", b"c", b"d"];
@@ -568,7 +587,51 @@ fn op() -> impl Strategy<Value = Op> {
         5 => range().prop_map(Op::Range),
         2 => (0i64..30, key(), range_end()).prop_map(|(s, k, e)| Op::Events(s, k, e)),
         1 => Just(Op::Checkpoint),
+        3 => (0usize..4).prop_map(Op::Step),
     ]
+}
+
+/// The store with all pending physical compaction done.
+fn finished(store: &Store) -> Store {
+    let mut done = store.clone();
+    while !done.compact_step(usize::MAX) {}
+    done
+}
+
+/// Every event from the first readable revision on, and every read at every readable revision.
+fn check_everything(store: &Store, model: &Model) -> Result<(), TestCaseError> {
+    let first = model.compact.max(1);
+    prop_assert_eq!(
+        store.events(first, &[0], &[0], 0),
+        model.events(first, &[0], &[0])
+    );
+    for revision in first..=model.current {
+        let all = RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            revision,
+            ..RangeRequest::default()
+        };
+        prop_assert_eq!(store.range(&all), model.range(&all, model.current));
+        prop_assert_eq!(
+            store.events(revision, &[0], &[0], 0),
+            model.events(revision, &[0], &[0])
+        );
+    }
+    if model.compact > 1 {
+        prop_assert_eq!(
+            store.events(model.compact - 1, &[0], &[0], 0),
+            Err(MvccError::Compacted)
+        );
+        let below = RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            revision: model.compact - 1,
+            ..RangeRequest::default()
+        };
+        prop_assert_eq!(store.range(&below), Err(MvccError::Compacted));
+    }
+    Ok(())
 }
 
 proptest! {
@@ -591,23 +654,34 @@ proptest! {
                 Op::Checkpoint => {
                     let bytes = store.encode_checkpoint().unwrap();
                     let decoded = Store::decode_checkpoint(&bytes).unwrap();
+                    prop_assert!(!decoded.compaction_pending());
                     prop_assert_eq!(decoded.hash_kv(0), store.hash_kv(0));
-                    prop_assert_eq!(decoded.stats(), store.stats());
+                    prop_assert_eq!(decoded.stats(), finished(&store).stats());
                     store = decoded;
+                }
+                Op::Step(budget) => {
+                    let done = store.compact_step(*budget);
+                    prop_assert_eq!(done, !store.compaction_pending());
                 }
             }
             prop_assert_eq!(store.current_revision(), model.current);
             prop_assert_eq!(store.compact_revision(), model.compact);
             let live = model.live(&[0], &[0], model.current).len() as u64;
             prop_assert_eq!(store.stats().live_keys, live);
+            // Between any two operations, whatever physical compaction is pending: the store
+            // answers as the model does, and as the same store with the work finished does
+            // (hashes and checkpoint bytes, which members compare, included).
+            check_everything(&store, &model)?;
+            let done = finished(&store);
+            prop_assert!(!done.compaction_pending());
+            for revision in [0, model.compact, model.current] {
+                prop_assert_eq!(store.hash_kv(revision), done.hash_kv(revision));
+            }
+            prop_assert_eq!(store.encode_checkpoint().unwrap(), done.encode_checkpoint().unwrap());
+            prop_assert!(store.stats().total_revisions >= done.stats().total_revisions);
+            prop_assert_eq!(done.stats().total_revisions, model.retained_revisions());
         }
-        // Every event from the first readable revision on, and every read at every readable
-        // revision, must still agree at the end.
-        let first = model.compact.max(1);
-        prop_assert_eq!(store.events(first, &[0], &[0], 0), model.events(first, &[0], &[0]));
-        for revision in first..=model.current {
-            let all = RangeRequest { key: vec![0], range_end: vec![0], revision, ..RangeRequest::default() };
-            prop_assert_eq!(store.range(&all), model.range(&all, model.current));
-        }
+        while !store.compact_step(3) {}
+        check_everything(&store, &model)?;
     }
 }

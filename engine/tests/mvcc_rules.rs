@@ -725,6 +725,13 @@ fn compaction_keeps_the_live_key_and_drops_tombstones() {
     put(&mut store, "late", "1"); // 6
     assert_eq!(store.stats().total_revisions, 5);
     store.compact(5).unwrap();
+    assert!(store.compaction_pending());
+    assert_eq!(
+        store.stats().total_revisions,
+        5,
+        "stats lag until the work is done"
+    );
+    assert!(store.compact_step(usize::MAX));
     assert_eq!(store.stats().total_revisions, 2, "live@5 and late@6 remain");
     assert_eq!(store.stats().live_keys, 2);
     let at5 = store
@@ -893,6 +900,7 @@ fn stats_track_keys_revisions_and_bytes() {
         3 + 5 + 3 + 1 + 2 * REVISION_OVERHEAD_BYTES
     );
     store.compact(3).unwrap();
+    while !store.compact_step(1) {}
     assert_eq!(
         store.stats().approximate_bytes,
         3 + 1 + REVISION_OVERHEAD_BYTES

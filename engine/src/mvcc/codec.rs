@@ -71,6 +71,9 @@ fn corrupt(what: impl Into<String>) -> MvccError {
     MvccError::CorruptCheckpoint(what.into())
 }
 
+/// Encodes the store as compaction left it logically: `Store::histories` skips revisions that
+/// pending physical compaction still holds, so the payload is the same whether or not that
+/// work has finished.
 pub(crate) fn encode(store: &Store) -> Result<Vec<u8>, MvccError> {
     let capacity = usize::try_from(store.stats.approximate_bytes).unwrap_or(0) + HEADER_LEN;
     let mut out: Vec<u8> = Vec::with_capacity(capacity);
@@ -337,12 +340,17 @@ fn build(index: &ArchivedIndexV1, blob: &[u8]) -> Result<Store, MvccError> {
         return Err(corrupt("two changes share one revision"));
     }
     let order: BTreeSet<Bytes> = ordered_keys.into_iter().collect();
+    // A payload holds no logically compacted revision (the encoder skips them and the checks
+    // above refuse them), so the loaded store has no compaction work pending: the changes at
+    // the compact revision count as visited.
+    let compacted_front = changes.partition_point(|c| c.main <= compact_revision);
     Ok(Store {
         index: key_index,
         order,
         changes: VecDeque::from(changes),
         current_revision,
         compact_revision,
+        compacted_front,
         leases,
         stats,
     })

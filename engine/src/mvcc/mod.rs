@@ -11,6 +11,8 @@
 //! `create_revision` and `version` 1. Reads at an older revision see the history as it was.
 //! Compaction at `C` forgets every revision that no read at `C` or later can see: per key, it
 //! keeps the newest revision at or below `C` if that is a put, and everything above `C`.
+//! [`Store::compact`] is the logical step (O(1)); the memory is released incrementally by
+//! [`Store::compact_step`], and every answer skips what is logically gone in the meantime.
 //!
 //! # Layout
 //!
@@ -243,8 +245,12 @@ pub struct Store {
     order: BTreeSet<Bytes>,
     changes: VecDeque<Change>,
     current_revision: i64,
-    /// -1 until the first compaction, as in etcd.
+    /// -1 until the first compaction, as in etcd. The logical compact revision: physical
+    /// work towards it may be pending (see [`Store::compact_step`]).
     compact_revision: i64,
+    /// How many entries at the front of `changes` compaction has visited without releasing
+    /// them (they were at the compact revision when visited).
+    compacted_front: usize,
     leases: LeaseTable,
     stats: Stats,
 }
@@ -264,6 +270,7 @@ impl Store {
             changes: VecDeque::new(),
             current_revision: INITIAL_REVISION,
             compact_revision: -1,
+            compacted_front: 0,
             leases: LeaseTable::default(),
             stats: Stats::default(),
         }
@@ -280,7 +287,10 @@ impl Store {
         self.compact_revision
     }
 
-    /// Sizes of the store, kept up to date on every write (O(1)).
+    /// Sizes of the store, kept up to date on every write (O(1)). `live_keys` is always
+    /// exact; `total_revisions` and `approximate_bytes` lag behind a compaction until
+    /// [`Store::compact_step`] has finished its physical work (they count what is still held
+    /// in memory, which is what a quota should see).
     pub fn stats(&self) -> Stats {
         self.stats
     }
@@ -810,9 +820,16 @@ impl Store {
     /// revision at or below `revision` is kept if it is a put and dropped if it is a
     /// tombstone; older revisions are dropped.
     ///
+    /// This is the logical step only, and costs O(1): it moves the compact revision and leaves
+    /// the physical dropping to [`Store::compact_step`], so that a server applying writes on
+    /// one core never stalls for a whole compaction. Every answer of the store (reads, events,
+    /// txns, [`Store::hash_kv`], [`Store::encode_checkpoint`]) is already the compacted one
+    /// when this returns; only [`Store::stats`] and memory lag until the work is done.
+    /// Compacting again while work is pending is fine: the work then targets the newest
+    /// compact revision.
+    ///
     /// Errors: [`MvccError::Compacted`] if `revision` is not above the compact revision,
-    /// [`MvccError::FutureRevision`] if it is above the current revision. Cost is
-    /// proportional to the changes since the previous compaction, not to the key count.
+    /// [`MvccError::FutureRevision`] if it is above the current revision.
     pub fn compact(&mut self, revision: i64) -> Result<(), MvccError> {
         if revision <= self.compact_revision {
             return Err(MvccError::Compacted);
@@ -820,42 +837,73 @@ impl Store {
         if revision > self.current_revision {
             return Err(MvccError::FutureRevision);
         }
-        // Every revision compaction can remove is in the change log: the log holds all
-        // revisions at or above the previous compact revision, and below it each key holds at
-        // most its one kept put, which only a newer (logged) revision can make obsolete.
-        let end = self.changes.partition_point(|c| c.main <= revision);
-        let mut touched: Vec<Bytes> = self
-            .changes
-            .range(..end)
-            .map(|c| Arc::clone(&c.key))
-            .collect();
-        touched.sort_unstable();
-        touched.dedup();
-        for key in touched {
-            let Some((_, history)) = self.index.get_mut(&key) else {
-                continue;
-            };
-            let at_or_below = history.partition_point(|e| e.main <= revision);
-            let keep_from = match at_or_below.checked_sub(1).and_then(|i| history.get(i)) {
-                None => 0,
-                Some(newest) if newest.is_put() => at_or_below - 1,
-                Some(_) => at_or_below,
-            };
-            for dropped in history.drain(..keep_from) {
-                self.stats.total_revisions = self.stats.total_revisions.saturating_sub(1);
-                self.stats.approximate_bytes = self.stats.approximate_bytes.saturating_sub(
-                    key.len() as u64 + dropped.value_len() as u64 + REVISION_OVERHEAD_BYTES,
-                );
-            }
-            if history.is_empty() {
-                self.index.remove(&key);
-                self.order.remove(&key);
-            }
-        }
-        let obsolete = self.changes.partition_point(|c| c.main < revision);
-        self.changes.drain(..obsolete);
+        // The pending work is implied: the change log entries from `compacted_front` on with
+        // a main revision at or below the new compact revision, plus the visited entries at
+        // the front that are now below it.
         self.compact_revision = revision;
         Ok(())
+    }
+
+    /// Does up to `keys_budget` units of pending physical compaction (one unit is one logged
+    /// change: one key history trimmed, or one change-log entry released). Returns true when
+    /// no work is pending afterwards ([`Store::compaction_pending`] is false). A budget of 0
+    /// only reports. The server calls this between write batches with a budget that bounds
+    /// the pause (10,000 units take a few milliseconds).
+    ///
+    /// Every revision compaction can remove is reachable from the change log: the log holds
+    /// every revision that has not been visited at a compact revision at or above it, and a
+    /// visited key keeps at most its one put at or below that revision, which only a newer
+    /// (logged) revision can make obsolete. So the work walks the log from the front: each
+    /// change at or below the compact revision trims its key's history (idempotent, so a key
+    /// changed many times is simply trimmed again cheaply) and is released from the log if it
+    /// is below the compact revision. Changes *at* the compact revision stay, because a
+    /// watcher may start there; `compacted_front` counts them.
+    pub fn compact_step(&mut self, keys_budget: usize) -> bool {
+        let target = self.compact_revision;
+        let mut budget = keys_budget;
+        while budget > 0 {
+            budget -= 1;
+            if self.compacted_front > 0 {
+                // Visited at an older compact revision and now below the newest one.
+                if self.changes.front().is_some_and(|c| c.main < target) {
+                    self.changes.pop_front();
+                    self.compacted_front -= 1;
+                    continue;
+                }
+            }
+            let Some(change) = self.changes.get(self.compacted_front) else {
+                break;
+            };
+            if change.main > target {
+                break;
+            }
+            trim_history(
+                &mut self.index,
+                &mut self.order,
+                &mut self.stats,
+                &change.key,
+                target,
+            );
+            if change.main < target {
+                // Everything before it was released already (the log is in revision order
+                // and visited entries below the target go first), so it is the front.
+                debug_assert_eq!(self.compacted_front, 0);
+                self.changes.pop_front();
+            } else {
+                self.compacted_front += 1;
+            }
+        }
+        !self.compaction_pending()
+    }
+
+    /// Whether physical compaction work is pending (O(1)); see [`Store::compact_step`].
+    pub fn compaction_pending(&self) -> bool {
+        let target = self.compact_revision;
+        (self.compacted_front > 0 && self.changes.front().is_some_and(|c| c.main < target))
+            || self
+                .changes
+                .get(self.compacted_front)
+                .is_some_and(|c| c.main <= target)
     }
 
     // ----- watch feed ------------------------------------------------------------------------
@@ -908,6 +956,10 @@ impl Store {
         let position = history
             .binary_search_by(|e| (e.main, e.sub).cmp(&(change.main, change.sub)))
             .ok()?;
+        if position < retained_from(history, self.compact_revision) {
+            // Logically compacted; physical compaction has not reached it yet.
+            return None;
+        }
         let entry = history.get(position)?;
         let key: &[u8] = &change.key;
         let (kind, kv) = if entry.is_put() {
@@ -939,6 +991,9 @@ impl Store {
     /// tombstone flag, value) with a main revision at or below `revision` (0 = current), in
     /// key order then revision order. Members with the same applied history give the same
     /// hash; it is not numerically equal to etcd's.
+    ///
+    /// Revisions that compaction removed logically are skipped even while the physical work
+    /// is pending, so the hash does not depend on how far [`Store::compact_step`] got.
     ///
     /// Errors as etcd's `HashKV`: [`MvccError::Compacted`] if `0 < revision < compact
     /// revision`, [`MvccError::FutureRevision`] if `revision > current revision`.
@@ -981,11 +1036,15 @@ impl Store {
         })
     }
 
-    /// Every key with its history, in key order.
+    /// Every key with its history as compaction left it logically (entries that pending
+    /// physical compaction still holds are skipped, and keys left with none), in key order.
     pub(crate) fn histories(&self) -> impl Iterator<Item = (&Bytes, &[RevisionEntry])> {
-        self.order
-            .iter()
-            .filter_map(|key| self.index.get(key).map(|(_, h)| (key, h.as_slice())))
+        let compact_revision = self.compact_revision;
+        self.order.iter().filter_map(move |key| {
+            let (_, history) = self.index.get(key)?;
+            let retained = &history[retained_from(history, compact_revision)..];
+            (!retained.is_empty()).then_some((key, retained))
+        })
     }
 
     // ----- leases ------------------------------------------------------------------------------
@@ -1095,6 +1154,51 @@ impl Store {
     /// bad input. Errors: [`MvccError::CorruptCheckpoint`].
     pub fn decode_checkpoint(bytes: &[u8]) -> Result<Store, MvccError> {
         codec::decode(bytes)
+    }
+}
+
+/// Index of the first entry of `history` that compaction at `compact_revision` keeps: the
+/// entries before it are logically gone (physically they may linger until
+/// [`Store::compact_step`] reaches the key). Per key, the newest entry at or below the compact
+/// revision is kept if it is a put; older ones, and that one if it is a tombstone, are not.
+fn retained_from(history: &[RevisionEntry], compact_revision: i64) -> usize {
+    match history.first() {
+        Some(first) if first.main <= compact_revision => {}
+        // Nothing at or below the compact revision (the common case for a fresh key).
+        _ => return 0,
+    }
+    let at_or_below = history.partition_point(|e| e.main <= compact_revision);
+    match history.get(at_or_below - 1) {
+        Some(newest) if newest.is_put() => at_or_below - 1,
+        _ => at_or_below,
+    }
+}
+
+/// Physically drops what compaction at `compact_revision` removed from `key`'s history, and
+/// the key itself when nothing is left. Idempotent.
+fn trim_history(
+    index: &mut KeyIndex,
+    order: &mut BTreeSet<Bytes>,
+    stats: &mut Stats,
+    key: &[u8],
+    compact_revision: i64,
+) {
+    let Some((_, history)) = index.get_mut(key) else {
+        return;
+    };
+    let keep_from = retained_from(history, compact_revision);
+    if keep_from == 0 {
+        return;
+    }
+    for dropped in history.drain(..keep_from) {
+        stats.total_revisions = stats.total_revisions.saturating_sub(1);
+        stats.approximate_bytes = stats.approximate_bytes.saturating_sub(
+            key.len() as u64 + dropped.value_len() as u64 + REVISION_OVERHEAD_BYTES,
+        );
+    }
+    if history.is_empty() {
+        index.remove(key);
+        order.remove(key);
     }
 }
 
