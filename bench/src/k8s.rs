@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -31,7 +31,9 @@ use keel_proto::etcdserverpb::{
 };
 use tonic::transport::Channel;
 
-use crate::run::{drive, status_text, Op};
+use hdrhistogram::Histogram;
+
+use crate::run::{drive, new_histogram, record, status_text, Latency, Op};
 use crate::{parse_duration, Common, Rng};
 
 /// Flags of `k8s`.
@@ -100,6 +102,8 @@ struct Tally {
     leases: AtomicU64,
     /// Successful writes: each one must reach every watcher.
     writes: AtomicU64,
+    /// Latency of each kind of operation (list, get, update, event), in microseconds.
+    latency_by_kind: Mutex<BTreeMap<&'static str, Histogram<u64>>>,
 }
 
 struct K8sOp {
@@ -267,15 +271,23 @@ impl Op for K8sOp {
     fn call(&mut self, i: u64) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let draw = self.rng.below(100);
-            if draw < self.thresholds[0] {
-                self.list().await
+            let began = Instant::now();
+            let (kind, result) = if draw < self.thresholds[0] {
+                ("list", self.list().await)
             } else if draw < self.thresholds[1] {
-                self.get().await
+                ("get", self.get().await)
             } else if draw < self.thresholds[2] {
-                self.update().await
+                ("update", self.update().await)
             } else {
-                self.event(i).await
-            }
+                ("event", self.event(i).await)
+            };
+            // One short lock per operation; the RPCs it follows take far longer.
+            let mut by_kind = self.tally.latency_by_kind.lock().expect("latency lock");
+            record(
+                by_kind.entry(kind).or_insert_with(new_histogram),
+                began.elapsed(),
+            );
+            result
         })
     }
 }
@@ -402,6 +414,14 @@ pub async fn run(args: K8sArgs) -> Result<()> {
     extra.insert("update_conflicts".into(), load(&tally.conflicts));
     extra.insert("events_created".into(), load(&tally.events));
     extra.insert("leases_granted".into(), load(&tally.leases));
+    let by_kind: BTreeMap<&str, Latency> = tally
+        .latency_by_kind
+        .lock()
+        .expect("latency lock")
+        .iter()
+        .map(|(kind, histogram)| (*kind, Latency::of(histogram)))
+        .collect();
+    extra.insert("latency_by_kind_us".into(), serde_json::json!(by_kind));
     extra.insert("watchers".into(), serde_json::json!(args.watchers));
     extra.insert("events_expected".into(), serde_json::json!(expected));
     extra.insert("events_received".into(), serde_json::json!(got));
