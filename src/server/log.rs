@@ -32,6 +32,10 @@ pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// Most leases revoked in one turn (the rest wait for the next turn).
 pub const LEASE_REVOKES_PER_TURN_MAX: usize = 1000;
+/// Work units of physical compaction done per turn of the loop (a few milliseconds), so a
+/// compaction never stalls writes for long (etcd's compaction pauses its writes in 10 ms
+/// slices for the same reason).
+pub const COMPACTION_STEP_UNITS: usize = 10_000;
 /// A batch whose apply takes longer than this counts as a slow apply.
 pub const SLOW_APPLY: Duration = Duration::from_millis(100);
 
@@ -214,6 +218,9 @@ pub struct LogCore {
     /// damaged newest checkpoint can fall back to the older one with its entries still in the
     /// WAL (engine/FORMAT.md, "Server log entries").
     previous_checkpoint_lsn: Option<u64>,
+    /// Clients of `Compact` with `physical` set, answered when the physical work is done (as
+    /// etcd answers them).
+    physical_compaction_waiters: Vec<(futures::channel::oneshot::Sender<ApplyResult>, ApplyResult)>,
 }
 
 /// Keeps the `Arc<Shared>` in an `Rc` wrapper so the loop can hand out cheap clones.
@@ -240,6 +247,7 @@ impl LogCore {
             snapshot_count: snapshot_count.max(1),
             compactor: AutoCompactor::new(auto_compaction),
             previous_checkpoint_lsn: None,
+            physical_compaction_waiters: Vec::new(),
         }
     }
 
@@ -248,12 +256,18 @@ impl LogCore {
     pub async fn run(mut self) {
         let mut batch: Vec<Proposal> = Vec::new();
         loop {
+            // With compaction work pending, only peek for proposals before the next slice.
+            let wait = if self.compaction_step() {
+                LEASE_CHECK_INTERVAL
+            } else {
+                Duration::from_micros(1)
+            };
             let first = futures::select! {
                 proposal = self.inbox.recv().fuse() => match proposal {
                     Ok(proposal) => Some(proposal),
                     Err(_) => break,
                 },
-                _ = glommio::timer::Timer::new(LEASE_CHECK_INTERVAL).fuse() => None,
+                _ = glommio::timer::Timer::new(wait).fuse() => None,
             };
             let mut bytes = 0;
             if let Some(proposal) = first {
@@ -285,6 +299,23 @@ impl LogCore {
         if !batch.is_empty() {
             self.commit(batch).await;
         }
+        while !self.compaction_step() {}
+    }
+
+    /// Does one slice of pending physical compaction; true when none is left (and then the
+    /// clients waiting for a physical compaction are answered).
+    fn compaction_step(&mut self) -> bool {
+        let shared = &self.shared.0;
+        let done = {
+            let store = shared.read_store();
+            !store.compaction_pending()
+        } || shared.write_store().compact_step(COMPACTION_STEP_UNITS);
+        if done {
+            for (reply, result) in self.physical_compaction_waiters.drain(..) {
+                let _ = reply.send(result);
+            }
+        }
+        done
     }
 
     fn expire_leases(&self, batch: &mut Vec<Proposal>) {
@@ -394,9 +425,14 @@ impl LogCore {
                 shared.metrics.proposals_failed.inc();
             }
             match proposal.reply {
-                Some(reply) => {
-                    let _ = reply.send(result);
-                }
+                Some(reply) => match &proposal.command {
+                    Command::Compact(request) if request.physical && result.is_ok() => {
+                        self.physical_compaction_waiters.push((reply, result));
+                    }
+                    _ => {
+                        let _ = reply.send(result);
+                    }
+                },
                 None => {
                     if let (Command::LeaseRevoke(_), Ok(_)) = (&proposal.command, &result) {
                         shared.metrics.lease_revoked.inc();
