@@ -499,7 +499,6 @@ fn cluster_and_maintenance() {
 /// etcd's MemberList header carries no revision (etcd's cluster service fills only ids and
 /// the raft term).
 #[test]
-#[ignore = "keel bug: MemberList response header carries a revision; etcd leaves it 0"]
 fn member_list_json() {
     let pair = Pair::start(&[]);
     seed(&pair);
