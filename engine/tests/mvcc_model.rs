@@ -635,7 +635,7 @@ fn check_everything(store: &Store, model: &Model) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     #[test]
     fn store_matches_model(ops in prop::collection::vec(op(), 1..40)) {

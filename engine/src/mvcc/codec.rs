@@ -26,6 +26,8 @@ pub(crate) const FORMAT_VERSION: u32 = 1;
 pub(crate) const HEADER_LEN: usize = 48;
 /// The index starts at a multiple of this (from the payload start).
 const INDEX_ALIGN: usize = 16;
+/// Keys decoded before they are inserted into the hash table together (see `build`).
+const INSERT_BATCH: usize = 256;
 /// Upper bound on revisions, so `revision + 1` and the like can never overflow.
 const REVISION_MAX: i64 = i64::MAX / 4;
 
@@ -252,6 +254,11 @@ fn build(index: &ArchivedIndexV1, blob: &[u8]) -> Result<Store, MvccError> {
     let mut stats = Stats::default();
     let mut key_index = KeyIndex::with_capacity(index.keys.len());
     let mut ordered_keys: Vec<Bytes> = Vec::with_capacity(index.keys.len());
+    // Keys with their hashes and histories wait here and go into the hash table a batch at a
+    // time: each insert is a cache miss at a random slot, and only a loop with nothing else in
+    // it lets the processor overlap those misses (about 20 % of a restart). A small batch
+    // stays in cache, unlike one temporary vector of every key.
+    let mut batch: Vec<(u64, Bytes, Vec<RevisionEntry>)> = Vec::with_capacity(INSERT_BATCH);
     let mut changes: Vec<Change> = Vec::with_capacity(index.revisions.len());
     let mut records = index.revisions.iter();
     for key_record in index.keys.iter() {
@@ -324,6 +331,14 @@ fn build(index: &ArchivedIndexV1, blob: &[u8]) -> Result<Store, MvccError> {
             }
         }
         ordered_keys.push(Arc::clone(&key));
+        batch.push((hash, key, history));
+        if batch.len() == INSERT_BATCH {
+            for (hash, key, history) in batch.drain(..) {
+                key_index.insert_new(hash, key, history);
+            }
+        }
+    }
+    for (hash, key, history) in batch {
         key_index.insert_new(hash, key, history);
     }
     if records.next().is_some() {

@@ -283,9 +283,12 @@ pub struct HashKv {
 pub struct Stats {
     /// Keys that currently exist (not deleted).
     pub live_keys: u64,
-    /// Key revisions held (puts and tombstones not yet compacted), over all keys.
+    /// Key revisions held (puts and tombstones not yet compacted), over all keys. After a
+    /// compaction this counts what is still in memory: it drops as
+    /// [`Store::compact_step`](super::Store::compact_step) releases revisions, not at once.
     pub total_revisions: u64,
     /// Approximate bytes held: keys, values and a fixed overhead per revision. Use it for
-    /// `--quota-backend-bytes` and `etcd_mvcc_db_total_size_in_bytes`.
+    /// `--quota-backend-bytes` and `etcd_mvcc_db_total_size_in_bytes`. Lags behind a
+    /// compaction like `total_revisions`.
     pub approximate_bytes: u64,
 }
