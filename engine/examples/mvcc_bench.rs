@@ -59,6 +59,49 @@ fn restart(path: &str) {
     std::mem::forget(store);
 }
 
+/// Runs pending compaction in `STEP_BUDGET` slices and prints the slice times.
+fn compact_in_slices(store: &mut Store, what: &str) {
+    let mut slices: Vec<f64> = Vec::new();
+    let all_started = Instant::now();
+    loop {
+        let started = Instant::now();
+        let done = store.compact_step(STEP_BUDGET);
+        slices.push(started.elapsed().as_secs_f64());
+        if done {
+            break;
+        }
+    }
+    let total = all_started.elapsed().as_secs_f64();
+    let mut sorted = slices.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "{what}({STEP_BUDGET}): {} calls, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, \
+         total {total:.3} s",
+        slices.len(),
+        sorted[sorted.len() / 2] * 1e3,
+        sorted[sorted.len() * 99 / 100] * 1e3,
+        sorted[sorted.len() - 1] * 1e3,
+    );
+}
+
+/// One key written `writes` times, then compacted: the obsolete revisions of a single key
+/// must be freed in slices too.
+fn hot_key(writes: u64) {
+    let mut store = Store::new();
+    let value = vec![0xcdu8; VALUE_BYTES];
+    for _ in 0..writes {
+        store
+            .put(&PutRequest {
+                key: b"/registry/leases/kube-system/hot".to_vec(),
+                value: value.clone(),
+                ..PutRequest::default()
+            })
+            .expect("put");
+    }
+    store.compact(store.current_revision()).expect("compact");
+    compact_in_slices(&mut store, &format!("hot key x{writes}: compact_step"));
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     if let Some("restart") = args.next().as_deref() {
@@ -170,27 +213,7 @@ fn main() {
         "compact() at current revision (logical):  {:>7.3} us",
         started.elapsed().as_secs_f64() * 1e6
     );
-    let mut slices: Vec<f64> = Vec::new();
-    let all_started = Instant::now();
-    loop {
-        let started = Instant::now();
-        let done = store.compact_step(STEP_BUDGET);
-        slices.push(started.elapsed().as_secs_f64());
-        if done {
-            break;
-        }
-    }
-    let total = all_started.elapsed().as_secs_f64();
-    let mut sorted = slices.clone();
-    sorted.sort_by(f64::total_cmp);
-    println!(
-        "compact_step({STEP_BUDGET}): {} calls, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, \
-         total {total:.3} s",
-        slices.len(),
-        sorted[sorted.len() / 2] * 1e3,
-        sorted[sorted.len() * 99 / 100] * 1e3,
-        sorted[sorted.len() - 1] * 1e3,
-    );
+    compact_in_slices(&mut store, "compact_step");
 
     let started = Instant::now();
     let bytes = store.encode_checkpoint().expect("encode");
@@ -221,6 +244,8 @@ fn main() {
         .arg(&path)
         .status()
         .expect("run restart");
+    hot_key(keys / 2);
+
     // Keep the file for repeated `restart` runs when asked to.
     if let Some(keep) = std::env::var_os("KEEL_BENCH_KEEP_CHECKPOINT") {
         std::fs::rename(&path, keep).expect("keep checkpoint");

@@ -366,6 +366,7 @@ fn build(index: &ArchivedIndexV1, blob: &[u8]) -> Result<Store, MvccError> {
         current_revision,
         compact_revision,
         compacted_front,
+        released: Vec::new(),
         leases,
         stats,
     })

@@ -251,6 +251,9 @@ pub struct Store {
     /// How many entries at the front of `changes` compaction has visited without releasing
     /// them (they were at the compact revision when visited).
     compacted_front: usize,
+    /// Obsolete revisions already cut out of their histories, waiting to be freed by
+    /// [`Store::compact_step`] (with their key's length, for the stats).
+    released: Vec<(usize, Vec<RevisionEntry>)>,
     leases: LeaseTable,
     stats: Stats,
 }
@@ -271,6 +274,7 @@ impl Store {
             current_revision: INITIAL_REVISION,
             compact_revision: -1,
             compacted_front: 0,
+            released: Vec::new(),
             leases: LeaseTable::default(),
             stats: Stats::default(),
         }
@@ -844,11 +848,12 @@ impl Store {
         Ok(())
     }
 
-    /// Does up to `keys_budget` units of pending physical compaction (one unit is one logged
-    /// change: one key history trimmed, or one change-log entry released). Returns true when
-    /// no work is pending afterwards ([`Store::compaction_pending`] is false). A budget of 0
-    /// only reports. The server calls this between write batches with a budget that bounds
-    /// the pause (10,000 units take a few milliseconds).
+    /// Does up to about `keys_budget` units of pending physical compaction, and returns true
+    /// when no work is pending afterwards ([`Store::compaction_pending`] is false). A unit is
+    /// one logged change visited (its key's history trimmed, the change released from the
+    /// log) or one revision's memory released. A budget of 0 only reports. The server calls
+    /// this between write batches with a budget that bounds the pause (10,000 units take a few
+    /// milliseconds).
     ///
     /// Every revision compaction can remove is reachable from the change log: the log holds
     /// every revision that has not been visited at a compact revision at or above it, and a
@@ -857,15 +862,32 @@ impl Store {
     /// change at or below the compact revision trims its key's history (idempotent, so a key
     /// changed many times is simply trimmed again cheaply) and is released from the log if it
     /// is below the compact revision. Changes *at* the compact revision stay, because a
-    /// watcher may start there; `compacted_front` counts them.
+    /// watcher may start there; `compacted_front` counts them. A key with more obsolete
+    /// revisions than the budget left (a hot key written a million times between two
+    /// compactions) has them cut off at once into `released`, which later calls free a slice
+    /// at a time, so no single call frees more than its budget.
     pub fn compact_step(&mut self, keys_budget: usize) -> bool {
         let target = self.compact_revision;
         let mut budget = keys_budget;
         while budget > 0 {
-            budget -= 1;
+            if let Some((key_len, batch)) = self.released.last_mut() {
+                // Dropped from the end, so nothing shifts.
+                while budget > 0 {
+                    let Some(dropped) = batch.pop() else {
+                        break;
+                    };
+                    budget -= 1;
+                    release_stats(&mut self.stats, *key_len, &dropped);
+                }
+                if batch.is_empty() {
+                    self.released.pop();
+                }
+                continue;
+            }
             if self.compacted_front > 0 {
                 // Visited at an older compact revision and now below the newest one.
                 if self.changes.front().is_some_and(|c| c.main < target) {
+                    budget -= 1;
                     self.changes.pop_front();
                     self.compacted_front -= 1;
                     continue;
@@ -877,13 +899,16 @@ impl Store {
             if change.main > target {
                 break;
             }
-            trim_history(
+            let dropped = trim_history(
                 &mut self.index,
                 &mut self.order,
                 &mut self.stats,
+                &mut self.released,
                 &change.key,
                 target,
+                budget,
             );
+            budget = budget.saturating_sub(dropped.max(1));
             if change.main < target {
                 // Everything before it was released already (the log is in revision order
                 // and visited entries below the target go first), so it is the front.
@@ -899,7 +924,8 @@ impl Store {
     /// Whether physical compaction work is pending (O(1)); see [`Store::compact_step`].
     pub fn compaction_pending(&self) -> bool {
         let target = self.compact_revision;
-        (self.compacted_front > 0 && self.changes.front().is_some_and(|c| c.main < target))
+        !self.released.is_empty()
+            || (self.compacted_front > 0 && self.changes.front().is_some_and(|c| c.main < target))
             || self
                 .changes
                 .get(self.compacted_front)
@@ -1174,32 +1200,51 @@ fn retained_from(history: &[RevisionEntry], compact_revision: i64) -> usize {
     }
 }
 
+/// Takes a released revision out of the stats.
+fn release_stats(stats: &mut Stats, key_len: usize, dropped: &RevisionEntry) {
+    stats.total_revisions = stats.total_revisions.saturating_sub(1);
+    stats.approximate_bytes = stats
+        .approximate_bytes
+        .saturating_sub(key_len as u64 + dropped.value_len() as u64 + REVISION_OVERHEAD_BYTES);
+}
+
 /// Physically drops what compaction at `compact_revision` removed from `key`'s history, and
-/// the key itself when nothing is left. Idempotent.
+/// the key itself when nothing is left. Idempotent. Frees at most `budget` revisions here and
+/// returns how many; more than that are moved, unfreed, to `released` (the history keeps
+/// only its retained tail, so it is already physically trimmed).
 fn trim_history(
     index: &mut KeyIndex,
     order: &mut BTreeSet<Bytes>,
     stats: &mut Stats,
+    released: &mut Vec<(usize, Vec<RevisionEntry>)>,
     key: &[u8],
     compact_revision: i64,
-) {
+    budget: usize,
+) -> usize {
     let Some((_, history)) = index.get_mut(key) else {
-        return;
+        return 0;
     };
     let keep_from = retained_from(history, compact_revision);
     if keep_from == 0 {
-        return;
+        return 0;
     }
-    for dropped in history.drain(..keep_from) {
-        stats.total_revisions = stats.total_revisions.saturating_sub(1);
-        stats.approximate_bytes = stats.approximate_bytes.saturating_sub(
-            key.len() as u64 + dropped.value_len() as u64 + REVISION_OVERHEAD_BYTES,
-        );
-    }
+    let freed = if keep_from <= budget {
+        for dropped in history.drain(..keep_from) {
+            release_stats(stats, key.len(), &dropped);
+        }
+        keep_from
+    } else {
+        // Copies only the retained tail; the obsolete head is freed by later steps.
+        let retained = history.split_off(keep_from);
+        let obsolete = std::mem::replace(history, retained);
+        released.push((key.len(), obsolete));
+        0
+    };
     if history.is_empty() {
         index.remove(key);
         order.remove(key);
     }
+    freed
 }
 
 /// etcd's `compareKV`, with `None` standing for a missing key (all fields zero).
