@@ -15,6 +15,9 @@ use keel_proto::etcdserverpb::kv_client::KvClient;
 use keel_proto::etcdserverpb::{PutRequest, RangeRequest};
 use tonic::transport::Channel;
 
+/// Every acknowledged (key, value), shared by the writer tasks.
+type Acked = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
+
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITERS: usize = 16;
 /// Acknowledged writes to wait for before the kill, per round.
@@ -112,11 +115,7 @@ async fn client(addr: SocketAddr) -> KvClient<Channel> {
 
 /// Writes `key_prefix-w-i` from `WRITERS` tasks until the server dies; returns every
 /// acknowledged (key, value).
-async fn write_until_killed(
-    addr: SocketAddr,
-    round: usize,
-    acked: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>,
-) {
+async fn write_until_killed(addr: SocketAddr, round: usize, acked: Acked) {
     let mut tasks = Vec::new();
     for writer in 0..WRITERS {
         let acked = acked.clone();
@@ -179,7 +178,7 @@ fn acknowledged_writes_survive_sigkill() {
     let data_dir = dir.path().join("data");
     let log = dir.path().join("keel.log");
     let runtime = tokio::runtime::Runtime::new().expect("tokio");
-    let acked: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>> = Arc::default();
+    let acked: Acked = Arc::default();
     for round in 0..3 {
         let member = Member::start(&data_dir, log.clone());
         let addr = member.client;

@@ -172,7 +172,7 @@ impl Maintenance for MaintenanceService {
             .map(|(i, chunk)| {
                 let sent = (i * SNAPSHOT_CHUNK_BYTES + chunk.len()) as u64;
                 Ok(pb::SnapshotResponse {
-                    header: header.clone(),
+                    header,
                     remaining_bytes: total as u64 - sent,
                     blob: chunk.to_vec(),
                     version: ETCD_API_VERSION.to_string(),

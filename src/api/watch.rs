@@ -253,10 +253,7 @@ impl WatchStream {
     async fn catch_up(&mut self) -> Result<(), Gone> {
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
-            loop {
-                let Some(watcher) = self.watchers.get(&id) else {
-                    break;
-                };
+            while let Some(watcher) = self.watchers.get(&id) {
                 let (feed, current, compact) = {
                     let store = self.shared.read_store();
                     let current = store.current_revision();

@@ -302,7 +302,7 @@ impl LogCore {
             if !batch.is_empty() {
                 self.commit(std::mem::take(&mut batch)).await;
             }
-            if self.next_index - 1 >= self.checkpoint_index + self.snapshot_count {
+            if self.next_index > self.checkpoint_index + self.snapshot_count {
                 self.checkpoint().await;
             }
         }
