@@ -700,9 +700,6 @@ fn watch_filters_ids_and_cancel() {
 /// A create request reusing a watch id that is in use on the stream is refused with
 /// `watch_id: -1` (etcd's mvcc returns -1 with ErrWatcherDuplicateID).
 #[test]
-#[ignore = "keel bug: a create with a duplicate watch_id (7) is answered with watch_id 7, \
-            created+canceled, reason `mvcc: duplicate watch ID provided on the WatchStream`; \
-            etcd answers the same but with watch_id -1"]
 fn watch_duplicate_id() {
     watch_transcripts(true);
 }

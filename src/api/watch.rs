@@ -207,10 +207,8 @@ impl WatchStream {
         }
         let id = if create.watch_id != 0 {
             if self.watchers.contains_key(&create.watch_id) {
-                let response = refuse(
-                    create.watch_id,
-                    "mvcc: duplicate watch ID provided on the WatchStream",
-                );
+                // etcd answers with watch id -1, not the id asked for.
+                let response = refuse(-1, "mvcc: duplicate watch ID provided on the WatchStream");
                 return self.send(response).await;
             }
             create.watch_id
