@@ -131,3 +131,37 @@ fn second_process_on_the_same_data_dir_is_refused_and_sigterm_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Regression: with no --data-dir, keel uses the relative `./default.keel`, which once failed
+/// at startup (glommio cannot open a relative directory). This is the README's first command.
+#[test]
+fn default_relative_data_dir_starts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let client = free_port();
+    let peer = free_port();
+    let child = keel()
+        .current_dir(dir.path())
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args([
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start keel");
+    let mut child = Child(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            panic!("keel exited with {status} instead of serving");
+        }
+        assert!(Instant::now() < deadline, "keel did not listen on {client}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(dir.path().join("default.keel").join("member").is_dir());
+}

@@ -190,3 +190,31 @@ fn default_options_reopen_reads_a_full_segment() {
         assert_eq!(wal.last_lsn(), 300);
     });
 }
+
+/// Regression: glommio's `Directory::open` fails with EBADF on a relative path, and the
+/// server's default data dir (`./default.keel`) is relative, so `keel` with no flags could not
+/// start. `GlommioDisk::open` must accept a path relative to the working directory.
+#[test]
+fn relative_directory_paths_work() {
+    // A temp dir inside the working directory (the package root under cargo test), named
+    // by its relative path.
+    let holder = tempfile::Builder::new()
+        .prefix(".keel-relative-test-")
+        .tempdir_in(".")
+        .unwrap();
+    let relative = std::path::PathBuf::from(holder.path().file_name().unwrap()).join("wal");
+    assert!(relative.is_relative());
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let disk = GlommioDisk::open(&relative).await.unwrap();
+            let (mut wal, records) = Wal::open(disk.clone(), small()).await.unwrap();
+            assert!(records.is_empty());
+            wal.append(&[(RecordType::Entry, b"relative")])
+                .await
+                .unwrap();
+            disk.sync_dir().await.unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

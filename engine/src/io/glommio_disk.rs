@@ -46,8 +46,11 @@ impl GlommioDisk {
     /// file of 4 KiB first makes the probe see a real file. Call this inside the executor
     /// that will use the disk.
     pub async fn open(dir: impl AsRef<Path>) -> IoResult<GlommioDisk> {
-        let dir = dir.as_ref().to_path_buf();
-        let dir_name = dir.display().to_string();
+        let dir_name = dir.as_ref().display().to_string();
+        // glommio's `Directory::open` fails with EBADF on a relative path (it resolves paths
+        // against no directory), so every path is made absolute first.
+        let dir = std::path::absolute(dir.as_ref())
+            .map_err(|e| os_error("resolve path", &dir_name, e))?;
         std::fs::create_dir_all(&dir).map_err(|e| os_error("create dir", &dir_name, e))?;
         let probe_path = dir.join(PROBE_FILE_NAME);
         let probe_ok = std::fs::metadata(&probe_path)
