@@ -58,6 +58,44 @@ pub fn put_request(request: &pb::PutRequest) -> mvcc::PutRequest {
     }
 }
 
+/// etcd's `PutRequest` as the engine's, moving the key and value.
+pub fn put_request_owned(request: pb::PutRequest) -> mvcc::PutRequest {
+    mvcc::PutRequest {
+        key: request.key,
+        value: request.value,
+        lease: request.lease,
+        prev_kv: request.prev_kv,
+        ignore_value: request.ignore_value,
+        ignore_lease: request.ignore_lease,
+    }
+}
+
+/// etcd's `DeleteRangeRequest` as the engine's, moving the keys.
+pub fn delete_request_owned(request: pb::DeleteRangeRequest) -> mvcc::DeleteRangeRequest {
+    mvcc::DeleteRangeRequest {
+        key: request.key,
+        range_end: request.range_end,
+        prev_kv: request.prev_kv,
+    }
+}
+
+/// Checks a put as etcd's API does (see `mvcc::check_put_request`) without copying its key
+/// and value.
+pub fn check_put(request: &mut pb::PutRequest) -> Result<(), Status> {
+    let borrowed = mvcc::PutRequest {
+        key: std::mem::take(&mut request.key),
+        value: std::mem::take(&mut request.value),
+        lease: request.lease,
+        prev_kv: request.prev_kv,
+        ignore_value: request.ignore_value,
+        ignore_lease: request.ignore_lease,
+    };
+    let result = mvcc::check_put_request(&borrowed);
+    request.key = borrowed.key;
+    request.value = borrowed.value;
+    result.map_err(|e| status(&e))
+}
+
 /// etcd's `DeleteRangeRequest` as the engine's.
 pub fn delete_request(request: &pb::DeleteRangeRequest) -> mvcc::DeleteRangeRequest {
     mvcc::DeleteRangeRequest {

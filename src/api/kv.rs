@@ -55,9 +55,8 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let request = request.into_inner();
-        mvcc::check_put_request(&convert::put_request(&request))
-            .map_err(|e| convert::status(&e))?;
+        let mut request = request.into_inner();
+        convert::check_put(&mut request)?;
         self.shared
             .check_quota(request.key.len() + request.value.len())
             .await?;

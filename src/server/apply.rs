@@ -56,19 +56,21 @@ fn engine(error: mvcc::MvccError) -> Status {
 }
 
 /// Applies one command.
-pub fn apply(store: &mut Store, context: &mut ApplyContext<'_>, command: &Command) -> ApplyResult {
+pub fn apply(store: &mut Store, context: &mut ApplyContext<'_>, command: Command) -> ApplyResult {
     match command {
         Command::Put(request) => {
             // etcd's capped applier: with NOSPACE raised, nothing that adds data applies.
             if nospace(context) {
                 return Err(nospace_status());
             }
-            let response = store.put(&convert::put_request(request)).map_err(engine)?;
+            let response = store
+                .put(&convert::put_request_owned(request))
+                .map_err(engine)?;
             Ok(Applied::Put(response))
         }
         Command::DeleteRange(request) => {
             let response = store
-                .delete_range(&convert::delete_request(request))
+                .delete_range(&convert::delete_request_owned(request))
                 .map_err(engine)?;
             Ok(Applied::DeleteRange(response))
         }
@@ -76,7 +78,7 @@ pub fn apply(store: &mut Store, context: &mut ApplyContext<'_>, command: &Comman
             if nospace(context) && (has_put(&request.success) || has_put(&request.failure)) {
                 return Err(nospace_status());
             }
-            let txn = convert::txn_request(request)?;
+            let txn = convert::txn_request(&request)?;
             let response = store.txn(&txn).map_err(engine)?;
             Ok(Applied::Txn(response))
         }
@@ -108,7 +110,7 @@ pub fn apply(store: &mut Store, context: &mut ApplyContext<'_>, command: &Comman
                 revision: revoked.revision,
             })
         }
-        Command::Alarm(request) => apply_alarm(context.alarms, request),
+        Command::Alarm(request) => apply_alarm(context.alarms, &request),
     }
 }
 
@@ -169,13 +171,13 @@ mod tests {
             alarms: &mut alarms,
             lease_clocks: None,
         };
-        let error = apply(&mut store, &mut context, &put("a")).unwrap_err();
+        let error = apply(&mut store, &mut context, put("a")).unwrap_err();
         assert_eq!(error.code(), tonic::Code::ResourceExhausted);
         let delete = Command::DeleteRange(pb::DeleteRangeRequest {
             key: b"a".to_vec(),
             ..Default::default()
         });
-        assert!(apply(&mut store, &mut context, &delete).is_ok());
+        assert!(apply(&mut store, &mut context, delete).is_ok());
     }
 
     #[test]
@@ -193,10 +195,10 @@ mod tests {
                 alarm: 1,
             })
         };
-        apply(&mut store, &mut context, &request(1)).unwrap();
-        apply(&mut store, &mut context, &request(1)).unwrap();
+        apply(&mut store, &mut context, request(1)).unwrap();
+        apply(&mut store, &mut context, request(1)).unwrap();
         assert_eq!(context.alarms.len(), 1);
-        apply(&mut store, &mut context, &request(2)).unwrap();
+        apply(&mut store, &mut context, request(2)).unwrap();
         assert!(context.alarms.is_empty());
     }
 
