@@ -82,9 +82,12 @@ pub async fn recover(
         }
         None => (0, Store::new()),
     };
+    // The log core does nothing but write and apply the log, so it may block in fdatasync
+    // rather than pay io_uring's hand-off of every fsync to a kernel worker thread.
     let disk = GlommioDisk::open(wal_dir)
         .await
-        .with_context(|| format!("opening WAL directory {}", wal_dir.display()))?;
+        .with_context(|| format!("opening WAL directory {}", wal_dir.display()))?
+        .with_blocking_sync(true);
     let (wal, records) = Wal::open(disk, WalOptions::default())
         .await
         .context("opening the WAL")?;

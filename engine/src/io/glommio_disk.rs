@@ -35,6 +35,7 @@ fn os_error(op: &'static str, name: &str, error: impl Into<std::io::Error>) -> I
 pub struct GlommioDisk {
     dir: PathBuf,
     dir_handle: Rc<Directory>,
+    blocking_sync: bool,
 }
 
 impl GlommioDisk {
@@ -77,7 +78,22 @@ impl GlommioDisk {
         Ok(GlommioDisk {
             dir,
             dir_handle: Rc::new(dir_handle),
+            blocking_sync: false,
         })
+    }
+
+    /// Makes [`File::sync`] on files opened from now on call `fdatasync(2)` directly on the
+    /// executor's thread instead of through io_uring.
+    ///
+    /// io_uring cannot run an fsync inline: the kernel hands it to an io-wq worker thread and
+    /// wakes the ring when it is done, one extra thread handoff per sync. Measured in the
+    /// server's sequential puts, the direct call cut the p50 by about 15 % (perf/results).
+    /// The call blocks the whole executor for the duration of the sync, so use it only on an
+    /// executor that has nothing else to do meanwhile, such as the server's log core, which
+    /// exists to write and sync the WAL.
+    pub fn with_blocking_sync(mut self, blocking_sync: bool) -> GlommioDisk {
+        self.blocking_sync = blocking_sync;
+        self
     }
 
     /// The directory this disk works in.
@@ -103,6 +119,8 @@ impl AsMut<[u8]> for GlommioBuf {
 
 /// A file of a [`GlommioDisk`].
 pub struct GlommioFile {
+    /// See [`GlommioDisk::with_blocking_sync`].
+    blocking_sync: bool,
     file: DmaFile,
     name: String,
 }
@@ -150,6 +168,15 @@ impl File for GlommioFile {
     }
 
     async fn sync(&self) -> IoResult<()> {
+        if self.blocking_sync {
+            // SAFETY: fdatasync on the descriptor `self.file` owns and keeps open for the call.
+            let rc = unsafe { libc::fdatasync(std::os::fd::AsRawFd::as_raw_fd(&self.file)) };
+            if rc != 0 {
+                let error = std::io::Error::last_os_error();
+                return Err(os_error("fdatasync", &self.name, error));
+            }
+            return Ok(());
+        }
         self.file
             .fdatasync()
             .await
@@ -221,6 +248,7 @@ impl Disk for GlommioDisk {
         Ok(GlommioFile {
             file,
             name: name.to_string(),
+            blocking_sync: self.blocking_sync,
         })
     }
 
