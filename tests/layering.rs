@@ -41,7 +41,10 @@ fn load_graph() -> Graph {
         .map(|id| id.as_str().expect("id").to_string())
         .collect();
     let mut normal_edges = BTreeMap::new();
-    for node in metadata["resolve"]["nodes"].as_array().expect("resolve nodes") {
+    for node in metadata["resolve"]["nodes"]
+        .as_array()
+        .expect("resolve nodes")
+    {
         let id = node["id"].as_str().expect("id").to_string();
         let deps = node["deps"]
             .as_array()
@@ -58,7 +61,11 @@ fn load_graph() -> Graph {
             .collect();
         normal_edges.insert(id, deps);
     }
-    Graph { names, normal_edges, workspace }
+    Graph {
+        names,
+        normal_edges,
+        workspace,
+    }
 }
 
 impl Graph {
