@@ -118,9 +118,6 @@ fn oversize_requests() {
 /// Beyond gRPC's own limit (max-request-bytes plus 512 KiB of overhead) a request is refused
 /// before the server decodes it, with grpc-go's code and text.
 #[test]
-#[ignore = "keel bug: a request above the gRPC receive limit gets OutOfRange \"Error, decoded \
-            message length too large: found N bytes, the limit is: M bytes\"; etcd answers \
-            ResourceExhausted \"grpc: received message larger than max (N vs. M)\""]
 fn oversize_beyond_grpc_limit() {
     let huge = same_on_both(&["--max-request-bytes=1024"], |mut kv| async move {
         let status = kv

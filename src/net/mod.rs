@@ -454,7 +454,10 @@ struct DispatchService(Rc<Dispatch>);
 
 /// tonic's response future (its type is not exported) or the plain-HTTP handler's.
 type DispatchFuture = Either<
-    <Routes as Service<http::Request<Incoming>>>::Future,
+    futures::future::Map<
+        <Routes as Service<http::Request<Incoming>>>::Future,
+        fn(Result<http::Response<Body>, Infallible>) -> Result<http::Response<Body>, Infallible>,
+    >,
     LocalBoxFuture<'static, Result<http::Response<Body>, Infallible>>,
 >;
 
@@ -467,7 +470,9 @@ impl hyper::service::Service<http::Request<Incoming>> for DispatchService {
         if is_grpc(&request) {
             // tonic's router is always ready (axum's `Router::poll_ready` returns `Ready`), so
             // calling it without `poll_ready` keeps tower's contract.
-            Either::Left(self.0.grpc.borrow_mut().call(request))
+            let rewrite: fn(_) -> _ =
+                |result: Result<http::Response<Body>, Infallible>| result.map(grpc_go_size_error);
+            Either::Left(self.0.grpc.borrow_mut().call(request).map(rewrite))
         } else {
             let dispatch = self.0.clone();
             Either::Right(Box::pin(
@@ -510,6 +515,61 @@ impl Dispatch {
             .await;
         response.map(|text| Body::new(Full::new(Bytes::from(text))))
     }
+}
+
+/// tonic refuses a message above the decode limit with `OutOfRange` "Error, decoded message
+/// length too large: found N bytes, the limit is: M bytes"; etcd's gRPC library (grpc-go)
+/// answers the same condition with `ResourceExhausted` "grpc: received message larger than max
+/// (N vs. M)". Clients and tests look at both, so a trailers-only response carrying tonic's
+/// error is rewritten to grpc-go's code and text. Every other response passes untouched.
+fn grpc_go_size_error(mut response: http::Response<Body>) -> http::Response<Body> {
+    const TONIC_PREFIX: &str = "Error, decoded message length too large: found ";
+    let headers = response.headers();
+    if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"11") {
+        return response;
+    }
+    let Some(message) = headers
+        .get("grpc-message")
+        .map(|v| percent_decode(v.as_bytes()))
+    else {
+        return response;
+    };
+    let Some(rest) = message.strip_prefix(TONIC_PREFIX) else {
+        return response;
+    };
+    let numbers: Vec<&str> = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
+        .collect();
+    let [found, limit] = numbers[..] else {
+        return response;
+    };
+    let text = format!("grpc: received message larger than max ({found} vs. {limit})");
+    let headers = response.headers_mut();
+    headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    if let Ok(value) = http::HeaderValue::from_str(&text) {
+        headers.insert("grpc-message", value);
+    }
+    response
+}
+
+/// Decodes gRPC's percent-encoded `grpc-message` (invalid escapes are kept as they are).
+fn percent_decode(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `request` is a gRPC call: gRPC's content types are `application/grpc` and
