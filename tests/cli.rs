@@ -65,12 +65,12 @@ impl Drop for Child {
     }
 }
 
-fn start(data_dir: &std::path::Path, stderr: Stdio) -> (Child, u16) {
+/// `keel` serving clients and peers on free loopback ports; returns it with the client port.
+fn keel_on_free_ports() -> (Command, u16) {
     let client = free_port();
     let peer = free_port();
-    let child = keel()
-        .arg("--data-dir")
-        .arg(data_dir)
+    let mut command = keel();
+    command
         .args([
             "--listen-client-urls",
             &format!("http://127.0.0.1:{client}"),
@@ -80,7 +80,15 @@ fn start(data_dir: &std::path::Path, stderr: Stdio) -> (Child, u16) {
             &format!("http://127.0.0.1:{client}"),
         ])
         .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .stdout(Stdio::null())
+        .stdout(Stdio::null());
+    (command, client)
+}
+
+fn start(data_dir: &std::path::Path, stderr: Stdio) -> (Child, u16) {
+    let (mut command, client) = keel_on_free_ports();
+    let child = command
+        .arg("--data-dir")
+        .arg(data_dir)
         .stderr(stderr)
         .spawn()
         .expect("start keel");
@@ -137,20 +145,9 @@ fn second_process_on_the_same_data_dir_is_refused_and_sigterm_stops_cleanly() {
 #[test]
 fn default_relative_data_dir_starts() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let client = free_port();
-    let peer = free_port();
-    let child = keel()
+    let (mut command, client) = keel_on_free_ports();
+    let child = command
         .current_dir(dir.path())
-        .args([
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-        ])
-        .args([
-            "--advertise-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-        ])
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start keel");
