@@ -7,7 +7,6 @@
 //! `--snapshot-count` entries the store is checkpointed and the WAL segments the checkpoint
 //! covers are released, so a restart loads the checkpoint and replays only the tail.
 
-use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -212,7 +211,7 @@ impl AutoCompactor {
 
 /// The log core's loop state.
 pub struct LogCore {
-    shared: Rc<SharedHandle>,
+    shared: std::sync::Arc<Shared>,
     storage: Storage,
     inbox: async_channel::Receiver<Proposal>,
     next_index: u64,
@@ -224,17 +223,14 @@ pub struct LogCore {
     /// damaged newest checkpoint can fall back to the older one with its entries still in the
     /// WAL (engine/FORMAT.md, "Server log entries").
     previous_checkpoint_lsn: Option<u64>,
-    /// Clients of `Compact` with `physical` set, answered when the physical work is done (as
-    /// etcd answers them).
     /// `Wal::bytes_written` when the last checkpoint was taken.
     wal_bytes_at_checkpoint: u64,
     /// Size of the last checkpoint payload (0 before the first).
     last_checkpoint_bytes: u64,
+    /// Clients of `Compact` with `physical` set, answered when the physical work is done (as
+    /// etcd answers them).
     physical_compaction_waiters: Vec<(Reply, ApplyResult)>,
 }
-
-/// Keeps the `Arc<Shared>` in an `Rc` wrapper so the loop can hand out cheap clones.
-pub struct SharedHandle(pub std::sync::Arc<Shared>);
 
 impl LogCore {
     /// A log core continuing after `last_index`.
@@ -249,7 +245,7 @@ impl LogCore {
     ) -> LogCore {
         LogCore {
             term: shared.header.raft_term,
-            shared: Rc::new(SharedHandle(shared)),
+            shared,
             storage,
             inbox,
             next_index: last_index + 1,
@@ -331,7 +327,7 @@ impl LogCore {
     /// Does one slice of pending physical compaction; true when none is left (and then the
     /// clients waiting for a physical compaction are answered).
     fn compaction_step(&mut self) -> bool {
-        let shared = &self.shared.0;
+        let shared = &self.shared;
         let done = {
             let store = shared.read_store();
             !store.compaction_pending()
@@ -345,7 +341,7 @@ impl LogCore {
     }
 
     fn expire_leases(&self, batch: &mut Vec<Proposal>) {
-        let shared = &self.shared.0;
+        let shared = &self.shared;
         let expired = shared
             .lease_clocks
             .lock()
@@ -361,7 +357,7 @@ impl LogCore {
 
     fn auto_compact(&mut self, batch: &mut Vec<Proposal>) {
         let (current, compacted) = {
-            let store = self.shared.0.read_store();
+            let store = self.shared.read_store();
             (store.current_revision(), store.compact_revision())
         };
         if let Some(revision) = self.compactor.due(Instant::now(), current, compacted) {
@@ -377,7 +373,7 @@ impl LogCore {
     }
 
     async fn commit(&mut self, batch: Vec<Proposal>) {
-        let shared = self.shared.0.clone();
+        let shared = self.shared.clone();
         if shared.wal_failed.load(Ordering::Acquire) {
             for proposal in batch {
                 if let Some(reply) = proposal.reply {
@@ -489,7 +485,7 @@ impl LogCore {
     /// segments it covers. A failure is logged and retried at the next threshold: the WAL
     /// still holds everything, so no data is at risk, only restart time and disk space.
     async fn checkpoint(&mut self) {
-        let shared = self.shared.0.clone();
+        let shared = self.shared.clone();
         let index = self.next_index - 1;
         let payload = match shared.read_store().encode_checkpoint() {
             Ok(payload) => payload,
