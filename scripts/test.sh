@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
-cargo build --release --workspace --locked
-cargo test --release --workspace --locked
+cargo build --profile ci --workspace --all-targets --locked
+cargo test --profile ci --workspace --locked

@@ -38,6 +38,10 @@ impl HttpEndpoints {
                 return Some(format!("ALARM {name}"));
             }
         }
+        drop(alarms);
+        if !self.shared.has_leader() {
+            return Some("RAFT NO LEADER".to_string());
+        }
         None
     }
 
@@ -58,7 +62,12 @@ impl HttpEndpoints {
         match path {
             "/metrics" => {
                 let gauges = self.shared.store_gauges();
-                let body = self.shared.metrics.render(gauges, true, ETCD_API_VERSION);
+                let body = self.shared.metrics.render(
+                    gauges,
+                    self.shared.has_leader(),
+                    self.shared.is_leader(),
+                    ETCD_API_VERSION,
+                );
                 reply(
                     http::StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",

@@ -11,9 +11,11 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod datadir;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod raft;
 pub mod server;

@@ -24,6 +24,11 @@ impl Counter {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Sets the count (for figures etcd exports as a raft index).
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
     /// The current count.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -134,9 +139,9 @@ pub struct StoreGauges {
 pub struct Metrics {
     /// `etcd_server_leader_changes_seen_total`.
     pub leader_changes_seen: Counter,
-    /// `etcd_server_proposals_committed_total`.
+    /// `etcd_server_proposals_committed_total`: as in etcd, the raft commit index.
     pub proposals_committed: Counter,
-    /// `etcd_server_proposals_applied_total`.
+    /// `etcd_server_proposals_applied_total`: as in etcd, the applied index.
     pub proposals_applied: Counter,
     /// `etcd_server_proposals_pending`.
     pub proposals_pending: Gauge,
@@ -168,6 +173,8 @@ pub struct Metrics {
     pub lease_renewed: Counter,
     /// `etcd_server_slow_apply_total`: batches whose apply took over 100 ms.
     pub slow_apply: Counter,
+    /// `etcd_server_slow_read_indexes_total`: ReadIndex rounds that had to be asked again.
+    pub slow_read_indexes: Counter,
 }
 
 fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
@@ -178,8 +185,14 @@ fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 
 impl Metrics {
     /// The Prometheus text exposition of every metric. `has_leader` is 1 while the member
-    /// can commit (always, for a healthy single member).
-    pub fn render(&self, store: StoreGauges, has_leader: bool, server_version: &str) -> String {
+    /// knows a leader, `is_leader` while it is the leader.
+    pub fn render(
+        &self,
+        store: StoreGauges,
+        has_leader: bool,
+        is_leader: bool,
+        server_version: &str,
+    ) -> String {
         let mut out = String::with_capacity(8192);
         let leader = i64::from(has_leader);
         scalar(
@@ -194,7 +207,7 @@ impl Metrics {
             "etcd_server_is_leader",
             "gauge",
             "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-            leader,
+            i64::from(is_leader),
         );
         scalar(
             &mut out,
@@ -230,6 +243,13 @@ impl Metrics {
             "counter",
             "The total number of failed proposals seen.",
             self.proposals_failed.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_server_slow_read_indexes_total",
+            "counter",
+            "The total number of pending read indexes not in sync with leader's or timed out read index requests.",
+            self.slow_read_indexes.get(),
         );
         scalar(
             &mut out,
@@ -400,7 +420,7 @@ mod tests {
     fn render_names_etcd_metrics() {
         let metrics = Metrics::default();
         metrics.put_total.add(3);
-        let text = metrics.render(StoreGauges::default(), true, "3.5.0");
+        let text = metrics.render(StoreGauges::default(), true, true, "3.5.0");
         for name in [
             "etcd_server_has_leader 1",
             "etcd_mvcc_put_total 3",

@@ -1,9 +1,9 @@
 //! The KV service: Range, Put, DeleteRange, Txn, Compact.
 //!
-//! Reads (Range and read-only Txn) are served on the front core from the shared store; a
-//! write is acknowledged only after it is applied, so every read that starts after a write's
-//! acknowledgement sees it: reads are linearizable on a single member whether or not the
-//! client asked for `serializable`. Writes go through the log core.
+//! Reads (Range and read-only Txn) are served on the front core from the shared store. A
+//! linearizable read first waits for a ReadIndex round (batched with every read waiting at
+//! that moment) and for this member to apply up to that index; a serializable read is served
+//! from this member's store as it is. Writes go through the raft core, from any member.
 
 use keel_engine::mvcc;
 use keel_proto::etcdserverpb as pb;
@@ -31,12 +31,31 @@ fn unexpected(applied: Applied) -> Status {
     Status::internal(format!("etcdserver: unexpected apply result {applied:?}"))
 }
 
+/// True when every range of a read-only txn is serializable (etcd then serves it without a
+/// ReadIndex round).
+fn txn_serializable(txn: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request;
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(range)) => range.serializable,
+            Some(Request::RequestTxn(inner)) => txn_serializable(inner),
+            _ => true,
+        })
+}
+
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        if !request.get_ref().serializable {
+            // A linearizable read waits for a ReadIndex round; a serializable one is served
+            // from this member's store as it is.
+            self.shared.linearizable_barrier().await?;
+        }
         let request = convert::range_request(request.get_ref())?;
         mvcc::check_range_request(&request).map_err(|e| convert::status(&e))?;
         self.shared.metrics.range_total.inc();
@@ -47,7 +66,7 @@ impl Kv for KvService {
             .map_err(|e| convert::status(&e))?;
         Ok(Response::new(convert::range_response(
             response,
-            &self.shared.header,
+            &self.shared.header(),
         )))
     }
 
@@ -64,7 +83,7 @@ impl Kv for KvService {
         match self.shared.propose(Command::Put(request)).await? {
             Applied::Put(response) => Ok(Response::new(convert::put_response(
                 response,
-                &self.shared.header,
+                &self.shared.header(),
             ))),
             other => Err(unexpected(other)),
         }
@@ -81,7 +100,7 @@ impl Kv for KvService {
         match self.shared.propose(Command::DeleteRange(request)).await? {
             Applied::DeleteRange(response) => Ok(Response::new(convert::delete_response(
                 response,
-                &self.shared.header,
+                &self.shared.header(),
             ))),
             other => Err(unexpected(other)),
         }
@@ -97,6 +116,9 @@ impl Kv for KvService {
             .map_err(|e| convert::status(&e))?;
         self.shared.metrics.txn_total.inc();
         if !txn_writes(&request) {
+            if !txn_serializable(&request) {
+                self.shared.linearizable_barrier().await?;
+            }
             // A txn that only reads needs no log entry (etcd serves it the same way). The
             // store's txn takes `&mut` because it may write; a read-only txn changes
             // nothing, and holding the write lock keeps it atomic against apply.
@@ -107,7 +129,7 @@ impl Kv for KvService {
                 .map_err(|e| convert::status(&e))?;
             return Ok(Response::new(convert::txn_response(
                 response,
-                &self.shared.header,
+                &self.shared.header(),
             )));
         }
         self.shared
@@ -116,7 +138,7 @@ impl Kv for KvService {
         match self.shared.propose(Command::Txn(request)).await? {
             Applied::Txn(response) => Ok(Response::new(convert::txn_response(
                 response,
-                &self.shared.header,
+                &self.shared.header(),
             ))),
             other => Err(unexpected(other)),
         }
@@ -140,7 +162,7 @@ impl Kv for KvService {
         }
         match self.shared.propose(Command::Compact(request)).await? {
             Applied::Compact { revision } => Ok(Response::new(pb::CompactionResponse {
-                header: self.shared.header.at(revision),
+                header: self.shared.header().at(revision),
             })),
             other => Err(unexpected(other)),
         }

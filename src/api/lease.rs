@@ -51,7 +51,7 @@ impl Lease for LeaseService {
             Applied::LeaseGrant { id, ttl } => {
                 self.shared.metrics.lease_granted.inc();
                 Ok(Response::new(pb::LeaseGrantResponse {
-                    header: self.shared.header.at(self.shared.current_revision()),
+                    header: self.shared.header().at(self.shared.current_revision()),
                     id,
                     ttl,
                     error: String::new(),
@@ -72,7 +72,7 @@ impl Lease for LeaseService {
             Applied::LeaseRevoke { revision } => {
                 self.shared.metrics.lease_revoked.inc();
                 Ok(Response::new(pb::LeaseRevokeResponse {
-                    header: self.shared.header.at(revision),
+                    header: self.shared.header().at(revision),
                 }))
             }
             other => Err(Status::internal(format!(
@@ -109,7 +109,7 @@ impl Lease for LeaseService {
                         shared.metrics.lease_renewed.inc();
                     }
                     Ok(pb::LeaseKeepAliveResponse {
-                        header: shared.header.at(shared.current_revision()),
+                        header: shared.header().at(shared.current_revision()),
                         id: request.id,
                         // etcd answers a keep-alive of an unknown lease with TTL 0.
                         ttl: ttl.unwrap_or(0),
@@ -131,7 +131,7 @@ impl Lease for LeaseService {
                 store.current_revision(),
             )
         };
-        let header = self.shared.header.at(revision);
+        let header = self.shared.header().at(revision);
         let info = match info {
             Ok(info) => info,
             // etcd reports a lease it does not know with TTL -1 rather than an error
@@ -169,7 +169,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         let store = self.shared.read_store();
         Ok(Response::new(pb::LeaseLeasesResponse {
-            header: self.shared.header.at(store.current_revision()),
+            header: self.shared.header().at(store.current_revision()),
             leases: store
                 .leases()
                 .into_iter()

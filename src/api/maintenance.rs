@@ -62,7 +62,7 @@ impl Maintenance for MaintenanceService {
             }
         };
         Ok(Response::new(pb::AlarmResponse {
-            header: self.shared.header.at(self.shared.current_revision()),
+            header: self.shared.header().at(self.shared.current_revision()),
             alarms,
         }))
     }
@@ -76,7 +76,7 @@ impl Maintenance for MaintenanceService {
             .shared
             .applied_index
             .load(std::sync::atomic::Ordering::Acquire);
-        let errors = self
+        let mut errors: Vec<String> = self
             .shared
             .alarms
             .lock()
@@ -84,13 +84,25 @@ impl Maintenance for MaintenanceService {
             .iter()
             .map(alarm_text)
             .collect();
+        let leader = self
+            .shared
+            .leader_id
+            .load(std::sync::atomic::Ordering::Acquire);
+        if leader == 0 {
+            // etcd 3.5 reports a member without a leader in the status errors.
+            errors.push("etcdserver: no leader".to_string());
+        }
         Ok(Response::new(pb::StatusResponse {
-            header: self.shared.header.at(gauges.current_revision),
+            header: self.shared.header().at(gauges.current_revision),
             version: ETCD_API_VERSION.to_string(),
             db_size: gauges.db_total_size_bytes as i64,
-            leader: self.shared.header.member_id,
-            raft_index: applied,
-            raft_term: self.shared.header.raft_term,
+            leader,
+            raft_index: self
+                .shared
+                .commit_index
+                .load(std::sync::atomic::Ordering::Acquire)
+                .max(applied),
+            raft_term: self.shared.header().raft_term,
             raft_applied_index: applied,
             errors,
             db_size_in_use: gauges.db_total_size_bytes as i64,
@@ -109,7 +121,7 @@ impl Maintenance for MaintenanceService {
         // WAL is trimmed at checkpoints. Defragment has nothing left to do and returns at once
         // (etcd's defragment blocks the member while it rewrites the whole file).
         Ok(Response::new(pb::DefragmentResponse {
-            header: self.shared.header.at(self.shared.current_revision()),
+            header: self.shared.header().at(self.shared.current_revision()),
         }))
     }
 
@@ -120,7 +132,7 @@ impl Maintenance for MaintenanceService {
         let store = self.shared.read_store();
         let hash = store.hash_kv(0).map_err(|e| convert::status(&e))?;
         Ok(Response::new(pb::HashResponse {
-            header: self.shared.header.at(store.current_revision()),
+            header: self.shared.header().at(store.current_revision()),
             hash: hash.hash,
         }))
     }
@@ -134,7 +146,7 @@ impl Maintenance for MaintenanceService {
             .hash_kv(request.get_ref().revision)
             .map_err(|e| convert::status(&e))?;
         Ok(Response::new(pb::HashKvResponse {
-            header: self.shared.header.at(store.current_revision()),
+            header: self.shared.header().at(store.current_revision()),
             hash: hash.hash,
             compact_revision: hash.compact_revision,
             hash_revision: hash.hash_revision,
@@ -164,7 +176,7 @@ impl Maintenance for MaintenanceService {
         );
         let digest = Sha256::digest(&payload);
         payload.extend_from_slice(&digest);
-        let header = self.shared.header.at(revision);
+        let header = self.shared.header().at(revision);
         let total = payload.len();
         let chunks: Vec<Result<pb::SnapshotResponse, Status>> = payload
             .chunks(SNAPSHOT_CHUNK_BYTES)
@@ -186,15 +198,18 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        // With one member the only possible leader is this one: moving to it is a no-op,
-        // anything else names no voting member.
-        if request.get_ref().target_id != self.shared.header.member_id {
+        // Moving leadership to the member that leads is a no-op; transfers to another
+        // member come with the membership work (leader transfer).
+        if !self.shared.is_leader() {
+            return Err(Status::failed_precondition("etcdserver: not leader"));
+        }
+        if request.get_ref().target_id != self.shared.member_id {
             return Err(Status::failed_precondition(
                 "etcdserver: bad leader transferee",
             ));
         }
         Ok(Response::new(pb::MoveLeaderResponse {
-            header: self.shared.header.at(self.shared.current_revision()),
+            header: self.shared.header().at(self.shared.current_revision()),
         }))
     }
 
@@ -208,7 +223,7 @@ impl Maintenance for MaintenanceService {
     }
 }
 
-/// The Cluster service: membership of this single member.
+/// The Cluster service: the members, as the log last set them.
 pub struct ClusterService {
     shared: SharedRef,
 }
@@ -219,14 +234,11 @@ impl ClusterService {
         ClusterService { shared }
     }
 
-    fn member(&self) -> pb::Member {
-        pb::Member {
-            id: self.shared.header.member_id,
-            name: self.shared.member.name.clone(),
-            peer_ur_ls: self.shared.member.peer_urls.clone(),
-            client_ur_ls: self.shared.member.client_urls.clone(),
-            is_learner: false,
-        }
+    /// Every member, sorted by id as etcd lists them.
+    fn members(&self) -> Vec<pb::Member> {
+        let mut members = self.shared.members.lock().expect("members lock").clone();
+        members.sort_by_key(|m| m.id);
+        members
     }
 }
 
@@ -259,12 +271,15 @@ impl Cluster for ClusterService {
 
     async fn member_list(
         &self,
-        _request: Request<pb::MemberListRequest>,
+        request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        if request.get_ref().linearizable {
+            self.shared.linearizable_barrier().await?;
+        }
         // etcd's cluster service fills the header without a revision.
         Ok(Response::new(pb::MemberListResponse {
-            header: self.shared.header.at(0),
-            members: vec![self.member()],
+            header: self.shared.header().at(0),
+            members: self.members(),
         }))
     }
 

@@ -149,7 +149,7 @@ impl WatchStream {
     }
 
     fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
-        self.shared.header.at(revision)
+        self.shared.header().at(revision)
     }
 
     async fn handle(&mut self, request: pb::WatchRequest) -> Result<(), Gone> {
@@ -189,7 +189,7 @@ impl WatchStream {
     async fn create(&mut self, create: pb::WatchCreateRequest) -> Result<(), Gone> {
         let current = self.shared.current_revision();
         let refuse = |id: i64, reason: &str| pb::WatchResponse {
-            header: self.shared.header.at(current),
+            header: self.shared.header().at(current),
             watch_id: id,
             created: true,
             canceled: true,

@@ -40,11 +40,23 @@
 //! With [`ServeOptions::tls`] set (see [`server_config`]), every connection first completes a
 //! TLS handshake (rustls over glommio's stream, ALPN `h2` and `http/1.1`), then is served the
 //! same way.
+//!
+//! # Calling other members
+//!
+//! [`connect`] is the other direction: it opens an HTTP/2 connection (h2c, or TLS) to a gRPC
+//! server from a glommio executor and returns a [`GrpcChannel`] for tonic's generated clients,
+//! such as `PeerClient::new(channel)`. tonic's own `Channel` needs a tokio runtime, which the
+//! server process does not run.
 
+mod client;
 mod io;
 mod rt;
 mod tls;
 
+pub use self::client::{
+    connect, ClientOptions, ConnectError, GrpcChannel, ResponseBody, ResponseFuture,
+    CONNECT_TIMEOUT_DEFAULT, HTTP2_KEEPALIVE_INTERVAL_DEFAULT, HTTP2_KEEPALIVE_TIMEOUT_DEFAULT,
+};
 pub use self::tls::{server_config, TlsConfigError};
 
 use std::cell::{Cell, RefCell};

@@ -17,6 +17,8 @@ use crate::server::state::{nospace_status, Applied, ApplyResult, LeaseClocks};
 pub struct ApplyContext<'a> {
     /// Active alarms.
     pub alarms: &'a mut Vec<pb::AlarmMember>,
+    /// The members and their published attributes.
+    pub members: &'a mut Vec<pb::Member>,
     /// Lease clocks; `None` during replay at startup (every lease's clock starts when the
     /// member is ready, as etcd's lessor does when it is promoted).
     pub lease_clocks: Option<&'a mut LeaseClocks>,
@@ -111,6 +113,14 @@ pub fn apply(store: &mut Store, context: &mut ApplyContext<'_>, command: Command
             })
         }
         Command::Alarm(request) => apply_alarm(context.alarms, &request),
+        Command::MemberAttributes(published) => {
+            // etcd applies attributes only for a member of the cluster; others are ignored.
+            if let Some(member) = context.members.iter_mut().find(|m| m.id == published.id) {
+                member.name = published.name;
+                member.client_ur_ls = published.client_ur_ls;
+            }
+            Ok(Applied::MemberAttributes)
+        }
     }
 }
 
@@ -167,8 +177,10 @@ mod tests {
             member_id: 1,
             alarm: pb::AlarmType::Nospace as i32,
         }];
+        let mut members = Vec::new();
         let mut context = ApplyContext {
             alarms: &mut alarms,
+            members: &mut members,
             lease_clocks: None,
         };
         let error = apply(&mut store, &mut context, put("a")).unwrap_err();
@@ -184,8 +196,10 @@ mod tests {
     fn alarms_activate_and_deactivate() {
         let mut store = Store::new();
         let mut alarms = Vec::new();
+        let mut members = Vec::new();
         let mut context = ApplyContext {
             alarms: &mut alarms,
+            members: &mut members,
             lease_clocks: None,
         };
         let request = |action| {

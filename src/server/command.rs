@@ -1,15 +1,19 @@
-//! Commands: the state-machine operations that go through the log.
+//! Commands: the state-machine operations that go through the raft log.
 //!
-//! Every write a client asks for becomes one [`Command`], is framed as one WAL entry (see
-//! "Server log entries" in `engine/FORMAT.md`), and is applied to the MVCC store in log
-//! order. The body of each command is the etcd protobuf message of the request it carries, so
-//! the log stays readable with etcd's .proto files and a future raft log can carry the same
-//! bytes.
+//! Every write a client asks for becomes one [`Command`], carried as the data of one raft
+//! entry ([`encode_data`]: the request id that finds the waiting client, a tag, and the etcd
+//! protobuf message of the request), and is applied to the MVCC store in log order on every
+//! member. The body of each command is the etcd protobuf message of the request it carries, so
+//! the log stays readable with etcd's .proto files. `engine/FORMAT.md` ("Server log entries")
+//! specifies every byte.
+//!
+//! [`decode_entry`] still reads the entries of format 1 (single-member Keel before raft), so
+//! that an old data dir opens.
 
 use keel_proto::etcdserverpb as pb;
 use prost::Message;
 
-/// Version byte at the start of every entry payload.
+/// Version byte at the start of a format-1 entry payload (before raft; still read).
 pub const ENTRY_FORMAT_VERSION: u8 = 1;
 
 /// Bytes before the command body: version (1), index (8), term (8), tag (1).
@@ -32,6 +36,9 @@ pub enum Command {
     LeaseRevoke(pb::LeaseRevokeRequest),
     /// Raising or clearing an alarm.
     Alarm(pb::AlarmRequest),
+    /// A member publishing its name and client URLs (etcd's `ClusterMemberAttrSetRequest`):
+    /// `id`, `name` and `client_ur_ls` are set.
+    MemberAttributes(pb::Member),
 }
 
 impl Command {
@@ -44,6 +51,7 @@ impl Command {
             Command::LeaseGrant(_) => 5,
             Command::LeaseRevoke(_) => 6,
             Command::Alarm(_) => 7,
+            Command::MemberAttributes(_) => 8,
         }
     }
 
@@ -57,10 +65,12 @@ impl Command {
             Command::LeaseGrant(r) => r.encoded_len(),
             Command::LeaseRevoke(r) => r.encoded_len(),
             Command::Alarm(r) => r.encoded_len(),
+            Command::MemberAttributes(r) => r.encoded_len(),
         }
     }
 
-    /// Appends the entry payload for this command at log position (`index`, `term`).
+    /// Appends the format-1 entry payload for this command at log position (`index`,
+    /// `term`). Only tests write format 1 now (to check that old data dirs still open).
     pub fn encode_entry(&self, index: u64, term: u64, out: &mut Vec<u8>) {
         out.reserve(ENTRY_HEADER_BYTES + self.body_len());
         out.push(ENTRY_FORMAT_VERSION);
@@ -76,8 +86,64 @@ impl Command {
             Command::LeaseGrant(r) => r.encode(out),
             Command::LeaseRevoke(r) => r.encode(out),
             Command::Alarm(r) => r.encode(out),
+            Command::MemberAttributes(r) => r.encode(out),
         };
     }
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        // Encoding into a Vec cannot run out of space.
+        let _ = match self {
+            Command::Put(r) => r.encode(out),
+            Command::DeleteRange(r) => r.encode(out),
+            Command::Txn(r) => r.encode(out),
+            Command::Compact(r) => r.encode(out),
+            Command::LeaseGrant(r) => r.encode(out),
+            Command::LeaseRevoke(r) => r.encode(out),
+            Command::Alarm(r) => r.encode(out),
+            Command::MemberAttributes(r) => r.encode(out),
+        };
+    }
+}
+
+/// Bytes of raft entry data before the command body: request id (8), tag (1).
+pub const DATA_HEADER_BYTES: usize = 9;
+
+/// The data of the raft entry that carries `command`, proposed by the client request
+/// `request_id` (0 for commands no client waits for).
+pub fn encode_data(request_id: u64, command: &Command) -> Vec<u8> {
+    let mut out = Vec::with_capacity(DATA_HEADER_BYTES + command.body_len());
+    out.extend_from_slice(&request_id.to_le_bytes());
+    out.push(command.tag());
+    command.encode_body(&mut out);
+    out
+}
+
+/// Decodes raft entry data written by [`encode_data`]: the request id and the command.
+pub fn decode_data(data: &[u8]) -> Result<(u64, Command), EntryDecodeError> {
+    if data.len() < DATA_HEADER_BYTES {
+        return Err(EntryDecodeError(format!(
+            "entry data of {} bytes, shorter than its {DATA_HEADER_BYTES}-byte header",
+            data.len()
+        )));
+    }
+    let request_id = u64::from_le_bytes(data[0..8].try_into().expect("8 bytes"));
+    let command = decode_command(data[8], &data[DATA_HEADER_BYTES..])?;
+    Ok((request_id, command))
+}
+
+fn decode_command(tag: u8, body: &[u8]) -> Result<Command, EntryDecodeError> {
+    let bad = |e: prost::DecodeError| EntryDecodeError(format!("tag {tag}: {e}"));
+    Ok(match tag {
+        1 => Command::Put(pb::PutRequest::decode(body).map_err(bad)?),
+        2 => Command::DeleteRange(pb::DeleteRangeRequest::decode(body).map_err(bad)?),
+        3 => Command::Txn(pb::TxnRequest::decode(body).map_err(bad)?),
+        4 => Command::Compact(pb::CompactionRequest::decode(body).map_err(bad)?),
+        5 => Command::LeaseGrant(pb::LeaseGrantRequest::decode(body).map_err(bad)?),
+        6 => Command::LeaseRevoke(pb::LeaseRevokeRequest::decode(body).map_err(bad)?),
+        7 => Command::Alarm(pb::AlarmRequest::decode(body).map_err(bad)?),
+        8 => Command::MemberAttributes(pb::Member::decode(body).map_err(bad)?),
+        tag => return Err(EntryDecodeError(format!("unknown tag {tag}"))),
+    })
 }
 
 /// A decoded entry.
@@ -114,21 +180,8 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, EntryDecodeError> {
     let index = u64::from_le_bytes(payload[1..9].try_into().expect("8 bytes"));
     let term = u64::from_le_bytes(payload[9..17].try_into().expect("8 bytes"));
     let body = &payload[ENTRY_HEADER_BYTES..];
-    let bad = |e: prost::DecodeError| EntryDecodeError(format!("entry {index}: {e}"));
-    let command = match payload[17] {
-        1 => Command::Put(pb::PutRequest::decode(body).map_err(bad)?),
-        2 => Command::DeleteRange(pb::DeleteRangeRequest::decode(body).map_err(bad)?),
-        3 => Command::Txn(pb::TxnRequest::decode(body).map_err(bad)?),
-        4 => Command::Compact(pb::CompactionRequest::decode(body).map_err(bad)?),
-        5 => Command::LeaseGrant(pb::LeaseGrantRequest::decode(body).map_err(bad)?),
-        6 => Command::LeaseRevoke(pb::LeaseRevokeRequest::decode(body).map_err(bad)?),
-        7 => Command::Alarm(pb::AlarmRequest::decode(body).map_err(bad)?),
-        tag => {
-            return Err(EntryDecodeError(format!(
-                "entry {index}: unknown tag {tag}"
-            )))
-        }
-    };
+    let command = decode_command(payload[17], body)
+        .map_err(|e| EntryDecodeError(format!("entry {index}: {}", e.0)))?;
     Ok(Entry {
         index,
         term,
@@ -165,6 +218,22 @@ mod tests {
             assert_eq!(entry.term, 2);
             assert_eq!(&entry.command, command);
         }
+    }
+
+    #[test]
+    fn data_round_trips_with_its_request_id() {
+        let command = Command::MemberAttributes(pb::Member {
+            id: 7,
+            name: "m1".into(),
+            client_ur_ls: vec!["http://127.0.0.1:2379".into()],
+            ..Default::default()
+        });
+        let data = encode_data(0xfeed, &command);
+        assert_eq!(decode_data(&data).unwrap(), (0xfeed, command));
+        assert!(decode_data(&data[..5]).is_err());
+        let mut bad = data.clone();
+        bad[8] = 200;
+        assert!(decode_data(&bad).is_err());
     }
 
     #[test]

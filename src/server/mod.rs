@@ -18,8 +18,8 @@ pub mod state;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -33,18 +33,24 @@ use keel_proto::etcdserverpb::watch_server::WatchServer;
 use keel_proto::grpc_health_v1::health_server::HealthServer;
 use tonic::service::Routes;
 
-use crate::api::convert::HeaderFields;
 use crate::api::health::HealthService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
 use crate::api::maintenance::{ClusterService, MaintenanceService};
 use crate::api::watch::WatchService;
+use crate::cluster;
 use crate::config::{parse_urls, Config};
 use crate::datadir::DataDir;
 use crate::http::HttpEndpoints;
-use crate::metrics::Metrics;
 use crate::net::{self, ServeOptions};
-use state::{IdGenerator, Limits, MemberInfo, Shared, SharedRef};
+use crate::raft::node::{self, Bootstrap, NodeConfig, RaftNode};
+use crate::raft::raft_logger;
+use crate::raft::transport::{self, PeerIdentity};
+use keel_engine::io::GlommioDisk;
+use keel_engine::wal::WalOptions;
+use keel_proto::etcdserverpb as pb;
+use log::RaftCore;
+use state::{Limits, MemberInfo, Shared, SharedConfig, SharedRef};
 
 /// Proposals queued for the log core before writers wait (back-pressure).
 pub const PROPOSALS_QUEUED_MAX: usize = 16 * 1024;
@@ -101,35 +107,9 @@ pub struct Identity {
     pub member_id: u64,
 }
 
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in *part {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        hash ^= 0xff;
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
-
 impl Identity {
-    /// Ids derived from the peer URLs and the cluster token, as etcd derives them (the
-    /// values differ from etcd's; they are opaque to clients).
-    pub fn derive(peer_urls: &[String], token: &str) -> Identity {
-        let mut urls = peer_urls.to_vec();
-        urls.sort();
-        let joined = urls.join(",");
-        let member_id = fnv1a(&[joined.as_bytes(), token.as_bytes()]).max(1);
-        let cluster_id = fnv1a(&[&member_id.to_be_bytes(), token.as_bytes()]).max(1);
-        Identity {
-            cluster_id,
-            member_id,
-        }
-    }
-
-    /// Reads the ids stored in the data dir, or stores `fallback` there on first start.
+    /// Reads the ids stored in the data dir, or stores `fallback` there on first start. A data
+    /// dir keeps the ids it was created with, whatever the flags say later (as etcd's does).
     pub fn load_or_store(path: &std::path::Path, fallback: Identity) -> anyhow::Result<Identity> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
@@ -223,15 +203,28 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             .iter()
             .map(|u| u.to_string())
             .collect();
-    if let Some(cluster) = &config.initial_cluster {
-        let members = cluster.split(',').filter(|m| !m.trim().is_empty()).count();
-        if members > 1 {
-            bail!(
-                "--initial-cluster names {members} members; this build of keel runs a single \
-                 member only (replication is not implemented yet)"
-            );
-        }
+    // The cluster as `--initial-cluster` describes it (etcd's default: this member alone at
+    // its advertised peer URLs), checked as etcd checks it before bootstrapping.
+    let initial_cluster_text = match &config.initial_cluster {
+        Some(text) => text.clone(),
+        None => peer_urls
+            .iter()
+            .map(|url| format!("{}={url}", config.name))
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    let initial_cluster = cluster::parse_initial_cluster(&initial_cluster_text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cluster::INITIAL_CLUSTER_ERROR_CONTEXT))?;
+    cluster::validate_bootstrap(&config.name, &peer_urls, &initial_cluster)?;
+    if config.initial_cluster_state == "existing" {
+        bail!(
+            "--initial-cluster-state existing: joining a running cluster is not implemented yet \
+             (membership changes come with MemberAdd)"
+        );
     }
+    let (cluster_id, bootstrap_members) =
+        cluster::bootstrap_members(&initial_cluster, &config.initial_cluster_token)?;
+    let own_id = cluster::member_id(&peer_urls, &config.initial_cluster_token, None);
 
     let data_dir_path = config.data_dir();
     let data_dir = DataDir::open(&data_dir_path)
@@ -247,12 +240,54 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     let snap_dir = data_dir.snap_dir();
     let identity = Identity::load_or_store(
         &data_dir.root().join("member").join("identity"),
-        Identity::derive(&peer_urls, &config.initial_cluster_token),
+        Identity {
+            cluster_id,
+            member_id: own_id,
+        },
     )?;
+    let members: Vec<pb::Member> = bootstrap_members
+        .iter()
+        .map(|m| pb::Member {
+            id: m.id,
+            name: m.name.clone(),
+            peer_ur_ls: m.peer_urls.clone(),
+            client_ur_ls: if m.id == identity.member_id {
+                client_urls.clone()
+            } else {
+                Vec::new()
+            },
+            is_learner: m.is_learner,
+        })
+        .collect();
+    // Where the other members listen for peers, by id.
+    let mut peer_addrs = Vec::new();
+    for member in &bootstrap_members {
+        if member.id == identity.member_id {
+            continue;
+        }
+        let url = member
+            .peer_urls
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("member {} has no peer URL", member.name))?;
+        let parsed = parse_urls("initial-cluster", url)?;
+        let addr = parsed
+            .first()
+            .map(|u| u.socket_addr())
+            .transpose()?
+            .ok_or_else(|| anyhow::anyhow!("member {} has no peer URL", member.name))?;
+        peer_addrs.push((member.id, addr));
+    }
+    let peer_listen = if bootstrap_members.len() > 1 {
+        addrs("listen-peer-urls", &config.listen_peer_urls)?
+    } else {
+        // A single member needs no peer port (etcd binds it anyway; nothing talks to it).
+        Vec::new()
+    };
 
     // etcd's minimum lease TTL: 1.5 election timeouts, rounded up to whole seconds.
-    let election_ticks = (config.election_timeout / config.heartbeat_interval.max(1)).max(1);
-    let min_ttl_ms = (3 * election_ticks / 2) * config.heartbeat_interval;
+    let heartbeat_ms = config.heartbeat_interval.max(1);
+    let election_ticks = (config.election_timeout / heartbeat_ms).max(2);
+    let min_ttl_ms = (3 * election_ticks / 2) * heartbeat_ms;
     let limits = Limits {
         request_bytes_max: usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX),
         txn_ops_max: config.max_txn_ops as usize,
@@ -261,68 +296,117 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     };
     let member = MemberInfo {
         name: config.name.clone(),
-        peer_urls,
-        client_urls,
+        peer_urls: peer_urls.clone(),
+        client_urls: client_urls.clone(),
     };
     let progress_interval = config.watch_progress_notify_interval()?;
-    let snapshot_count = config.snapshot_count;
     let auto_compaction = config.auto_compaction()?;
+    // etcd's request timeout: 5 s plus two election timeouts.
+    let request_timeout_ms = 5000 + 2 * config.election_timeout;
+    let node_config = NodeConfig {
+        id: identity.member_id,
+        election_ticks: election_ticks as usize,
+        heartbeat_ticks: 1,
+        request_timeout_ticks: request_timeout_ms / heartbeat_ms,
+        snapshot_count: config.snapshot_count,
+        election_ticks_range: None,
+    };
+    let bootstrap = Bootstrap {
+        member_id: identity.member_id,
+        members,
+    };
+    let tick_interval = Duration::from_millis(heartbeat_ms);
 
-    // The log core: recover, publish the shared state, then run the loop.
-    let (proposals, inbox) = async_channel::bounded(PROPOSALS_QUEUED_MAX);
+    // The raft core: recover, publish the shared state, start the peer thread, run the loop.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<SharedRef>>();
+    let peer_identity = PeerIdentity {
+        cluster_id: identity.cluster_id,
+        member_id: identity.member_id,
+        cluster_token: config.initial_cluster_token.clone(),
+        name: config.name.clone(),
+        peer_urls: peer_urls.clone(),
+        client_urls: client_urls.clone(),
+    };
     let log_thread = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("keel-log")
+        .name("keel-raft")
         .spawn(move || async move {
-            let recovered = log::recover(&wal_dir, &snap_dir).await;
-            let (storage, recovered) = match recovered {
-                Ok(r) => r,
-                Err(error) => {
-                    let _ = ready_tx.send(Err(error));
-                    return;
+            let fail = |error: anyhow::Error| {
+                let _ = ready_tx.send(Err(error));
+            };
+            let snap = match GlommioDisk::open(&snap_dir).await {
+                Ok(disk) => disk,
+                Err(e) => {
+                    return fail(anyhow::anyhow!(
+                        "opening checkpoint directory {}: {e}",
+                        snap_dir.display()
+                    ))
                 }
             };
+            // The raft core does nothing but write and apply the log, so it may block in
+            // fdatasync rather than pay io_uring's hand-off of every fsync to a kernel thread.
+            let wal_disk = match GlommioDisk::open(&wal_dir).await {
+                Ok(disk) => disk.with_blocking_sync(true),
+                Err(e) => {
+                    return fail(anyhow::anyhow!(
+                        "opening WAL directory {}: {e}",
+                        wal_dir.display()
+                    ))
+                }
+            };
+            let mut recovered =
+                match node::recover(wal_disk, snap, WalOptions::default(), &bootstrap).await {
+                    Ok(recovered) => recovered,
+                    Err(error) => return fail(error.into()),
+                };
             tracing::info!(
                 checkpoint_index = recovered.checkpoint_index,
                 replayed = recovered.replayed,
+                applied_index = recovered.applied_index,
                 revision = recovered.store.current_revision(),
                 "recovered"
             );
-            let clocks = log::start_lease_clocks(&recovered.store);
-            let shared = Arc::new(Shared {
-                store: RwLock::new(recovered.store),
-                header: HeaderFields {
+            let store = std::mem::take(&mut recovered.store);
+            let meta = recovered.meta.clone();
+            let (shared, inputs) = Shared::new(
+                SharedConfig {
                     cluster_id: identity.cluster_id,
                     member_id: identity.member_id,
-                    raft_term: SINGLE_MEMBER_TERM,
+                    member,
+                    limits,
+                    watch_progress_interval: progress_interval,
+                    id_seed: None,
                 },
-                member,
-                limits,
-                proposals,
-                revision_changed: event_listener::Event::new(),
-                applied_index: AtomicU64::new(recovered.last_index),
-                lease_clocks: Mutex::new(clocks),
-                alarms: Mutex::new(recovered.alarms),
-                metrics: Metrics::default(),
-                ids: IdGenerator::new(identity.member_id),
-                wal_failed: AtomicBool::new(false),
-                stopping: AtomicBool::new(false),
-                stop_event: event_listener::Event::new(),
-                watch_progress_interval: progress_interval,
-            });
-            let core = log::LogCore::new(
+                store,
+                &meta,
+                recovered.applied_index,
+            );
+            let node = match RaftNode::new(node_config, recovered, shared.clone(), &raft_logger()) {
+                Ok(node) => node,
+                Err(error) => return fail(error.into()),
+            };
+            let peers =
+                match transport::start(peer_identity, peer_listen, peer_addrs, shared.clone()) {
+                    Ok(peers) => peers,
+                    Err(error) => return fail(error),
+                };
+            let mut core = RaftCore::new(
+                node,
                 shared.clone(),
-                storage,
-                inbox,
-                recovered.last_index,
-                recovered.checkpoint_index,
-                snapshot_count,
+                inputs.proposals,
+                inputs.reads,
+                peers.inbox,
+                peers.senders,
+                tick_interval,
                 auto_compaction,
             );
-            let _ = ready_tx.send(Ok(shared));
+            core.prime().await;
+            let _ = ready_tx.send(Ok(shared.clone()));
+            glommio::spawn_local(publish_attributes(shared.clone())).detach();
             core.run().await;
+            shared.stop();
+            let _ = peers.thread.join();
         })
-        .map_err(|e| anyhow::anyhow!("starting the log core thread: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("starting the raft core thread: {e}"))?;
     let shared = match ready_rx.recv() {
         Ok(Ok(shared)) => shared,
         Ok(Err(error)) => {
@@ -331,7 +415,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         }
         Err(_) => {
             let _ = log_thread.join();
-            bail!("the log core thread died during recovery");
+            bail!("the raft core thread died during recovery");
         }
     };
     let mut threads: Vec<JoinHandle<()>> = vec![std::thread::spawn(move || {
@@ -474,6 +558,25 @@ impl FrontCore {
         for task in tasks {
             task.await;
         }
+    }
+}
+
+/// Publishes this member's name and client URLs through the log (etcd's `publish`), retrying
+/// until it applies, so that every member lists them.
+async fn publish_attributes(shared: SharedRef) {
+    let attributes = pb::Member {
+        id: shared.member_id,
+        name: shared.member.name.clone(),
+        client_ur_ls: shared.member.client_urls.clone(),
+        ..Default::default()
+    };
+    while !shared.stopping.load(Ordering::Acquire) {
+        let command = command::Command::MemberAttributes(attributes.clone());
+        if shared.propose(command).await.is_ok() {
+            tracing::info!("published local member attributes to the cluster");
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -6,7 +6,7 @@
 //! microseconds, so readers wait at most that long, and no copy of the index is needed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -60,10 +60,15 @@ pub enum Applied {
     },
     /// An alarm request; the alarms it reports.
     Alarm(Vec<pb::AlarmMember>),
+    /// A member's published attributes were recorded.
+    MemberAttributes,
 }
 
 /// The result of applying a command.
 pub type ApplyResult = Result<Applied, Status>;
+
+/// Where a linearizable read learns the index it must wait for (its ReadIndex).
+pub type ReadReply = oneshot::Sender<Result<u64, Status>>;
 
 /// A command waiting for the log core, with the channel its result goes back on.
 pub struct Proposal {
@@ -159,9 +164,26 @@ impl IdGenerator {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        IdGenerator::with_seed(member_id, millis)
+    }
+
+    /// A generator for `member_id` whose counter starts from `millis` (a simulation passes a
+    /// fixed value so that a run replays exactly).
+    pub fn with_seed(member_id: u64, millis: u64) -> IdGenerator {
         IdGenerator {
             prefix: member_id << 48,
             suffix: AtomicU64::new((millis & ((1 << 40) - 1)) << 8),
+        }
+    }
+
+    /// The next request id (never 0): finds the client waiting for an entry.
+    pub fn next_request_id(&self) -> u64 {
+        loop {
+            let suffix = self.suffix.fetch_add(1, Ordering::Relaxed) + 1;
+            let id = self.prefix | (suffix & ((1 << 48) - 1));
+            if id != 0 {
+                return id;
+            }
         }
     }
 
@@ -181,18 +203,34 @@ impl IdGenerator {
 pub struct Shared {
     /// The MVCC store.
     pub store: RwLock<Store>,
-    /// Cluster id, member id and term for response headers.
-    pub header: HeaderFields,
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// This member's id.
+    pub member_id: u64,
+    /// The current raft term.
+    pub raft_term: AtomicU64,
+    /// The leader this member knows of (0: none).
+    pub leader_id: AtomicU64,
+    /// True while this member leads.
+    pub is_leader: AtomicBool,
+    /// Number of voting members.
+    pub voters: AtomicUsize,
+    /// Every member, as the log last set them (attributes published by each member).
+    pub members: Mutex<Vec<pb::Member>>,
     /// This member.
     pub member: MemberInfo,
+    /// Linearizable reads waiting for a ReadIndex round on the log core.
+    pub reads: async_channel::Sender<ReadReply>,
     /// Request limits.
     pub limits: Limits,
-    /// The log core's inbox.
+    /// The raft core's inbox for proposals.
     pub proposals: async_channel::Sender<Proposal>,
     /// Notified after every applied batch that changed the store revision.
     pub revision_changed: event_listener::Event,
     /// Index of the last applied log entry.
     pub applied_index: AtomicU64,
+    /// The raft commit index this member knows.
+    pub commit_index: AtomicU64,
     /// Lease expiry clocks.
     pub lease_clocks: Mutex<LeaseClocks>,
     /// Active alarms.
@@ -211,7 +249,80 @@ pub struct Shared {
     pub watch_progress_interval: Duration,
 }
 
+/// What [`Shared::new`] needs besides the recovered state.
+pub struct SharedConfig {
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// This member's id.
+    pub member_id: u64,
+    /// This member's name and URLs.
+    pub member: MemberInfo,
+    /// Request limits.
+    pub limits: Limits,
+    /// How often idle watchers with `progress_notify` get a progress response.
+    pub watch_progress_interval: Duration,
+    /// Seeds request and lease ids (`None`: the current time, as etcd does).
+    pub id_seed: Option<u64>,
+}
+
+/// The raft core's ends of the channels [`Shared`] sends on.
+pub struct CoreInputs {
+    /// Proposals from clients.
+    pub proposals: async_channel::Receiver<Proposal>,
+    /// Linearizable reads waiting for a ReadIndex round.
+    pub reads: async_channel::Receiver<ReadReply>,
+}
+
 impl Shared {
+    /// The shared state of a member that recovered `store` with `meta`, applied through
+    /// `applied_index`; returns it with the raft core's ends of its channels.
+    pub fn new(
+        config: SharedConfig,
+        store: Store,
+        meta: &crate::raft::records::StateMeta,
+        applied_index: u64,
+    ) -> (Arc<Shared>, CoreInputs) {
+        let (proposals, proposal_inbox) =
+            async_channel::bounded(crate::server::PROPOSALS_QUEUED_MAX);
+        let (reads, read_inbox) = async_channel::bounded(crate::server::PROPOSALS_QUEUED_MAX);
+        let ids = match config.id_seed {
+            Some(seed) => IdGenerator::with_seed(config.member_id, seed),
+            None => IdGenerator::new(config.member_id),
+        };
+        let shared = Arc::new(Shared {
+            store: RwLock::new(store),
+            cluster_id: config.cluster_id,
+            member_id: config.member_id,
+            raft_term: AtomicU64::new(meta.term),
+            leader_id: AtomicU64::new(0),
+            is_leader: AtomicBool::new(false),
+            voters: AtomicUsize::new(meta.conf_state.voters.len()),
+            members: Mutex::new(meta.members.clone()),
+            member: config.member,
+            reads,
+            limits: config.limits,
+            proposals,
+            revision_changed: event_listener::Event::new(),
+            applied_index: AtomicU64::new(applied_index),
+            commit_index: AtomicU64::new(applied_index),
+            lease_clocks: Mutex::new(LeaseClocks::default()),
+            alarms: Mutex::new(meta.alarms.clone()),
+            metrics: Metrics::default(),
+            ids,
+            wal_failed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            stop_event: event_listener::Event::new(),
+            watch_progress_interval: config.watch_progress_interval,
+        });
+        (
+            shared,
+            CoreInputs {
+                proposals: proposal_inbox,
+                reads: read_inbox,
+            },
+        )
+    }
+
     /// Sends `command` through the log and waits for its result. Refuses requests larger
     /// than `--max-request-bytes` as etcd does.
     pub async fn propose(&self, command: Command) -> ApplyResult {
@@ -231,11 +342,66 @@ impl Shared {
             })
             .await;
         let outcome = match sent {
+            // The raft core answers "request timed out" when the entry does not apply within
+            // the request timeout (handler futures must be Send, so no local timer here).
             Ok(()) => result.await.unwrap_or_else(|_| Err(stopped_status())),
             Err(_) => Err(stopped_status()),
         };
         self.metrics.proposals_pending.dec();
         outcome
+    }
+
+    /// The header every response carries, at `revision`.
+    pub fn header(&self) -> HeaderFields {
+        HeaderFields {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            raft_term: self.raft_term.load(Ordering::Acquire),
+        }
+    }
+
+    /// True while this member knows a leader.
+    pub fn has_leader(&self) -> bool {
+        self.leader_id.load(Ordering::Acquire) != 0
+    }
+
+    /// True while this member leads.
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Acquire)
+    }
+
+    /// Waits until this member has applied everything committed when the call began (a
+    /// ReadIndex round), so that a read that follows is linearizable. Reads that arrive
+    /// together share one round. The only voter, leading, needs no round: it answers a write
+    /// only after applying it, so its store already holds every acknowledged write.
+    pub async fn linearizable_barrier(&self) -> Result<(), Status> {
+        if self.is_leader() && self.voters.load(Ordering::Acquire) == 1 {
+            return Ok(());
+        }
+        if !self.has_leader() {
+            return Err(no_leader_status());
+        }
+        let (reply, index) = oneshot::channel();
+        if self.reads.send(reply).await.is_err() {
+            return Err(stopped_status());
+        }
+        // The raft core answers "request timed out" when no ReadIndex comes back in time.
+        let index = index.await.unwrap_or_else(|_| Err(stopped_status()))?;
+        self.wait_applied(index).await
+    }
+
+    /// Waits until the entry at `index` is applied here.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), Status> {
+        loop {
+            let listener = self.revision_changed.listen();
+            if self.applied_index.load(Ordering::Acquire) >= index {
+                return Ok(());
+            }
+            if self.stopping.load(Ordering::Acquire) {
+                return Err(stopped_status());
+            }
+            listener.await;
+        }
     }
 
     /// The store's current revision.
@@ -292,7 +458,7 @@ impl Shared {
         }
         let raise = Command::Alarm(pb::AlarmRequest {
             action: pb::alarm_request::AlarmAction::Activate as i32,
-            member_id: self.header.member_id,
+            member_id: self.member_id,
             alarm: pb::AlarmType::Nospace as i32,
         });
         self.propose(raise).await?;
@@ -304,6 +470,8 @@ impl Shared {
         self.stopping.store(true, Ordering::Release);
         self.stop_event.notify(usize::MAX);
         self.proposals.close();
+        self.reads.close();
+        self.revision_changed.notify(usize::MAX);
     }
 }
 
@@ -318,6 +486,16 @@ pub fn nospace_status() -> Status {
 /// The error for requests arriving while the server stops.
 pub fn stopped_status() -> Status {
     Status::unavailable("etcdserver: server stopped")
+}
+
+/// etcd's error while no leader is known.
+pub fn no_leader_status() -> Status {
+    Status::unavailable("etcdserver: no leader")
+}
+
+/// etcd's error when a request waited longer than the request timeout.
+pub fn request_timeout_status() -> Status {
+    Status::unavailable("etcdserver: request timed out")
 }
 
 /// The error for writes after the WAL failed.

@@ -327,3 +327,200 @@ fn sort_lease_keys(text: &str) -> String {
     })
     .into_owned()
 }
+
+/// One member of a [`Cluster`]: its ports and flags stay the same across restarts.
+pub struct ClusterMember {
+    /// `--name`.
+    pub name: String,
+    /// `127.0.0.1:<client port>`.
+    pub endpoint: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl ClusterMember {
+    /// The member's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Whether the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+/// A cluster of `keel` or upstream etcd members on loopback, each with its own data dir under
+/// one temp dir. Dropping it kills every member.
+pub struct Cluster {
+    /// Which implementation runs.
+    pub kind: Kind,
+    /// The members, in `--initial-cluster` order.
+    pub members: Vec<ClusterMember>,
+    /// Holds the data dirs and logs.
+    pub dir: TempDir,
+}
+
+impl Cluster {
+    /// Starts `size` members with etcd's flags for a new cluster plus `extra`, and waits until
+    /// every member answers `/health` with 200 (which needs a leader).
+    pub fn start(kind: Kind, size: usize, extra: &[&str]) -> Cluster {
+        let binary = kind.binary();
+        let dir = tempfile::Builder::new()
+            .prefix("cluster-")
+            .tempdir()
+            .expect("create a temp dir");
+        let mut ports = Vec::new();
+        while ports.len() < size * 2 {
+            let port = free_port();
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let initial_cluster = (0..size)
+            .map(|i| format!("m{i}=http://127.0.0.1:{}", ports[2 * i + 1]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members = (0..size)
+            .map(|i| {
+                let client_url = format!("http://127.0.0.1:{}", ports[2 * i]);
+                let peer_url = format!("http://127.0.0.1:{}", ports[2 * i + 1]);
+                let mut args = vec![
+                    format!("--name=m{i}"),
+                    format!("--data-dir={}", dir.path().join(format!("m{i}")).display()),
+                    format!("--listen-client-urls={client_url}"),
+                    format!("--advertise-client-urls={client_url}"),
+                    format!("--listen-peer-urls={peer_url}"),
+                    format!("--initial-advertise-peer-urls={peer_url}"),
+                    format!("--initial-cluster={initial_cluster}"),
+                    "--initial-cluster-token=keel-test-cluster".to_string(),
+                    "--initial-cluster-state=new".to_string(),
+                ];
+                args.extend(extra.iter().map(|s| s.to_string()));
+                ClusterMember {
+                    name: format!("m{i}"),
+                    endpoint: format!("127.0.0.1:{}", ports[2 * i]),
+                    args,
+                    child: None,
+                    log_path: dir.path().join(format!("m{i}.log")),
+                }
+            })
+            .collect();
+        let _ = binary;
+        let mut cluster = Cluster { kind, members, dir };
+        for i in 0..size {
+            cluster.spawn(i);
+        }
+        for i in 0..size {
+            cluster.wait_healthy(i);
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, index: usize) {
+        let binary = self.kind.binary();
+        let member = &mut self.members[index];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&member.log_path)
+            .expect("open the member log");
+        let log_err = log.try_clone().expect("clone the log handle");
+        let mut command = Command::new(&binary);
+        command
+            .args(&member.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ETCD_") {
+                command.env_remove(key);
+            }
+        }
+        member.child = Some(
+            command
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display())),
+        );
+    }
+
+    /// Waits until member `index` answers `/health` with 200.
+    pub fn wait_healthy(&mut self, index: usize) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last = String::new();
+        loop {
+            let member = &mut self.members[index];
+            if !member.is_running() {
+                panic!(
+                    "{} exited before it became healthy; log:\n{}",
+                    member.name,
+                    member.log()
+                );
+            }
+            match http_get(&member.endpoint, "/health") {
+                Ok((200, _)) => return,
+                Ok((code, body)) => last = format!("status {code}: {body}"),
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} did not answer /health with 200 within {READY_TIMEOUT:?} (last: {last}); \
+                     log:\n{}",
+                    member.name,
+                    member.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills member `index` with SIGKILL and waits for it to exit.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.members[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts member `index` again with the same flags and data dir (not waiting for health).
+    pub fn restart(&mut self, index: usize) {
+        self.kill(index);
+        self.spawn(index);
+    }
+
+    /// The process id of member `index`.
+    pub fn pid(&self, index: usize) -> u32 {
+        self.members[index]
+            .child
+            .as_ref()
+            .expect("the member runs")
+            .id()
+    }
+
+    /// Every member's endpoint, comma-separated (for etcdctl's `--endpoints`).
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.endpoint.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every member's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("==== {} ====\n{}", m.name, m.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for index in 0..self.members.len() {
+            self.kill(index);
+        }
+    }
+}

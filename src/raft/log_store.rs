@@ -1,0 +1,327 @@
+//! The raft log in memory: raft-rs' `Storage`, a read-only view for raft over what the WAL
+//! has made durable.
+//!
+//! The node appends entries here only after (or, for the leader, in the same turn as) it wrote
+//! them to the WAL, and raft reads them back through [`raft::Storage`]. The log starts after a
+//! *compaction point* (index and term of the last entry no longer held, the checkpoint a
+//! lagging follower is sent instead); after each checkpoint the node drops entries older than
+//! [`CATCH_UP_ENTRIES`] before it.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+/// Entries kept in memory behind the newest checkpoint, so that a follower slightly behind
+/// catches up from the log rather than by snapshot (etcd 3.6 keeps 5,000).
+pub const CATCH_UP_ENTRIES: u64 = 5_000;
+
+/// The newest checkpoint that can be sent to a lagging follower.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointInfo {
+    /// Index the checkpoint covers.
+    pub index: u64,
+    /// Term of the entry at that index.
+    pub term: u64,
+    /// The configuration at that index.
+    pub conf_state: ConfState,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Index of the last entry not held (the compaction point).
+    compacted_index: u64,
+    /// Term of that entry.
+    compacted_term: u64,
+    /// Entries `compacted_index + 1 ..`, contiguous.
+    entries: VecDeque<Entry>,
+    /// The checkpoint offered as a snapshot.
+    checkpoint: Option<CheckpointInfo>,
+}
+
+impl Inner {
+    fn last_index(&self) -> u64 {
+        self.compacted_index + self.entries.len() as u64
+    }
+}
+
+/// The in-memory raft log. Clones share the same log: raft-rs owns one (inside `RawNode`),
+/// the node keeps another to append and compact.
+#[derive(Clone, Debug, Default)]
+pub struct LogStore {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl LogStore {
+    /// A log that starts after (`compacted_index`, `compacted_term`) with `conf_state`.
+    pub fn new(
+        compacted_index: u64,
+        compacted_term: u64,
+        conf_state: ConfState,
+        hard_state: HardState,
+    ) -> LogStore {
+        let store = LogStore::default();
+        {
+            let mut inner = store.inner.borrow_mut();
+            inner.compacted_index = compacted_index;
+            inner.compacted_term = compacted_term;
+            inner.conf_state = conf_state;
+            inner.hard_state = hard_state;
+        }
+        store
+    }
+
+    /// Appends `entries`. An entry at an index the log already holds replaces that entry and
+    /// everything after it (a new leader overwriting uncommitted entries).
+    ///
+    /// # Panics
+    ///
+    /// Panics when the entries would leave a gap, or would replace committed entries: raft
+    /// never asks for either, so it is a bug that must not reach the disk.
+    pub fn append(&self, entries: &[Entry]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        let mut inner = self.inner.borrow_mut();
+        assert!(
+            first.index > inner.hard_state.commit,
+            "append at {} would replace committed entries (commit {})",
+            first.index,
+            inner.hard_state.commit
+        );
+        assert!(
+            first.index <= inner.last_index() + 1 && first.index > inner.compacted_index,
+            "append at {} leaves a gap after {} (compacted through {})",
+            first.index,
+            inner.last_index(),
+            inner.compacted_index
+        );
+        let keep = (first.index - inner.compacted_index - 1) as usize;
+        inner.entries.truncate(keep);
+        inner.entries.extend(entries.iter().cloned());
+        debug_assert!(inner
+            .entries
+            .iter()
+            .zip(inner.entries.iter().skip(1))
+            .all(|(a, b)| b.index == a.index + 1));
+    }
+
+    /// Sets the hard state (after it was written to the WAL, or to record a commit index).
+    pub fn set_hard_state(&self, state: HardState) {
+        self.inner.borrow_mut().hard_state = state;
+    }
+
+    /// Sets only the commit index.
+    pub fn set_commit(&self, commit: u64) {
+        self.inner.borrow_mut().hard_state.commit = commit;
+    }
+
+    /// The hard state.
+    pub fn hard_state(&self) -> HardState {
+        self.inner.borrow().hard_state.clone()
+    }
+
+    /// Sets the configuration.
+    pub fn set_conf_state(&self, conf_state: ConfState) {
+        self.inner.borrow_mut().conf_state = conf_state;
+    }
+
+    /// The configuration.
+    pub fn conf_state(&self) -> ConfState {
+        self.inner.borrow().conf_state.clone()
+    }
+
+    /// Records the newest checkpoint, offered to followers that need a snapshot, and drops
+    /// entries more than [`CATCH_UP_ENTRIES`] before it.
+    pub fn set_checkpoint(&self, checkpoint: CheckpointInfo) {
+        let mut inner = self.inner.borrow_mut();
+        let keep_from = checkpoint.index.saturating_sub(CATCH_UP_ENTRIES);
+        while let Some(front) = inner.entries.front() {
+            if front.index > keep_from {
+                break;
+            }
+            let front = inner.entries.pop_front().expect("front exists");
+            inner.compacted_index = front.index;
+            inner.compacted_term = front.term;
+        }
+        inner.checkpoint = Some(checkpoint);
+    }
+
+    /// Restarts the log after an installed snapshot: every entry is dropped and the log
+    /// continues after (`index`, `term`).
+    pub fn restart_after(&self, checkpoint: CheckpointInfo) {
+        let mut inner = self.inner.borrow_mut();
+        inner.entries.clear();
+        inner.compacted_index = checkpoint.index;
+        inner.compacted_term = checkpoint.term;
+        inner.conf_state = checkpoint.conf_state.clone();
+        if inner.hard_state.commit < checkpoint.index {
+            inner.hard_state.commit = checkpoint.index;
+        }
+        inner.checkpoint = Some(checkpoint);
+    }
+
+    /// Index of the last entry.
+    pub fn last_index(&self) -> u64 {
+        self.inner.borrow().last_index()
+    }
+
+    /// Index of the first entry held.
+    pub fn first_index(&self) -> u64 {
+        self.inner.borrow().compacted_index + 1
+    }
+
+    /// The entries in `low..=high` that the log holds.
+    pub fn entries_between(&self, low: u64, high: u64) -> Vec<Entry> {
+        let inner = self.inner.borrow();
+        inner
+            .entries
+            .iter()
+            .filter(|e| e.index >= low && e.index <= high)
+            .cloned()
+            .collect()
+    }
+}
+
+impl raft::Storage for LogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let inner = self.inner.borrow();
+        Ok(RaftState {
+            hard_state: inner.hard_state.clone(),
+            conf_state: inner.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let inner = self.inner.borrow();
+        if low <= inner.compacted_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > inner.last_index() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for index in low..high {
+            let entry = &inner.entries[(index - inner.compacted_index - 1) as usize];
+            size += protobuf::Message::compute_size(entry) as u64;
+            // At least one entry, then as many as fit.
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(entry.clone());
+        }
+        Ok(out)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        let inner = self.inner.borrow();
+        if index == inner.compacted_index {
+            return Ok(inner.compacted_term);
+        }
+        if index < inner.compacted_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if index > inner.last_index() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(inner.entries[(index - inner.compacted_index - 1) as usize].term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.inner.borrow().compacted_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.inner.borrow().last_index())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // The snapshot's data stays empty: the checkpoint file of its index travels over the
+        // peer Snapshot stream (see the transport), not inside the raft message.
+        let inner = self.inner.borrow();
+        match &inner.checkpoint {
+            Some(checkpoint) if checkpoint.index > 0 => {
+                let mut snapshot = Snapshot::default();
+                let meta = snapshot.mut_metadata();
+                meta.index = checkpoint.index;
+                meta.term = checkpoint.term;
+                meta.set_conf_state(checkpoint.conf_state.clone());
+                Ok(snapshot)
+            }
+            _ => Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::Storage;
+
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e
+    }
+
+    #[test]
+    fn append_replaces_a_conflicting_tail() {
+        let log = LogStore::new(0, 0, ConfState::default(), HardState::default());
+        log.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
+        log.append(&[entry(2, 2)]);
+        assert_eq!(log.last_index(), 2);
+        assert_eq!(log.term(2).unwrap(), 2);
+        assert_eq!(log.term(1).unwrap(), 1);
+        assert!(log.term(3).is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "gap")]
+    fn a_gap_is_a_bug() {
+        let log = LogStore::new(0, 0, ConfState::default(), HardState::default());
+        log.append(&[entry(2, 1)]);
+    }
+
+    #[test]
+    fn checkpoints_compact_behind_the_catch_up_window() {
+        let log = LogStore::new(0, 0, ConfState::default(), HardState::default());
+        let entries: Vec<Entry> = (1..=CATCH_UP_ENTRIES + 100).map(|i| entry(i, 1)).collect();
+        log.append(&entries);
+        assert!(log.snapshot(0, 2).is_err());
+        log.set_checkpoint(CheckpointInfo {
+            index: CATCH_UP_ENTRIES + 50,
+            term: 1,
+            conf_state: ConfState::default(),
+        });
+        assert_eq!(log.first_index(), 51);
+        assert_eq!(log.term(50).unwrap(), 1);
+        assert!(matches!(
+            log.entries(10, 60, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert_eq!(
+            log.entries(51, 61, None, GetEntriesContext::empty(false))
+                .unwrap()
+                .len(),
+            10
+        );
+        let snapshot = log.snapshot(0, 2).unwrap();
+        assert_eq!(snapshot.get_metadata().index, CATCH_UP_ENTRIES + 50);
+    }
+}

@@ -1,0 +1,1051 @@
+//! The raft node: raft-rs' `RawNode` driven by one Ready loop, over Keel's WAL and MVCC store.
+//!
+//! One call of [`RaftNode::handle_ready`] does what the raft thesis (10.2.1) and raft-rs'
+//! examples prescribe, in this order:
+//!
+//! 1. messages that need nothing durable (the leader's appends and heartbeats) go to the
+//!    [`Outbox`] *first*, so followers write in parallel with the leader's own write;
+//! 2. a snapshot received from the leader is installed (its checkpoint file is already on
+//!    disk, stored by the transport);
+//! 3. committed entries already durable here are applied;
+//! 4. new entries and the hard state are written to the WAL as **one** batch with one sync:
+//!    every proposal and message that arrived while the previous sync ran rides this one;
+//! 5. messages that must wait for that sync (a follower's append acknowledgements, votes) go
+//!    out;
+//! 6. after `advance`, newly committed entries are applied and their clients answered.
+//!
+//! Apply is deterministic and by index. A client waits for its entry by request id (the wait
+//! map), on whichever member it proposed: followers forward proposals to the leader inside
+//! raft and answer their own clients when they apply the entry.
+//!
+//! The node does no I/O of its own besides the WAL and checkpoint files, and keeps time in
+//! ticks: the same code runs in the server (driven by `server::log`) and in the seeded
+//! simulation (`tests/raft_sim.rs`).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::channel::oneshot;
+use keel_engine::checkpoint;
+use keel_engine::io::Disk;
+use keel_engine::mvcc::Store;
+use keel_engine::wal::{RecordType, Wal, WalOptions};
+use keel_proto::etcdserverpb as pb;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message};
+use raft::{RawNode, StateRole};
+use tonic::Status;
+
+use crate::raft::log_store::{CheckpointInfo, LogStore};
+use crate::raft::records::{self, SnapshotMarker, StateMeta};
+use crate::server::apply::{apply, ApplyContext};
+use crate::server::command::{self, Command};
+use crate::server::state::{
+    no_leader_status, request_timeout_status, wal_failed_status, ApplyResult, Proposal, ReadReply,
+    Shared,
+};
+
+/// Work units of physical compaction done per call of [`RaftNode::compaction_step`] (a few
+/// milliseconds), so a compaction never stalls writes for long.
+pub const COMPACTION_STEP_UNITS: usize = 10_000;
+
+/// How many ticks a linearizable read waits before its ReadIndex is asked again: raft-rs drops
+/// a ReadIndex silently when there is no leader or the leader has not committed in its term
+/// (etcd retries every 500 ms).
+pub const READ_RETRY_TICKS: u64 = 5;
+
+/// A batch whose apply takes longer than this counts as a slow apply.
+pub const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Where a node's raft messages go: the peer transport, or the simulated network.
+pub trait Outbox {
+    /// Sends `messages` (to any members) without waiting; a message that cannot be sent is
+    /// dropped (raft retries).
+    fn send(&mut self, messages: Vec<Message>);
+}
+
+/// The settings of a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This member's id.
+    pub id: u64,
+    /// Ticks without a leader's message before a follower campaigns.
+    pub election_ticks: usize,
+    /// Ticks between the leader's heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Ticks a client waits for its entry or its read before `request timed out`.
+    pub request_timeout_ticks: u64,
+    /// `--snapshot-count`: entries between checkpoints.
+    pub snapshot_count: u64,
+    /// The range an election timeout is drawn from, `[min, max)` ticks; `None` keeps raft's
+    /// `[election_ticks, 2 * election_ticks)`. raft-rs draws from the thread's random
+    /// generator, so a simulation that must replay exactly passes a range of one value.
+    pub election_ticks_range: Option<(usize, usize)>,
+}
+
+/// The bootstrap facts of a new member: used only when its data dir is empty.
+#[derive(Clone, Debug)]
+pub struct Bootstrap {
+    /// This member's id.
+    pub member_id: u64,
+    /// The initial voters and their attributes.
+    pub members: Vec<pb::Member>,
+}
+
+/// A node's durable state as recovery found it.
+pub struct Recovered<D: Disk> {
+    /// The WAL, open for appends.
+    pub wal: Wal<D>,
+    /// The checkpoint directory.
+    pub snap: D,
+    /// The store with every committed entry applied.
+    pub store: Store,
+    /// Metadata of the state (members, alarms, ConfState).
+    pub meta: StateMeta,
+    /// The raft log.
+    pub log: LogStore,
+    /// Index of the last applied entry.
+    pub applied_index: u64,
+    /// Term of that entry.
+    pub applied_term: u64,
+    /// Index of the checkpoint loaded.
+    pub checkpoint_index: u64,
+    /// Entries applied from the WAL during recovery.
+    pub replayed: u64,
+}
+
+/// Errors that stop a member: its state can no longer be trusted or made durable.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The WAL failed a write or sync (it refuses every write from then on).
+    #[error("the WAL failed: {0}")]
+    Wal(String),
+    /// A record on disk does not decode, or the log is not contiguous.
+    #[error("the data dir is damaged: {0}")]
+    Corrupt(String),
+    /// raft-rs refused the recovered state.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// A checkpoint could not be read or decoded.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+}
+
+fn corrupt(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Corrupt(e.to_string())
+}
+
+/// Loads the newest checkpoint from `snap`, if any: its index, metadata and store.
+async fn load_checkpoint<D: Disk>(
+    snap: &D,
+    member_id: u64,
+) -> Result<Option<(u64, StateMeta, Store)>, NodeError> {
+    let Some((index, payload)) = checkpoint::load_latest(snap)
+        .await
+        .map_err(|e| NodeError::Checkpoint(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let (meta, offset) = records::decode_state(&payload).map_err(corrupt)?;
+    let store = Store::decode_checkpoint(&payload[offset..])
+        .map_err(|e| NodeError::Checkpoint(format!("decoding checkpoint {index}: {e}")))?;
+    // A format-1 checkpoint (single-member Keel before raft) implies one voter, this member,
+    // and the term every entry of that format carries.
+    let meta = meta.unwrap_or_else(|| StateMeta {
+        term: crate::server::SINGLE_MEMBER_TERM,
+        conf_state: ConfState::from((vec![member_id], vec![])),
+        ..Default::default()
+    });
+    Ok(Some((index, meta, store)))
+}
+
+/// Opens the WAL and the checkpoints, and rebuilds the store and the raft log; on an empty
+/// data dir, bootstraps it from `bootstrap`.
+///
+/// Replay follows engine/FORMAT.md: load the newest checkpoint (index C), then read the WAL in
+/// order. An entry at an index the log already holds replaces the log's tail from there (a new
+/// leader overwrote a follower's uncommitted entries); the last hard state wins; a snapshot
+/// marker restarts the log. Only entries up to the hard state's commit index are applied; the
+/// rest stay in the log for raft to commit. Format-1 entries (before raft) were all committed.
+pub async fn recover<D: Disk>(
+    wal_disk: D,
+    snap: D,
+    wal_options: WalOptions,
+    bootstrap: &Bootstrap,
+) -> Result<Recovered<D>, NodeError> {
+    let member_id = bootstrap.member_id;
+    let (wal, records) = Wal::open(wal_disk, wal_options)
+        .await
+        .map_err(|e| NodeError::Wal(e.to_string()))?;
+    let loaded = load_checkpoint(&snap, member_id).await?;
+    let (checkpoint_index, meta, mut store) = match loaded {
+        Some(found) => found,
+        None if records.is_empty() => {
+            // A new member: its first checkpoint, at index 0, records the initial membership.
+            let voters: Vec<u64> = bootstrap.members.iter().map(|m| m.id).collect();
+            let meta = StateMeta {
+                term: 0,
+                conf_state: ConfState::from((voters, vec![])),
+                members: bootstrap.members.clone(),
+                alarms: Vec::new(),
+            };
+            let store = Store::new();
+            let mvcc = store
+                .encode_checkpoint()
+                .map_err(|e| NodeError::Checkpoint(e.to_string()))?;
+            checkpoint::save(&snap, 0, &records::encode_state(&meta, &mvcc))
+                .await
+                .map_err(|e| NodeError::Checkpoint(format!("writing the first checkpoint: {e}")))?;
+            (0, meta, store)
+        }
+        // A format-1 data dir that never took a checkpoint.
+        None => (
+            0,
+            StateMeta {
+                term: 0,
+                conf_state: ConfState::from((vec![member_id], vec![])),
+                members: bootstrap.members.clone(),
+                alarms: Vec::new(),
+            },
+            Store::new(),
+        ),
+    };
+    let mut meta = meta;
+    if meta.members.is_empty() {
+        meta.members = bootstrap.members.clone();
+    }
+
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut hard_state = HardState::default();
+    let mut format1_last = 0;
+    for record in &records {
+        match record.record_type {
+            RecordType::Entry => {
+                let entry = records::decode_entry(&record.payload)
+                    .map_err(|e| corrupt(format!("WAL record {}: {e}", record.lsn)))?;
+                if records::is_format1_entry(&record.payload) {
+                    format1_last = format1_last.max(entry.index);
+                }
+                if entry.index <= checkpoint_index {
+                    continue;
+                }
+                let last = checkpoint_index + entries.len() as u64;
+                if entry.index <= last {
+                    entries.truncate((entry.index - checkpoint_index - 1) as usize);
+                } else if entry.index != last + 1 {
+                    return Err(corrupt(format!(
+                        "WAL is missing entries {}..{} (found entry {} after {}); the data dir \
+                         is damaged",
+                        last + 1,
+                        entry.index - 1,
+                        entry.index,
+                        last
+                    )));
+                }
+                entries.push(entry);
+            }
+            RecordType::HardState => {
+                hard_state = records::decode_hard_state(&record.payload)
+                    .map_err(|e| corrupt(format!("WAL record {}: {e}", record.lsn)))?;
+            }
+            RecordType::Snapshot => {
+                let marker = records::decode_snapshot_marker(&record.payload)
+                    .map_err(|e| corrupt(format!("WAL record {}: {e}", record.lsn)))?;
+                if marker.index > checkpoint_index {
+                    return Err(corrupt(format!(
+                        "the WAL restarts the log after index {} but the newest checkpoint is \
+                         at {checkpoint_index}",
+                        marker.index
+                    )));
+                }
+                entries.clear();
+            }
+            RecordType::Checkpoint => {}
+        }
+    }
+    let last_index = checkpoint_index + entries.len() as u64;
+    if format1_last > 0 {
+        // A data dir of single-member Keel before raft: every entry was committed, in term 2,
+        // with this member as the only voter.
+        hard_state.term = hard_state.term.max(crate::server::SINGLE_MEMBER_TERM);
+        if hard_state.vote == 0 {
+            hard_state.vote = member_id;
+        }
+        hard_state.commit = hard_state.commit.max(format1_last);
+    }
+    let voters = meta.conf_state.voters.clone();
+    if voters == [member_id] && meta.conf_state.learners.is_empty() {
+        // The only voter: whatever it made durable is committed (a quorum of one).
+        hard_state.commit = last_index;
+    }
+    hard_state.commit = hard_state.commit.clamp(checkpoint_index, last_index);
+    if hard_state.term < meta.term {
+        hard_state.term = meta.term;
+    }
+    if hard_state.term == 0 {
+        // etcd bootstraps a new cluster with its configuration entries in term 1, so its
+        // first leader is elected in term 2; Keel starts in term 1 to report the same terms.
+        hard_state.term = 1;
+    }
+
+    let mut alarms = meta.alarms.clone();
+    let mut members = meta.members.clone();
+    let mut applied_index = checkpoint_index;
+    let mut applied_term = meta.term;
+    let mut replayed = 0;
+    for entry in entries.iter().take_while(|e| e.index <= hard_state.commit) {
+        match entry.get_entry_type() {
+            EntryType::EntryNormal => {
+                if let Some((_, command)) = records::entry_command(entry).map_err(corrupt)? {
+                    let mut context = ApplyContext {
+                        alarms: &mut alarms,
+                        members: &mut members,
+                        lease_clocks: None,
+                    };
+                    // Results were delivered before the restart (or never); only the state
+                    // matters now.
+                    let _ = apply(&mut store, &mut context, command);
+                }
+            }
+            EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                return Err(corrupt(format!(
+                    "entry {} is a configuration change, which this build does not apply yet",
+                    entry.index
+                )));
+            }
+        }
+        applied_index = entry.index;
+        applied_term = entry.term;
+        replayed += 1;
+    }
+    let (compacted_term, conf_state) = (meta.term, meta.conf_state.clone());
+    let log = LogStore::new(
+        checkpoint_index,
+        compacted_term,
+        conf_state.clone(),
+        HardState::default(),
+    );
+    log.append(&entries);
+    log.set_hard_state(hard_state);
+    if checkpoint_index > 0 {
+        log.set_checkpoint(CheckpointInfo {
+            index: checkpoint_index,
+            term: meta.term,
+            conf_state,
+        });
+    }
+    meta.alarms = alarms;
+    meta.members = members;
+    Ok(Recovered {
+        wal,
+        snap,
+        store,
+        meta,
+        log,
+        applied_index,
+        applied_term,
+        checkpoint_index,
+        replayed,
+    })
+}
+
+/// Builds raft-rs' configuration from ours (etcd's defaults where raft-rs has a choice).
+fn raft_config(config: &NodeConfig, applied: u64) -> raft::Config {
+    let (min_election_tick, max_election_tick) = config.election_ticks_range.unwrap_or((0, 0));
+    raft::Config {
+        id: config.id,
+        election_tick: config.election_ticks,
+        min_election_tick,
+        max_election_tick,
+        heartbeat_tick: config.heartbeat_ticks,
+        applied,
+        // etcd: 1 MiB per append message, 512 appends in flight.
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 512,
+        check_quorum: true,
+        pre_vote: true,
+        ..Default::default()
+    }
+}
+
+/// A linearizable read batch waiting for its ReadIndex.
+struct PendingRead {
+    ctx: u64,
+    asked_at_tick: u64,
+    first_asked_at_tick: u64,
+    replies: Vec<ReadReply>,
+}
+
+/// The raft node of one member.
+pub struct RaftNode<D: Disk> {
+    raw: RawNode<LogStore>,
+    log: LogStore,
+    wal: Wal<D>,
+    snap: D,
+    shared: Arc<Shared>,
+    config: NodeConfig,
+    /// Clients waiting for their entry, by request id.
+    waiters: HashMap<u64, (u64, oneshot::Sender<ApplyResult>)>,
+    /// Clients of `Compact` with `physical` set, answered when the physical work is done.
+    physical_compaction_waiters: Vec<(oneshot::Sender<ApplyResult>, ApplyResult)>,
+    pending_reads: Vec<PendingRead>,
+    next_read_ctx: u64,
+    ticks: u64,
+    applied_index: u64,
+    applied_term: u64,
+    /// The commit index last written to the WAL.
+    durable_commit: u64,
+    checkpoint_index: u64,
+    /// WAL position of the previous checkpoint: segments are released only through it, so a
+    /// damaged newest checkpoint can fall back to the older one with its entries still in the
+    /// WAL.
+    previous_checkpoint_lsn: Option<u64>,
+    wal_bytes_at_checkpoint: u64,
+    last_checkpoint_bytes: u64,
+    leader_id: u64,
+    failed: Option<String>,
+}
+
+impl<D: Disk> RaftNode<D> {
+    /// A node continuing from `recovered`. `shared` must already hold the recovered store.
+    pub fn new(
+        config: NodeConfig,
+        recovered: Recovered<D>,
+        shared: Arc<Shared>,
+        logger: &slog::Logger,
+    ) -> Result<RaftNode<D>, NodeError> {
+        let raw = RawNode::new(
+            &raft_config(&config, recovered.applied_index),
+            recovered.log.clone(),
+            logger,
+        )
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let durable_commit = recovered.log.hard_state().commit;
+        let mut node = RaftNode {
+            raw,
+            log: recovered.log,
+            wal: recovered.wal,
+            snap: recovered.snap,
+            shared,
+            config,
+            waiters: HashMap::new(),
+            physical_compaction_waiters: Vec::new(),
+            pending_reads: Vec::new(),
+            next_read_ctx: 1,
+            ticks: 0,
+            applied_index: recovered.applied_index,
+            applied_term: recovered.applied_term,
+            durable_commit,
+            checkpoint_index: recovered.checkpoint_index,
+            previous_checkpoint_lsn: None,
+            wal_bytes_at_checkpoint: 0,
+            last_checkpoint_bytes: 0,
+            leader_id: 0,
+            failed: None,
+        };
+        node.shared
+            .applied_index
+            .store(node.applied_index, Ordering::Release);
+        node.shared
+            .raft_term
+            .store(node.raw.raft.term, Ordering::Release);
+        let conf = node.log.conf_state();
+        node.shared
+            .voters
+            .store(conf.voters.len(), Ordering::Release);
+        if conf.voters == [node.config.id] {
+            // The only voter need not wait an election timeout to lead.
+            let _ = node.raw.campaign();
+        }
+        Ok(node)
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> u64 {
+        self.config.id
+    }
+
+    /// The leader this node knows of (0: none).
+    pub fn leader_id(&self) -> u64 {
+        self.raw.raft.leader_id
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// True while this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// Index of the last applied entry.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The commit index.
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// Entries in `low..=high` still held in the log (for checks in tests).
+    pub fn log_entries(&self, low: u64, high: u64) -> Vec<Entry> {
+        self.log.entries_between(low, high)
+    }
+
+    /// Why the node stopped, once it has (a failed WAL).
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Counts one tick (a heartbeat interval).
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        self.raw.tick();
+        if self.ticks % READ_RETRY_TICKS == 0 {
+            self.retry_reads();
+        }
+        if self.ticks % 10 == 0 {
+            // Clients that gave up (disconnected) no longer wait; clients whose entry did not
+            // apply within the request timeout get etcd's "request timed out".
+            let now = self.ticks;
+            let timeout = self.config.request_timeout_ticks;
+            self.waiters.retain(|_, (_, reply)| !reply.is_canceled());
+            let expired: Vec<u64> = self
+                .waiters
+                .iter()
+                .filter(|(_, (since, _))| now - *since >= timeout)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in expired {
+                if let Some((_, reply)) = self.waiters.remove(&id) {
+                    let _ = reply.send(Err(request_timeout_status()));
+                }
+            }
+        }
+    }
+
+    /// Hands a peer's message to raft.
+    pub fn step(&mut self, message: Message) {
+        if let Err(error) = self.raw.step(message) {
+            tracing::debug!(%error, "raft refused a message");
+        }
+    }
+
+    /// Tells raft that a peer could not be reached.
+    pub fn report_unreachable(&mut self, id: u64) {
+        self.raw.report_unreachable(id);
+    }
+
+    /// Proposes a client's write; its reply goes out when the entry applies here.
+    pub fn propose(&mut self, proposal: Proposal) {
+        let Proposal { command, reply } = proposal;
+        if let Some(error) = &self.failed {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(Status::internal(error.clone())));
+            }
+            return;
+        }
+        let request_id = if reply.is_some() {
+            self.shared.ids.next_request_id()
+        } else {
+            0
+        };
+        let data = command::encode_data(request_id, &command);
+        match self.raw.propose(Vec::new(), data) {
+            Ok(()) => {
+                if let Some(reply) = reply {
+                    self.waiters.insert(request_id, (self.ticks, reply));
+                }
+            }
+            Err(_) => {
+                self.shared.metrics.proposals_failed.inc();
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(no_leader_status()));
+                }
+            }
+        }
+    }
+
+    /// Starts one ReadIndex round for every read in `replies`: they share it.
+    pub fn read_index(&mut self, replies: Vec<ReadReply>) {
+        if replies.is_empty() {
+            return;
+        }
+        if self.raw.raft.leader_id == 0 {
+            for reply in replies {
+                let _ = reply.send(Err(no_leader_status()));
+            }
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        self.raw.read_index(ctx.to_le_bytes().to_vec());
+        self.pending_reads.push(PendingRead {
+            ctx,
+            asked_at_tick: self.ticks,
+            first_asked_at_tick: self.ticks,
+            replies,
+        });
+    }
+
+    fn retry_reads(&mut self) {
+        let now = self.ticks;
+        let timeout = self.config.request_timeout_ticks;
+        let mut kept = Vec::new();
+        for mut read in std::mem::take(&mut self.pending_reads) {
+            if now - read.first_asked_at_tick >= timeout {
+                self.shared.metrics.slow_read_indexes.inc();
+                for reply in read.replies {
+                    let _ = reply.send(Err(request_timeout_status()));
+                }
+                continue;
+            }
+            if now - read.asked_at_tick >= READ_RETRY_TICKS {
+                self.shared.metrics.slow_read_indexes.inc();
+                read.asked_at_tick = now;
+                self.raw.read_index(read.ctx.to_le_bytes().to_vec());
+            }
+            kept.push(read);
+        }
+        self.pending_reads = kept;
+    }
+
+    /// True when raft has work for [`RaftNode::handle_ready`].
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
+    /// Processes one Ready (see the module docs for the order). A WAL failure stops the
+    /// node: it answers every waiting client with an error and refuses further work.
+    pub async fn handle_ready(&mut self, outbox: &mut dyn Outbox) -> Result<(), NodeError> {
+        if let Some(error) = &self.failed {
+            return Err(NodeError::Wal(error.clone()));
+        }
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        if !ready.messages().is_empty() {
+            outbox.send(ready.take_messages());
+        }
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.install_snapshot(&snapshot).await?;
+        }
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed);
+
+        // One WAL batch: the new entries, then the hard state (with the newest commit index).
+        let entries = ready.take_entries();
+        let mut hard_state = ready.hs().cloned();
+        let commit_now = self.raw.raft.raft_log.committed;
+        if hard_state.is_none() && commit_now > self.durable_commit && !entries.is_empty() {
+            // The commit index rides along with entries that are written anyway.
+            hard_state = Some(self.raw.raft.hard_state());
+        }
+        if !entries.is_empty() || hard_state.is_some() {
+            let mut payloads: Vec<(RecordType, Vec<u8>)> = entries
+                .iter()
+                .map(|e| (RecordType::Entry, records::encode_entry(e)))
+                .collect();
+            if let Some(state) = &hard_state {
+                payloads.push((RecordType::HardState, records::encode_hard_state(state)));
+            }
+            self.wal_append(&payloads).await?;
+            self.log.append(&entries);
+            if let Some(state) = hard_state {
+                self.durable_commit = state.commit;
+                self.log.set_hard_state(state);
+            }
+        }
+        self.deliver_reads(ready.take_read_states());
+        if !ready.persisted_messages().is_empty() {
+            outbox.send(ready.take_persisted_messages());
+        }
+        if let Some(soft) = ready.ss() {
+            self.on_soft_state(soft.leader_id, soft.raft_state);
+        }
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.log.set_commit(commit);
+        }
+        if !light.messages().is_empty() {
+            outbox.send(light.take_messages());
+        }
+        self.apply_entries(light.take_committed_entries());
+        self.raw.advance_apply();
+        let committed = self.raw.raft.raft_log.committed;
+        self.shared.commit_index.store(committed, Ordering::Release);
+        self.shared.metrics.proposals_committed.set(committed);
+        self.shared
+            .raft_term
+            .store(self.raw.raft.term, Ordering::Release);
+        Ok(())
+    }
+
+    async fn wal_append(&mut self, payloads: &[(RecordType, Vec<u8>)]) -> Result<(), NodeError> {
+        let records: Vec<(RecordType, &[u8])> =
+            payloads.iter().map(|(t, p)| (*t, p.as_slice())).collect();
+        let bytes_before = self.wal.bytes_written();
+        let started = Instant::now();
+        if let Err(error) = self.wal.append(&records).await {
+            // Never retry a failed sync: what reached the disk is unknown. The member stops
+            // taking part; a restart recovers from what the WAL holds.
+            let text = format!("{error}");
+            tracing::error!(%error, "WAL append failed; this member stops until restarted");
+            self.fail(text.clone());
+            return Err(NodeError::Wal(text));
+        }
+        let metrics = &self.shared.metrics;
+        metrics.wal_fsync.observe(started.elapsed());
+        metrics
+            .wal_write_bytes
+            .add(self.wal.bytes_written() - bytes_before);
+        Ok(())
+    }
+
+    fn fail(&mut self, error: String) {
+        self.shared.wal_failed.store(true, Ordering::Release);
+        for (_, (_, reply)) in self.waiters.drain() {
+            let _ = reply.send(Err(wal_failed_status()));
+        }
+        for read in self.pending_reads.drain(..) {
+            for reply in read.replies {
+                let _ = reply.send(Err(wal_failed_status()));
+            }
+        }
+        self.failed = Some(error);
+    }
+
+    fn on_soft_state(&mut self, leader_id: u64, role: StateRole) {
+        let shared = &self.shared;
+        if leader_id != self.leader_id {
+            if leader_id != 0 {
+                shared.metrics.leader_changes_seen.inc();
+            }
+            tracing::info!(
+                member = %format!("{:x}", self.config.id),
+                leader = %format!("{leader_id:x}"),
+                term = self.raw.raft.term,
+                "leader changed"
+            );
+            self.leader_id = leader_id;
+        }
+        shared.leader_id.store(leader_id, Ordering::Release);
+        let was_leader = shared
+            .is_leader
+            .swap(role == StateRole::Leader, Ordering::AcqRel);
+        if role == StateRole::Leader && !was_leader {
+            // A new leader restarts every lease's clock with its full TTL (etcd's lessor
+            // promotion), so leases do not expire in bulk because the old leader died.
+            let store = shared.read_store();
+            let mut clocks = shared.lease_clocks.lock().expect("lease clock lock");
+            for lease in store.leases() {
+                clocks.start(lease.id, lease.granted_ttl_seconds);
+            }
+        }
+        if leader_id == 0 || (was_leader && role != StateRole::Leader) {
+            // Reads waiting for a ReadIndex from a leader that is gone are asked again at the
+            // next retry; nothing to do here but make sure the retry comes soon.
+            for read in &mut self.pending_reads {
+                read.asked_at_tick = read.asked_at_tick.saturating_sub(READ_RETRY_TICKS);
+            }
+        }
+    }
+
+    fn deliver_reads(&mut self, states: Vec<raft::ReadState>) {
+        for state in states {
+            let Ok(ctx) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+                continue;
+            };
+            let ctx = u64::from_le_bytes(ctx);
+            if let Some(at) = self.pending_reads.iter().position(|r| r.ctx == ctx) {
+                let read = self.pending_reads.swap_remove(at);
+                for reply in read.replies {
+                    let _ = reply.send(Ok(state.index));
+                }
+            }
+        }
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let applying = Instant::now();
+        let mut results = Vec::new();
+        let mut conf_changes = Vec::new();
+        {
+            let mut store = shared.write_store();
+            let mut alarms = shared.alarms.lock().expect("alarm lock");
+            let mut members = shared.members.lock().expect("members lock");
+            let mut clocks = shared.lease_clocks.lock().expect("lease clock lock");
+            for entry in entries {
+                debug_assert!(
+                    entry.index == self.applied_index + 1,
+                    "apply out of order: {} after {}",
+                    entry.index,
+                    self.applied_index
+                );
+                if entry.index <= self.applied_index {
+                    continue;
+                }
+                match entry.get_entry_type() {
+                    EntryType::EntryNormal => match records::entry_command(&entry) {
+                        Ok(Some((request_id, command))) => {
+                            let physical = matches!(&command, Command::Compact(r) if r.physical);
+                            let expiry =
+                                request_id == 0 && matches!(&command, Command::LeaseRevoke(_));
+                            let mut context = ApplyContext {
+                                alarms: &mut alarms,
+                                members: &mut members,
+                                lease_clocks: Some(&mut clocks),
+                            };
+                            let result = apply(&mut store, &mut context, command);
+                            if result.is_err() {
+                                shared.metrics.proposals_failed.inc();
+                            } else if expiry {
+                                shared.metrics.lease_revoked.inc();
+                            }
+                            results.push((request_id, physical, result));
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            // Every member holds the same bytes; applying nothing keeps them
+                            // equal, and the error says where to look.
+                            tracing::error!(%error, "a committed entry does not decode");
+                        }
+                    },
+                    EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                        conf_changes.push(entry.clone());
+                    }
+                }
+                self.applied_index = entry.index;
+                self.applied_term = entry.term;
+            }
+            shared
+                .applied_index
+                .store(self.applied_index, Ordering::Release);
+        }
+        for entry in conf_changes {
+            self.apply_conf_change(&entry);
+        }
+        let apply_time = applying.elapsed();
+        shared.metrics.backend_commit.observe(apply_time);
+        if apply_time > SLOW_APPLY {
+            shared.metrics.slow_apply.inc();
+        }
+        shared.metrics.proposals_applied.set(self.applied_index);
+        shared.revision_changed.notify(usize::MAX);
+        for (request_id, physical, result) in results {
+            if request_id == 0 {
+                continue;
+            }
+            let Some((_, reply)) = self.waiters.remove(&request_id) else {
+                continue;
+            };
+            if physical && result.is_ok() {
+                self.physical_compaction_waiters.push((reply, result));
+            } else {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) {
+        let applied = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
+            ConfChangeV2::parse_from_bytes(&entry.data)
+                .map_err(|e| e.to_string())
+                .and_then(|cc| self.raw.apply_conf_change(&cc).map_err(|e| e.to_string()))
+        } else {
+            ConfChange::parse_from_bytes(&entry.data)
+                .map_err(|e| e.to_string())
+                .and_then(|cc| self.raw.apply_conf_change(&cc).map_err(|e| e.to_string()))
+        };
+        match applied {
+            Ok(conf_state) => {
+                self.shared
+                    .voters
+                    .store(conf_state.voters.len(), Ordering::Release);
+                self.log.set_conf_state(conf_state);
+            }
+            Err(error) => {
+                tracing::error!(%error, index = entry.index, "configuration change refused")
+            }
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        snapshot: &raft::eraftpb::Snapshot,
+    ) -> Result<(), NodeError> {
+        let meta = snapshot.get_metadata();
+        let index = meta.index;
+        if index <= self.applied_index {
+            return Ok(());
+        }
+        // The transport stored the leader's checkpoint file under this index before stepping
+        // the snapshot message.
+        let payload = checkpoint::load(&self.snap, index)
+            .await
+            .map_err(|e| NodeError::Checkpoint(format!("snapshot {index}: {e}")))?;
+        let (state_meta, offset) = records::decode_state(&payload).map_err(corrupt)?;
+        let state_meta = state_meta.ok_or_else(|| corrupt("snapshot without state metadata"))?;
+        let store = Store::decode_checkpoint(&payload[offset..])
+            .map_err(|e| NodeError::Checkpoint(format!("snapshot {index}: {e}")))?;
+        let marker = SnapshotMarker {
+            index,
+            term: meta.term,
+            conf_state: meta.get_conf_state().clone(),
+        };
+        self.wal_append(&[(
+            RecordType::Snapshot,
+            records::encode_snapshot_marker(&marker),
+        )])
+        .await?;
+        {
+            let shared = &self.shared;
+            *shared.write_store() = store;
+            *shared.alarms.lock().expect("alarm lock") = state_meta.alarms.clone();
+            *shared.members.lock().expect("members lock") = state_meta.members.clone();
+            let leases: Vec<(i64, i64)> = shared
+                .read_store()
+                .leases()
+                .iter()
+                .map(|lease| (lease.id, lease.granted_ttl_seconds))
+                .collect();
+            let mut clocks = shared.lease_clocks.lock().expect("lease clock lock");
+            *clocks = Default::default();
+            for (id, ttl) in leases {
+                clocks.start(id, ttl);
+            }
+            shared
+                .voters
+                .store(marker.conf_state.voters.len(), Ordering::Release);
+            shared.applied_index.store(index, Ordering::Release);
+        }
+        self.log.restart_after(CheckpointInfo {
+            index,
+            term: meta.term,
+            conf_state: marker.conf_state.clone(),
+        });
+        self.applied_index = index;
+        self.applied_term = meta.term;
+        self.checkpoint_index = index;
+        self.shared.revision_changed.notify(usize::MAX);
+        tracing::info!(
+            index,
+            term = meta.term,
+            "installed a snapshot from the leader"
+        );
+        Ok(())
+    }
+
+    /// Does one slice of pending physical compaction; true when none is left (and then the
+    /// clients waiting for a physical compaction are answered).
+    pub fn compaction_step(&mut self) -> bool {
+        let shared = &self.shared;
+        let done = {
+            let store = shared.read_store();
+            !store.compaction_pending()
+        } || shared.write_store().compact_step(COMPACTION_STEP_UNITS);
+        if done {
+            for (reply, result) in self.physical_compaction_waiters.drain(..) {
+                let _ = reply.send(result);
+            }
+        }
+        done
+    }
+
+    /// A checkpoint is due after `--snapshot-count` applied entries *and* once the WAL
+    /// written since the last checkpoint is at least as large as that checkpoint (encoding
+    /// costs time in proportion to the store; this keeps its amortized cost at most that of
+    /// the writes).
+    pub fn checkpoint_due(&self) -> bool {
+        self.applied_index >= self.checkpoint_index + self.config.snapshot_count.max(1)
+            && self.wal.bytes_written() - self.wal_bytes_at_checkpoint >= self.last_checkpoint_bytes
+    }
+
+    /// Writes a checkpoint of the state at the applied index, offers it to lagging followers,
+    /// compacts the in-memory log behind it, and releases the WAL segments that only older
+    /// checkpoints need. A failure is logged and retried at the next threshold: the WAL
+    /// still holds everything.
+    pub async fn checkpoint(&mut self) {
+        let index = self.applied_index;
+        let shared = self.shared.clone();
+        let meta = StateMeta {
+            term: self.applied_term,
+            conf_state: self.log.conf_state(),
+            members: shared.members.lock().expect("members lock").clone(),
+            alarms: shared.alarms.lock().expect("alarm lock").clone(),
+        };
+        let mvcc = match shared.read_store().encode_checkpoint() {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::error!(%error, "encoding checkpoint failed");
+                self.checkpoint_index = index;
+                return;
+            }
+        };
+        let payload = records::encode_state(&meta, &mvcc);
+        drop(mvcc);
+        // The hard state is written again after the checkpoint, so the newest one always
+        // lies after every position the WAL may release.
+        let hard_state = self.raw.raft.hard_state();
+        if self
+            .wal_append(&[(
+                RecordType::HardState,
+                records::encode_hard_state(&hard_state),
+            )])
+            .await
+            .is_err()
+        {
+            return;
+        }
+        self.durable_commit = hard_state.commit;
+        let lsn = self.wal.last_lsn();
+        if let Err(error) = checkpoint::save(&self.snap, index, &payload).await {
+            tracing::error!(%error, index, "writing checkpoint failed");
+            self.checkpoint_index = index;
+            return;
+        }
+        self.checkpoint_index = index;
+        self.wal_bytes_at_checkpoint = self.wal.bytes_written();
+        self.last_checkpoint_bytes = payload.len() as u64;
+        self.log.set_checkpoint(CheckpointInfo {
+            index,
+            term: meta.term,
+            conf_state: meta.conf_state,
+        });
+        let release = self.previous_checkpoint_lsn.replace(lsn);
+        tracing::info!(index, bytes = payload.len(), "checkpoint written");
+        if let Some(release) = release {
+            if let Err(error) = self.wal.release_through(release).await {
+                tracing::warn!(%error, "releasing WAL segments failed");
+            }
+        }
+    }
+
+    /// The checkpoint directory (the transport reads snapshot files from it).
+    pub fn snap_disk(&self) -> &D {
+        &self.snap
+    }
+
+    /// Answers every waiting client with "server stopped" (at shutdown).
+    pub fn stop(&mut self) {
+        for (_, (_, reply)) in self.waiters.drain() {
+            let _ = reply.send(Err(crate::server::state::stopped_status()));
+        }
+        for read in self.pending_reads.drain(..) {
+            for reply in read.replies {
+                let _ = reply.send(Err(crate::server::state::stopped_status()));
+            }
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! The bytes the raft core writes: WAL record payloads (raft entries, hard states, snapshot
+//! markers) and the state-machine checkpoint payload. `engine/FORMAT.md` ("Server log
+//! entries" and "State-machine checkpoint payload") specifies every byte; this module is
+//! the only code that reads or writes them.
+//!
+//! Raft entries are written in format 2. Format 1 (single-member Keel before raft: every entry
+//! a client write, all of them committed) is still read, so an old data dir opens and is
+//! carried forward: its entries keep their index and term, and the first hard state written
+//! commits them.
+
+use keel_proto::etcdserverpb as pb;
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState};
+
+use crate::server::command::{self, Command};
+
+/// Version byte of a format-2 entry payload.
+pub const ENTRY_FORMAT_V2: u8 = 2;
+/// Bytes of a format-2 entry payload before the entry data: version, index, term, kind.
+pub const ENTRY_V2_HEADER_BYTES: usize = 18;
+/// Version byte of a hard-state payload.
+pub const HARD_STATE_FORMAT: u8 = 1;
+/// Version byte of a snapshot-marker payload.
+pub const SNAPSHOT_MARKER_FORMAT: u8 = 1;
+/// Magic at the start of a state-machine checkpoint payload.
+pub const STATE_MAGIC: &[u8; 8] = b"KEELSTAT";
+/// Magic at the start of the MVCC payload (a format-1 checkpoint holds only that).
+pub const MVCC_MAGIC: &[u8; 8] = b"KEELMVCC";
+/// Version of the state-machine checkpoint payload.
+pub const STATE_FORMAT_VERSION: u32 = 1;
+
+/// What kind of raft entry a format-2 payload holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EntryKind {
+    /// A client write or a write the server decided on (data: [`command::encode_data`]).
+    Normal = 0,
+    /// The empty entry a new leader appends (no data).
+    Empty = 1,
+    /// A raft-rs `ConfChange` (data: its protobuf encoding).
+    ConfChange = 2,
+    /// A raft-rs `ConfChangeV2` (data: its protobuf encoding).
+    ConfChangeV2 = 3,
+}
+
+/// A WAL payload that cannot be decoded. The WAL's CRC matched, so this is a bug or a format
+/// from another version, never a torn write.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RecordDecodeError(pub String);
+
+fn bad(text: impl Into<String>) -> RecordDecodeError {
+    RecordDecodeError(text.into())
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// The format-2 WAL payload of a raft entry.
+pub fn encode_entry(entry: &Entry) -> Vec<u8> {
+    let kind = match entry.get_entry_type() {
+        EntryType::EntryNormal if entry.data.is_empty() => EntryKind::Empty,
+        EntryType::EntryNormal => EntryKind::Normal,
+        EntryType::EntryConfChange => EntryKind::ConfChange,
+        EntryType::EntryConfChangeV2 => EntryKind::ConfChangeV2,
+    };
+    let mut out = Vec::with_capacity(ENTRY_V2_HEADER_BYTES + entry.data.len());
+    out.push(ENTRY_FORMAT_V2);
+    out.extend_from_slice(&entry.index.to_le_bytes());
+    out.extend_from_slice(&entry.term.to_le_bytes());
+    out.push(kind as u8);
+    out.extend_from_slice(&entry.data);
+    out
+}
+
+/// Decodes an entry payload of format 2, or of format 1 (converted to a normal raft entry with
+/// request id 0).
+pub fn decode_entry(payload: &[u8]) -> Result<Entry, RecordDecodeError> {
+    match payload.first() {
+        Some(&ENTRY_FORMAT_V2) => {
+            if payload.len() < ENTRY_V2_HEADER_BYTES {
+                return Err(bad(format!(
+                    "entry payload of {} bytes, shorter than its header",
+                    payload.len()
+                )));
+            }
+            let mut entry = Entry::default();
+            entry.index = u64_at(payload, 1);
+            entry.term = u64_at(payload, 9);
+            let data = &payload[ENTRY_V2_HEADER_BYTES..];
+            let entry_type = match payload[17] {
+                0 if !data.is_empty() => EntryType::EntryNormal,
+                1 if data.is_empty() => EntryType::EntryNormal,
+                2 => EntryType::EntryConfChange,
+                3 => EntryType::EntryConfChangeV2,
+                kind => {
+                    return Err(bad(format!(
+                        "entry {}: kind {kind} with {} bytes of data",
+                        entry.index,
+                        data.len()
+                    )))
+                }
+            };
+            entry.set_entry_type(entry_type);
+            entry.data = data.to_vec().into();
+            Ok(entry)
+        }
+        Some(&command::ENTRY_FORMAT_VERSION) => {
+            let old = command::decode_entry(payload).map_err(|e| bad(e.to_string()))?;
+            let mut entry = Entry::default();
+            entry.index = old.index;
+            entry.term = old.term;
+            entry.set_entry_type(EntryType::EntryNormal);
+            entry.data = command::encode_data(0, &old.command).into();
+            Ok(entry)
+        }
+        Some(version) => Err(bad(format!(
+            "entry format version {version} (this build reads 1 and 2)"
+        ))),
+        None => Err(bad("empty entry payload")),
+    }
+}
+
+/// True for a format-1 entry payload (written before raft).
+pub fn is_format1_entry(payload: &[u8]) -> bool {
+    payload.first() == Some(&command::ENTRY_FORMAT_VERSION)
+}
+
+/// The WAL payload of a hard state: version, term, vote, commit.
+pub fn encode_hard_state(state: &HardState) -> Vec<u8> {
+    let mut out = Vec::with_capacity(25);
+    out.push(HARD_STATE_FORMAT);
+    out.extend_from_slice(&state.term.to_le_bytes());
+    out.extend_from_slice(&state.vote.to_le_bytes());
+    out.extend_from_slice(&state.commit.to_le_bytes());
+    out
+}
+
+/// Decodes a hard-state payload.
+pub fn decode_hard_state(payload: &[u8]) -> Result<HardState, RecordDecodeError> {
+    if payload.len() != 25 || payload[0] != HARD_STATE_FORMAT {
+        return Err(bad(format!(
+            "hard state payload of {} bytes, version {:?}",
+            payload.len(),
+            payload.first()
+        )));
+    }
+    let mut state = HardState::default();
+    state.term = u64_at(payload, 1);
+    state.vote = u64_at(payload, 9);
+    state.commit = u64_at(payload, 17);
+    Ok(state)
+}
+
+/// A snapshot marker: the raft log restarts after `index` (a snapshot from the leader was
+/// installed; its state is the checkpoint file of that index).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotMarker {
+    /// Index of the last entry the snapshot covers.
+    pub index: u64,
+    /// Term of that entry.
+    pub term: u64,
+    /// The configuration at that index.
+    pub conf_state: ConfState,
+}
+
+/// The WAL payload of a snapshot marker: version, index, term, ConfState (raft-rs protobuf).
+pub fn encode_snapshot_marker(marker: &SnapshotMarker) -> Vec<u8> {
+    let conf = marker
+        .conf_state
+        .write_to_bytes()
+        .expect("encoding a ConfState cannot fail");
+    let mut out = Vec::with_capacity(17 + conf.len());
+    out.push(SNAPSHOT_MARKER_FORMAT);
+    out.extend_from_slice(&marker.index.to_le_bytes());
+    out.extend_from_slice(&marker.term.to_le_bytes());
+    out.extend_from_slice(&conf);
+    out
+}
+
+/// Decodes a snapshot-marker payload.
+pub fn decode_snapshot_marker(payload: &[u8]) -> Result<SnapshotMarker, RecordDecodeError> {
+    if payload.len() < 17 || payload[0] != SNAPSHOT_MARKER_FORMAT {
+        return Err(bad(format!(
+            "snapshot marker payload of {} bytes, version {:?}",
+            payload.len(),
+            payload.first()
+        )));
+    }
+    let conf_state = ConfState::parse_from_bytes(&payload[17..])
+        .map_err(|e| bad(format!("snapshot marker ConfState: {e}")))?;
+    Ok(SnapshotMarker {
+        index: u64_at(payload, 1),
+        term: u64_at(payload, 9),
+        conf_state,
+    })
+}
+
+/// Everything a checkpoint holds besides the MVCC store: what a member needs to continue the
+/// raft log from the checkpoint's index.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StateMeta {
+    /// Term of the entry at the checkpoint's index.
+    pub term: u64,
+    /// The raft configuration at that index.
+    pub conf_state: ConfState,
+    /// The members, with the attributes they published.
+    pub members: Vec<pb::Member>,
+    /// Active alarms.
+    pub alarms: Vec<pb::AlarmMember>,
+}
+
+/// Bytes of the state-machine checkpoint header before its sections.
+const STATE_HEADER_BYTES: usize = 40;
+
+/// The state-machine checkpoint payload: a header, the sections of `meta`, zero padding to a
+/// multiple of 16, then the MVCC payload (kept 16-aligned so it decodes without a copy).
+pub fn encode_state(meta: &StateMeta, mvcc: &[u8]) -> Vec<u8> {
+    let conf = meta
+        .conf_state
+        .write_to_bytes()
+        .expect("encoding a ConfState cannot fail");
+    let members = pb::MemberListResponse {
+        members: meta.members.clone(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let alarms = pb::AlarmResponse {
+        alarms: meta.alarms.clone(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let sections = conf.len() + members.len() + alarms.len();
+    let mvcc_offset = (STATE_HEADER_BYTES + sections).div_ceil(16) * 16;
+    let mut out = Vec::with_capacity(mvcc_offset + mvcc.len());
+    out.extend_from_slice(STATE_MAGIC);
+    out.extend_from_slice(&STATE_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(conf.len() as u32).to_le_bytes());
+    out.extend_from_slice(&meta.term.to_le_bytes());
+    out.extend_from_slice(&(members.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(alarms.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(mvcc_offset as u64).to_le_bytes());
+    debug_assert_eq!(out.len(), STATE_HEADER_BYTES);
+    out.extend_from_slice(&conf);
+    out.extend_from_slice(&members);
+    out.extend_from_slice(&alarms);
+    out.resize(mvcc_offset, 0);
+    out.extend_from_slice(mvcc);
+    out
+}
+
+/// Splits a checkpoint payload into its metadata and the offset of its MVCC payload. A
+/// format-1 payload (the MVCC payload alone) has no metadata: `None` is returned for it, and
+/// the caller supplies what a single member before raft implied.
+pub fn decode_state(payload: &[u8]) -> Result<(Option<StateMeta>, usize), RecordDecodeError> {
+    if payload.starts_with(MVCC_MAGIC) {
+        return Ok((None, 0));
+    }
+    if payload.len() < STATE_HEADER_BYTES || !payload.starts_with(STATE_MAGIC) {
+        return Err(bad(
+            "checkpoint payload has neither the KEELSTAT nor the KEELMVCC magic",
+        ));
+    }
+    let version = u32_at(payload, 8);
+    if version != STATE_FORMAT_VERSION {
+        return Err(bad(format!(
+            "checkpoint state format {version} (this build reads {STATE_FORMAT_VERSION})"
+        )));
+    }
+    let conf_len = u32_at(payload, 12) as usize;
+    let term = u64_at(payload, 16);
+    let members_len = u32_at(payload, 24) as usize;
+    let alarms_len = u32_at(payload, 28) as usize;
+    let mvcc_offset = u64_at(payload, 32);
+    let sections_end = STATE_HEADER_BYTES + conf_len + members_len + alarms_len;
+    if mvcc_offset > payload.len() as u64
+        || (mvcc_offset as usize) < sections_end
+        || mvcc_offset % 16 != 0
+    {
+        return Err(bad(format!(
+            "checkpoint state sections ({sections_end} bytes) and MVCC offset {mvcc_offset} \
+             do not fit a payload of {} bytes",
+            payload.len()
+        )));
+    }
+    let mut at = STATE_HEADER_BYTES;
+    let conf_state = ConfState::parse_from_bytes(&payload[at..at + conf_len])
+        .map_err(|e| bad(format!("checkpoint ConfState: {e}")))?;
+    at += conf_len;
+    let members = pb::MemberListResponse::decode(&payload[at..at + members_len])
+        .map_err(|e| bad(format!("checkpoint members: {e}")))?
+        .members;
+    at += members_len;
+    let alarms = pb::AlarmResponse::decode(&payload[at..at + alarms_len])
+        .map_err(|e| bad(format!("checkpoint alarms: {e}")))?
+        .alarms;
+    Ok((
+        Some(StateMeta {
+            term,
+            conf_state,
+            members,
+            alarms,
+        }),
+        mvcc_offset as usize,
+    ))
+}
+
+/// Decodes the command of a normal entry; `None` for the empty entry a new leader appends.
+pub fn entry_command(entry: &Entry) -> Result<Option<(u64, Command)>, RecordDecodeError> {
+    if entry.data.is_empty() {
+        return Ok(None);
+    }
+    command::decode_data(&entry.data)
+        .map(Some)
+        .map_err(|e| bad(format!("entry {}: {e}", entry.index)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_in_every_kind() {
+        for (entry_type, data) in [
+            (EntryType::EntryNormal, vec![]),
+            (
+                EntryType::EntryNormal,
+                command::encode_data(5, &Command::Compact(Default::default())),
+            ),
+            (EntryType::EntryConfChange, vec![1, 2, 3]),
+            (EntryType::EntryConfChangeV2, vec![]),
+        ] {
+            let mut entry = Entry::default();
+            entry.index = 42;
+            entry.term = 7;
+            entry.set_entry_type(entry_type);
+            entry.data = data.into();
+            let decoded = decode_entry(&encode_entry(&entry)).unwrap();
+            assert_eq!(decoded, entry);
+        }
+    }
+
+    #[test]
+    fn format1_entries_still_decode() {
+        let mut payload = Vec::new();
+        Command::Put(pb::PutRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        })
+        .encode_entry(3, 2, &mut payload);
+        assert!(is_format1_entry(&payload));
+        let entry = decode_entry(&payload).unwrap();
+        assert_eq!((entry.index, entry.term), (3, 2));
+        let (request_id, command) = entry_command(&entry).unwrap().unwrap();
+        assert_eq!(request_id, 0);
+        assert!(matches!(command, Command::Put(p) if p.key == b"k"));
+    }
+
+    #[test]
+    fn hard_state_and_marker_round_trip() {
+        let mut state = HardState::default();
+        state.term = 3;
+        state.vote = 9;
+        state.commit = 100;
+        assert_eq!(
+            decode_hard_state(&encode_hard_state(&state)).unwrap(),
+            state
+        );
+        let marker = SnapshotMarker {
+            index: 10,
+            term: 2,
+            conf_state: ConfState::from((vec![1, 2, 3], vec![4])),
+        };
+        assert_eq!(
+            decode_snapshot_marker(&encode_snapshot_marker(&marker)).unwrap(),
+            marker
+        );
+        assert!(decode_hard_state(&[1, 2]).is_err());
+        assert!(decode_snapshot_marker(&[9; 30]).is_err());
+    }
+
+    #[test]
+    fn state_payload_keeps_the_mvcc_payload_aligned() {
+        let meta = StateMeta {
+            term: 4,
+            conf_state: ConfState::from((vec![1, 2], vec![])),
+            members: vec![pb::Member {
+                id: 1,
+                name: "a".into(),
+                ..Default::default()
+            }],
+            alarms: vec![pb::AlarmMember {
+                member_id: 1,
+                alarm: 1,
+            }],
+        };
+        let mvcc = b"KEELMVCC and the rest".to_vec();
+        let payload = encode_state(&meta, &mvcc);
+        let (decoded, offset) = decode_state(&payload).unwrap();
+        assert_eq!(decoded.unwrap(), meta);
+        assert_eq!(offset % 16, 0);
+        assert_eq!(&payload[offset..], &mvcc[..]);
+        assert_eq!(decode_state(&mvcc).unwrap(), (None, 0));
+        assert!(decode_state(b"garbage garbage garbage garbage garbage garbage").is_err());
+        let mut truncated = payload.clone();
+        truncated.truncate(45);
+        assert!(decode_state(&truncated).is_err());
+    }
+
+    #[test]
+    fn garbage_entries_are_errors() {
+        assert!(decode_entry(&[]).is_err());
+        assert!(decode_entry(&[2, 0, 0]).is_err());
+        assert!(decode_entry(&[7; 30]).is_err());
+        let mut empty_with_data = vec![2];
+        empty_with_data.extend_from_slice(&[0; 16]);
+        empty_with_data.push(1);
+        empty_with_data.push(9);
+        assert!(decode_entry(&empty_with_data).is_err());
+    }
+}

@@ -1,0 +1,404 @@
+//! The peer transport: raft messages between members as gRPC streams on the peer port.
+//!
+//! A member runs one peer thread (its own glommio executor) that serves Keel's `Peer` service
+//! on `--listen-peer-urls` and keeps one long-lived client stream open to every other member.
+//! The raft core never waits for the network: its [`PeerSenders`] outbox puts each message in
+//! the destination's bounded queue and drops it when the queue is full (raft retries), and
+//! the peer thread batches whatever is queued into one `RaftBatch` per send. A broken or
+//! refused connection is reported to raft (`report_unreachable`) and retried with backoff.
+//! Incoming batches are checked (cluster id, destination) and decoded on the peer thread, then
+//! handed to the raft core's bounded inbox.
+//!
+//! Raft messages travel as opaque bytes in raft-rs' own protobuf encoding, so raft-rs'
+//! protobuf never meets tonic's prost. Peer TLS (the security work) plugs in through
+//! `ClientOptions::tls` and `ServeOptions::tls`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use futures::StreamExt;
+use keel_proto::keelpeerpb as peerpb;
+use keel_proto::keelpeerpb::peer_client::PeerClient;
+use keel_proto::keelpeerpb::peer_server::{Peer, PeerServer};
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use tonic::service::Routes;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::net::{self, ClientOptions, HttpHandler, ServeOptions};
+use crate::raft::node::Outbox;
+use crate::server::log::PeerInput;
+use crate::server::state::SharedRef;
+
+/// Messages queued for one peer before new ones are dropped.
+pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
+/// Messages sent in one `RaftBatch` at most.
+pub const BATCH_MESSAGES_MAX: usize = 256;
+/// Raft inputs queued for the raft core before new ones are dropped.
+pub const CORE_INBOX_MAX: usize = 16 * 1024;
+/// The first wait before reconnecting to a peer; it doubles up to [`RECONNECT_BACKOFF_MAX`].
+pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// The longest wait before reconnecting to a peer.
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Largest raft message accepted from a peer (raft caps appends at 1 MiB per message; a
+/// batch is at most a few of them). Bounds what protobuf 2 is asked to decode.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// The raft core's outbox: one bounded queue per peer.
+pub struct PeerSenders {
+    queues: HashMap<u64, async_channel::Sender<Message>>,
+}
+
+impl Outbox for PeerSenders {
+    fn send(&mut self, messages: Vec<Message>) {
+        for message in messages {
+            match self.queues.get(&message.to) {
+                // A full queue means the peer is slow or gone: dropping is what raft expects
+                // of a lossy network, and it never blocks the raft core.
+                Some(queue) => {
+                    let _ = queue.try_send(message);
+                }
+                None => tracing::debug!(to = message.to, "raft message for an unknown member"),
+            }
+        }
+    }
+}
+
+/// Who this member is, for the peer protocol.
+#[derive(Clone, Debug)]
+pub struct PeerIdentity {
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// This member's id.
+    pub member_id: u64,
+    /// `--initial-cluster-token`.
+    pub cluster_token: String,
+    /// `--name`.
+    pub name: String,
+    /// This member's peer URLs.
+    pub peer_urls: Vec<String>,
+    /// This member's client URLs.
+    pub client_urls: Vec<String>,
+}
+
+/// The peer thread, once started.
+pub struct PeerThread {
+    /// The raft core's outbox.
+    pub senders: PeerSenders,
+    /// The raft core's inbox for peer input.
+    pub inbox: async_channel::Receiver<PeerInput>,
+    /// The bound peer listen addresses.
+    pub listen_addrs: Vec<SocketAddr>,
+    /// The thread.
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts the peer thread: binds `listen` (resolving port 0), and connects to `peers` (member
+/// id, peer address). Returns once the listeners are bound.
+pub fn start(
+    identity: PeerIdentity,
+    listen: Vec<SocketAddr>,
+    peers: Vec<(u64, SocketAddr)>,
+    shared: SharedRef,
+) -> anyhow::Result<PeerThread> {
+    let (inbox_tx, inbox) = async_channel::bounded(CORE_INBOX_MAX);
+    let mut queues = HashMap::new();
+    let mut receivers = Vec::new();
+    for (id, addr) in &peers {
+        let (tx, rx) = async_channel::bounded(PEER_QUEUE_MESSAGES_MAX);
+        queues.insert(*id, tx);
+        receivers.push((*id, *addr, rx));
+    }
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<anyhow::Result<Vec<SocketAddr>>>();
+    let thread = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("keel-peer")
+        .spawn(move || async move {
+            let mut listeners = Vec::new();
+            let mut bound = Vec::new();
+            for addr in &listen {
+                match net::bind_reuseport(*addr) {
+                    Ok(listener) => {
+                        bound.push(listener.local_addr().unwrap_or(*addr));
+                        listeners.push(listener);
+                    }
+                    Err(error) => {
+                        let _ = bound_tx.send(Err(anyhow::anyhow!(
+                            "listening for peers on {addr}: {error}"
+                        )));
+                        return;
+                    }
+                }
+            }
+            let _ = bound_tx.send(Ok(bound));
+            let mut tasks = Vec::new();
+            for (id, addr, rx) in receivers {
+                let sender = Sender {
+                    identity: identity.clone(),
+                    peer_id: id,
+                    addr,
+                    queue: rx,
+                    inbox: inbox_tx.clone(),
+                    shared: shared.clone(),
+                };
+                tasks.push(glommio::spawn_local(sender.run()));
+            }
+            let http: Rc<dyn HttpHandler> = Rc::new(NotFound);
+            for listener in listeners {
+                let service = PeerService {
+                    identity: identity.clone(),
+                    inbox: inbox_tx.clone(),
+                };
+                let routes = Routes::new(
+                    PeerServer::new(service).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX),
+                );
+                let shared = shared.clone();
+                let shutdown = async move {
+                    loop {
+                        let listener = shared.stop_event.listen();
+                        if shared.stopping.load(Ordering::Acquire) {
+                            return;
+                        }
+                        listener.await;
+                    }
+                };
+                let options = ServeOptions {
+                    shutdown_timeout: Duration::from_millis(200),
+                    ..ServeOptions::default()
+                };
+                let serving = net::serve(listener, routes, http.clone(), options, shutdown);
+                tasks.push(glommio::spawn_local(async move {
+                    if let Err(error) = serving.await {
+                        tracing::error!(%error, "peer listener failed");
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await;
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("starting the peer thread: {e}"))?;
+    let listen_addrs = match bound_rx.recv() {
+        Ok(Ok(addrs)) => addrs,
+        Ok(Err(error)) => {
+            let _ = thread.join();
+            return Err(error);
+        }
+        Err(_) => {
+            let _ = thread.join();
+            anyhow::bail!("the peer thread died while binding");
+        }
+    };
+    Ok(PeerThread {
+        senders: PeerSenders { queues },
+        inbox,
+        listen_addrs,
+        thread: std::thread::spawn(move || {
+            let _ = thread.join();
+        }),
+    })
+}
+
+/// Plain HTTP on the peer port: nothing is served there.
+struct NotFound;
+
+impl HttpHandler for NotFound {
+    fn handle(
+        &self,
+        _request: http::Request<Bytes>,
+    ) -> LocalBoxFuture<'static, http::Response<String>> {
+        Box::pin(async {
+            let mut response = http::Response::new("404 page not found\n".to_string());
+            *response.status_mut() = http::StatusCode::NOT_FOUND;
+            response
+        })
+    }
+}
+
+/// Sends one peer's queue over a long-lived Raft stream, reconnecting as needed.
+struct Sender {
+    identity: PeerIdentity,
+    peer_id: u64,
+    addr: SocketAddr,
+    queue: async_channel::Receiver<Message>,
+    inbox: async_channel::Sender<PeerInput>,
+    shared: SharedRef,
+}
+
+impl Sender {
+    async fn run(self) {
+        let mut backoff = RECONNECT_BACKOFF_MIN;
+        let options = ClientOptions::default();
+        let mut reported = false;
+        loop {
+            if self.shared.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let channel = match net::connect(self.addr, &options).await {
+                Ok(channel) => channel,
+                Err(error) => {
+                    if !reported {
+                        tracing::warn!(peer = %format!("{:x}", self.peer_id), addr = %self.addr,
+                            %error, "cannot reach peer; retrying");
+                        reported = true;
+                    }
+                    self.unreachable();
+                    // What was queued for a peer that cannot be reached is stale by the time
+                    // it can: raft sends again.
+                    while self.queue.try_recv().is_ok() {}
+                    glommio::timer::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                    continue;
+                }
+            };
+            if reported {
+                tracing::info!(peer = %format!("{:x}", self.peer_id), "peer reachable again");
+                reported = false;
+            }
+            backoff = RECONNECT_BACKOFF_MIN;
+            let (mut stream_tx, stream_rx) =
+                futures::channel::mpsc::channel::<peerpb::RaftBatch>(64);
+            let mut client = PeerClient::new(channel.clone());
+            let call = glommio::spawn_local(async move { client.raft(stream_rx).await });
+            loop {
+                let first = match self.queue.recv().await {
+                    Ok(message) => message,
+                    Err(_) => return,
+                };
+                if channel.is_closed() {
+                    break;
+                }
+                let mut messages = vec![first];
+                while messages.len() < BATCH_MESSAGES_MAX {
+                    match self.queue.try_recv() {
+                        Ok(message) => messages.push(message),
+                        Err(_) => break,
+                    }
+                }
+                let batch = peerpb::RaftBatch {
+                    cluster_id: self.identity.cluster_id,
+                    from_member_id: self.identity.member_id,
+                    to_member_id: self.peer_id,
+                    messages: messages
+                        .iter()
+                        .map(|m| peerpb::RaftMessage {
+                            message: m.write_to_bytes().unwrap_or_default(),
+                        })
+                        .collect(),
+                };
+                match stream_tx.try_send(batch) {
+                    Ok(()) => {}
+                    Err(error) if error.is_full() => {
+                        // The peer does not keep up: drop, and let raft slow down.
+                        self.unreachable();
+                    }
+                    Err(_) => break,
+                }
+            }
+            drop(stream_tx);
+            if let Err(status) = call.await {
+                tracing::debug!(peer = %format!("{:x}", self.peer_id), %status, "raft stream ended");
+            }
+            self.unreachable();
+        }
+    }
+
+    fn unreachable(&self) {
+        let _ = self.inbox.try_send(PeerInput::Unreachable(self.peer_id));
+    }
+}
+
+/// The `Peer` service: receives raft streams.
+struct PeerService {
+    identity: PeerIdentity,
+    inbox: async_channel::Sender<PeerInput>,
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn raft(
+        &self,
+        request: Request<Streaming<peerpb::RaftBatch>>,
+    ) -> Result<Response<peerpb::RaftStreamSummary>, Status> {
+        let mut stream = request.into_inner();
+        let mut received = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if batch.cluster_id != self.identity.cluster_id {
+                return Err(Status::failed_precondition(format!(
+                    "cluster ID mismatch: this member belongs to cluster {:x}, the sender to {:x}",
+                    self.identity.cluster_id, batch.cluster_id
+                )));
+            }
+            if batch.to_member_id != self.identity.member_id {
+                return Err(Status::failed_precondition(format!(
+                    "member ID mismatch: this member is {:x}, the batch is for {:x}",
+                    self.identity.member_id, batch.to_member_id
+                )));
+            }
+            let mut messages = Vec::with_capacity(batch.messages.len());
+            for encoded in &batch.messages {
+                match Message::parse_from_bytes(&encoded.message) {
+                    Ok(message) if message.from == batch.from_member_id => messages.push(message),
+                    Ok(message) => {
+                        return Err(Status::invalid_argument(format!(
+                            "raft message from {:x} in a batch from {:x}",
+                            message.from, batch.from_member_id
+                        )))
+                    }
+                    Err(error) => {
+                        return Err(Status::invalid_argument(format!(
+                            "undecodable raft message: {error}"
+                        )))
+                    }
+                }
+            }
+            received += messages.len() as u64;
+            // A full inbox drops the batch: the raft core is behind, and raft retries.
+            let _ = self.inbox.try_send(PeerInput::Messages(messages));
+        }
+        Ok(Response::new(peerpb::RaftStreamSummary {
+            messages_received: received,
+        }))
+    }
+
+    async fn snapshot(
+        &self,
+        _request: Request<Streaming<peerpb::SnapshotChunk>>,
+    ) -> Result<Response<peerpb::SnapshotReceived>, Status> {
+        Err(Status::unimplemented(
+            "snapshot transfer between members is not implemented yet",
+        ))
+    }
+
+    async fn hello(
+        &self,
+        request: Request<peerpb::HelloRequest>,
+    ) -> Result<Response<peerpb::HelloResponse>, Status> {
+        let request = request.into_inner();
+        if request.cluster_token != self.identity.cluster_token
+            || (request.cluster_id != 0 && request.cluster_id != self.identity.cluster_id)
+        {
+            return Err(Status::failed_precondition(format!(
+                "cluster mismatch: this member is in cluster {:x} (token {:?})",
+                self.identity.cluster_id, self.identity.cluster_token
+            )));
+        }
+        Ok(Response::new(peerpb::HelloResponse {
+            cluster_id: self.identity.cluster_id,
+            member: Some(peerpb::MemberInfo {
+                member_id: self.identity.member_id,
+                name: self.identity.name.clone(),
+                peer_urls: self.identity.peer_urls.clone(),
+                client_urls: self.identity.client_urls.clone(),
+                is_learner: false,
+            }),
+            protocol_version: keel_proto::PEER_PROTOCOL_VERSION,
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+}

@@ -1,0 +1,341 @@
+//! Replication with real processes on loopback: Keel clusters of three members under
+//! concurrent writes, a leader killed with SIGKILL, a minority that cannot commit, and the
+//! state every member ends with.
+//!
+//! Raft properties checked (Ongaro's thesis): a committed entry survives the loss of a
+//! minority (3.6, leader completeness), and every member applies the same entries in the same
+//! order (3.6.3, state machine safety), seen here as equal HashKV at equal revisions.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Kind};
+use keel_proto::etcdserverpb::kv_client::KvClient;
+use keel_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use keel_proto::etcdserverpb::{HashKvRequest, PutRequest, RangeRequest, StatusRequest};
+use tonic::transport::Channel;
+
+/// Every network step gives up after this long instead of hanging.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the cluster may take to agree again after a fault (a liveness bound, not a
+/// performance figure: elections take about a second).
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(future)
+}
+
+fn channel(endpoint: &str) -> Channel {
+    Channel::from_shared(format!("http://{endpoint}"))
+        .expect("valid url")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(STEP_TIMEOUT)
+        .connect_lazy()
+}
+
+/// The leader each member reports (0 when it knows none), or `None` when it does not answer.
+async fn leader_of(endpoint: &str) -> Option<u64> {
+    let mut client = MaintenanceClient::new(channel(endpoint));
+    let status = tokio::time::timeout(STEP_TIMEOUT, client.status(StatusRequest {}))
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
+    Some(status.leader)
+}
+
+/// Waits until every member in `endpoints` names the same leader, other than `not`; returns
+/// its id.
+async fn agreed_leader(endpoints: &[String], not: u64) -> u64 {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let mut leaders = Vec::new();
+        for endpoint in endpoints {
+            leaders.push(leader_of(endpoint).await);
+        }
+        if let Some(Some(first)) = leaders.first() {
+            if *first != 0 && *first != not && leaders.iter().all(|l| *l == Some(*first)) {
+                return *first;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members did not agree on a leader: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The member id behind each endpoint.
+async fn member_id(endpoint: &str) -> u64 {
+    let mut client = MaintenanceClient::new(channel(endpoint));
+    client
+        .status(StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .header
+        .expect("header")
+        .member_id
+}
+
+/// Waits until every member reports the same revision and the same HashKV at it; returns
+/// the revision.
+async fn converged(endpoints: &[String]) -> i64 {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let mut seen = Vec::new();
+        for endpoint in endpoints {
+            let mut kv = KvClient::new(channel(endpoint));
+            let range = kv
+                .range(RangeRequest {
+                    key: b"\0".to_vec(),
+                    range_end: b"\0".to_vec(),
+                    count_only: true,
+                    serializable: true,
+                    ..Default::default()
+                })
+                .await;
+            let Ok(range) = range else {
+                seen.push(None);
+                continue;
+            };
+            let revision = range.into_inner().header.expect("header").revision;
+            let mut maintenance = MaintenanceClient::new(channel(endpoint));
+            let hash = maintenance.hash_kv(HashKvRequest { revision }).await;
+            seen.push(hash.ok().map(|h| (revision, h.into_inner().hash)));
+        }
+        if let Some(Some(first)) = seen.first() {
+            if seen.iter().all(|s| s.as_ref() == Some(first)) {
+                return first.0;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members did not converge to one revision and hash: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Acknowledged writes: key -> value. A write that failed or timed out may or may not have
+/// applied; only acknowledged ones must survive.
+type Acked = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// Puts keys round-robin over `endpoints` until `stop` is set; records what was acknowledged
+/// and when the last acknowledgement happened.
+async fn writer(
+    id: usize,
+    endpoints: Vec<String>,
+    acked: Acked,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    last_ack: Arc<Mutex<Instant>>,
+) {
+    let clients: Vec<KvClient<Channel>> = endpoints
+        .iter()
+        .map(|e| KvClient::new(channel(e)))
+        .collect();
+    let mut n = 0usize;
+    // Bounded in count as well as by the stop flag.
+    while !stop.load(std::sync::atomic::Ordering::Acquire) && n < 100_000 {
+        let key = format!("w{id}/{n:06}");
+        let value = format!("v{n}");
+        let mut client = clients[n % clients.len()].clone();
+        let put = client.put(PutRequest {
+            key: key.clone().into_bytes(),
+            value: value.clone().into_bytes(),
+            ..Default::default()
+        });
+        match tokio::time::timeout(STEP_TIMEOUT, put).await {
+            Ok(Ok(_)) => {
+                acked.lock().unwrap().insert(key, value);
+                *last_ack.lock().unwrap() = Instant::now();
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+        n += 1;
+    }
+}
+
+/// Reads every acknowledged key from `endpoint` (linearizably) and returns the ones missing or
+/// different.
+async fn missing(endpoint: &str, acked: &BTreeMap<String, String>) -> Vec<String> {
+    let mut kv = KvClient::new(channel(endpoint));
+    let range = kv
+        .range(RangeRequest {
+            key: b"w".to_vec(),
+            range_end: b"x".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("range over every written key")
+        .into_inner();
+    let found: BTreeMap<String, String> = range
+        .kvs
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+            )
+        })
+        .collect();
+    acked
+        .iter()
+        .filter(|(k, v)| found.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+#[test]
+fn three_members_survive_a_killed_leader_and_agree() {
+    let mut cluster = Cluster::start(Kind::Keel, 3, &[]);
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint.clone()).collect();
+    block_on(async {
+        let leader = agreed_leader(&endpoints, 0).await;
+        let mut ids = Vec::new();
+        for endpoint in &endpoints {
+            ids.push(member_id(endpoint).await);
+        }
+        let leader_index = ids
+            .iter()
+            .position(|id| *id == leader)
+            .expect("the leader is a member");
+
+        let acked: Acked = Default::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let last_ack = Arc::new(Mutex::new(Instant::now()));
+        let writers: Vec<_> = (0..4)
+            .map(|id| {
+                tokio::spawn(writer(
+                    id,
+                    endpoints.clone(),
+                    acked.clone(),
+                    stop.clone(),
+                    last_ack.clone(),
+                ))
+            })
+            .collect();
+        // Writes flow through every member for a while.
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        while acked.lock().unwrap().len() < 200 {
+            assert!(Instant::now() < deadline, "the cluster took no writes");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // SIGKILL the leader under load.
+        cluster.kill(leader_index);
+        let killed_at = Instant::now();
+        let before = acked.lock().unwrap().len();
+        let others: Vec<String> = endpoints
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != leader_index)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let new_leader = agreed_leader(&others, leader).await;
+        assert_ne!(new_leader, leader, "the killed member cannot lead");
+        // Writes resume on the survivors.
+        while acked.lock().unwrap().len() < before + 200 {
+            assert!(
+                killed_at.elapsed() < CONVERGE_TIMEOUT,
+                "no writes were acknowledged after the leader died; logs:\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!(
+            "writes resumed {:?} after the leader was killed",
+            last_ack.lock().unwrap().duration_since(killed_at)
+        );
+
+        // The old leader rejoins under load and catches up.
+        cluster.restart(leader_index);
+        cluster.wait_healthy(leader_index);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        for writer in writers {
+            writer.await.expect("writer task");
+        }
+
+        let revision = converged(&endpoints).await;
+        let acked = acked.lock().unwrap().clone();
+        assert!(revision as usize > acked.len(), "revision {revision}");
+        for endpoint in &endpoints {
+            let lost = missing(endpoint, &acked).await;
+            assert!(
+                lost.is_empty(),
+                "{endpoint} lost {} acknowledged writes, e.g. {:?}",
+                lost.len(),
+                lost.first()
+            );
+        }
+    });
+}
+
+/// Sends SIGSTOP or SIGCONT to member `index`'s process.
+fn signal(cluster: &Cluster, index: usize, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(cluster.pid(index).to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal}");
+}
+
+#[test]
+fn a_member_cut_off_from_the_majority_cannot_commit() {
+    let cluster = Cluster::start(Kind::Keel, 3, &[]);
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint.clone()).collect();
+    block_on(async {
+        agreed_leader(&endpoints, 0).await;
+        // Freeze two members: the third is a minority of one, whatever it was.
+        signal(&cluster, 1, "STOP");
+        signal(&cluster, 2, "STOP");
+        let mut kv = KvClient::new(channel(&endpoints[0]));
+        let put = kv
+            .put(PutRequest {
+                key: b"minority".to_vec(),
+                value: b"never acknowledged".to_vec(),
+                ..Default::default()
+            })
+            .await;
+        let status = put.expect_err("a minority committed a write");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            status.message() == "etcdserver: request timed out"
+                || status.message() == "etcdserver: no leader",
+            "{status:?}"
+        );
+        // Heal: the majority comes back and the three agree again.
+        signal(&cluster, 1, "CONT");
+        signal(&cluster, 2, "CONT");
+        agreed_leader(&endpoints, 0).await;
+        let mut kv = KvClient::new(channel(&endpoints[1]));
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        loop {
+            let put = kv
+                .put(PutRequest {
+                    key: b"healed".to_vec(),
+                    value: b"yes".to_vec(),
+                    ..Default::default()
+                })
+                .await;
+            if put.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no write after healing: {put:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        converged(&endpoints).await;
+    });
+}
