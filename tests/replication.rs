@@ -339,3 +339,95 @@ fn a_member_cut_off_from_the_majority_cannot_commit() {
         converged(&endpoints).await;
     });
 }
+
+#[test]
+fn leases_kept_alive_through_a_follower_live_on_and_expire_on_the_leader() {
+    use keel_proto::etcdserverpb::lease_client::LeaseClient;
+    use keel_proto::etcdserverpb::{
+        LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest,
+    };
+
+    let cluster = Cluster::start(Kind::Keel, 3, &[]);
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint.clone()).collect();
+    block_on(async {
+        let leader = agreed_leader(&endpoints, 0).await;
+        let mut follower = None;
+        for endpoint in &endpoints {
+            if member_id(endpoint).await != leader {
+                follower = Some(endpoint.clone());
+                break;
+            }
+        }
+        let follower = follower.expect("a follower");
+        let mut lease = LeaseClient::new(channel(&follower));
+        let granted = lease
+            .lease_grant(LeaseGrantRequest { ttl: 3, id: 0 })
+            .await
+            .expect("grant through a follower")
+            .into_inner();
+        let mut kv = KvClient::new(channel(&follower));
+        kv.put(PutRequest {
+            key: b"leased".to_vec(),
+            value: b"v".to_vec(),
+            lease: granted.id,
+            ..Default::default()
+        })
+        .await
+        .expect("put with the lease");
+        // Keep the lease alive through the follower for twice its TTL: only the leader's clock
+        // counts, so the keep-alives must reach it.
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let mut responses = lease
+            .lease_keep_alive(rx)
+            .await
+            .expect("keep-alive stream")
+            .into_inner();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(6) {
+            tx.unbounded_send(LeaseKeepAliveRequest { id: granted.id })
+                .expect("send keep-alive");
+            let response = tokio::time::timeout(STEP_TIMEOUT, responses.message())
+                .await
+                .expect("keep-alive answer in time")
+                .expect("keep-alive answer")
+                .expect("stream open");
+            assert_eq!(response.ttl, 3, "{response:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let ttl = lease
+            .lease_time_to_live(LeaseTimeToLiveRequest {
+                id: granted.id,
+                keys: true,
+            })
+            .await
+            .expect("time to live through a follower")
+            .into_inner();
+        assert!(ttl.ttl >= 1 && ttl.ttl <= 3, "{ttl:?}");
+        assert_eq!(ttl.keys, vec![b"leased".to_vec()]);
+        // Stop: the leader expires the lease and every member deletes the key.
+        drop(tx);
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        'members: for endpoint in &endpoints {
+            let mut kv = KvClient::new(channel(endpoint));
+            loop {
+                let range = kv
+                    .range(RangeRequest {
+                        key: b"leased".to_vec(),
+                        serializable: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("range")
+                    .into_inner();
+                if range.count == 0 {
+                    continue 'members;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the lease never expired on {endpoint}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+}

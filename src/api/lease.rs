@@ -96,24 +96,25 @@ impl Lease for LeaseService {
                 let stopping = shared.stopping.load(Ordering::Acquire);
                 futures::future::ready(!stopping)
             })
-            .map({
+            .then({
                 let shared = self.shared.clone();
                 move |request| {
-                    let request = request?;
-                    let ttl = shared
-                        .lease_clocks
-                        .lock()
-                        .expect("lease clock lock")
-                        .renew(request.id);
-                    if ttl.is_some() {
-                        shared.metrics.lease_renewed.inc();
+                    let shared = shared.clone();
+                    async move {
+                        let request = request?;
+                        // Only the leader's clock counts: a keep-alive that reached a follower
+                        // renews the lease on the leader.
+                        let clock = shared.lease_clock(request.id, true).await?;
+                        if clock.is_some() {
+                            shared.metrics.lease_renewed.inc();
+                        }
+                        Ok(pb::LeaseKeepAliveResponse {
+                            header: shared.header().at(shared.current_revision()),
+                            id: request.id,
+                            // etcd answers a keep-alive of an unknown lease with TTL 0.
+                            ttl: clock.map_or(0, |c| c.granted_ttl),
+                        })
                     }
-                    Ok(pb::LeaseKeepAliveResponse {
-                        header: shared.header().at(shared.current_revision()),
-                        id: request.id,
-                        // etcd answers a keep-alive of an unknown lease with TTL 0.
-                        ttl: ttl.unwrap_or(0),
-                    })
                 }
             });
         Ok(Response::new(Box::pin(responses)))
@@ -149,11 +150,9 @@ impl Lease for LeaseService {
         };
         let remaining = self
             .shared
-            .lease_clocks
-            .lock()
-            .expect("lease clock lock")
-            .remaining_seconds(request.id)
-            .unwrap_or(info.granted_ttl_seconds);
+            .lease_clock(request.id, false)
+            .await?
+            .map_or(info.granted_ttl_seconds, |c| c.remaining_seconds);
         Ok(Response::new(pb::LeaseTimeToLiveResponse {
             header,
             id: request.id,

@@ -13,6 +13,7 @@
 //! protobuf never meets tonic's prost. Peer TLS (the security work) plugs in through
 //! `ClientOptions::tls` and `ServeOptions::tls`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -30,10 +31,10 @@ use raft::eraftpb::Message;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::net::{self, ClientOptions, HttpHandler, ServeOptions};
+use crate::net::{self, ClientOptions, GrpcChannel, HttpHandler, ServeOptions};
 use crate::raft::node::Outbox;
 use crate::server::log::PeerInput;
-use crate::server::state::SharedRef;
+use crate::server::state::{no_leader_status, LeaseClock, LeaseForward, SharedRef};
 
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
@@ -105,7 +106,9 @@ pub fn start(
     listen: Vec<SocketAddr>,
     peers: Vec<(u64, SocketAddr)>,
     shared: SharedRef,
+    lease_forwards: async_channel::Receiver<LeaseForward>,
 ) -> anyhow::Result<PeerThread> {
+    let peer_addrs: HashMap<u64, SocketAddr> = peers.iter().copied().collect();
     let (inbox_tx, inbox) = async_channel::bounded(CORE_INBOX_MAX);
     let mut queues = HashMap::new();
     let mut receivers = Vec::new();
@@ -147,11 +150,18 @@ pub fn start(
                 };
                 tasks.push(glommio::spawn_local(sender.run()));
             }
+            tasks.push(glommio::spawn_local(forward_leases(
+                lease_forwards,
+                identity.cluster_id,
+                peer_addrs,
+                shared.clone(),
+            )));
             let http: Rc<dyn HttpHandler> = Rc::new(NotFound);
             for listener in listeners {
                 let service = PeerService {
                     identity: identity.clone(),
                     inbox: inbox_tx.clone(),
+                    shared: shared.clone(),
                 };
                 let routes = Routes::new(
                     PeerServer::new(service).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX),
@@ -312,10 +322,72 @@ impl Sender {
     }
 }
 
-/// The `Peer` service: receives raft streams.
+/// Asks the leader about leases for clients of this member (keep-alives and TimeToLive that
+/// reached a follower), one task per question so a slow answer holds up no other.
+async fn forward_leases(
+    requests: async_channel::Receiver<LeaseForward>,
+    cluster_id: u64,
+    peers: HashMap<u64, SocketAddr>,
+    shared: SharedRef,
+) {
+    let channels: Rc<RefCell<HashMap<u64, GrpcChannel>>> = Rc::default();
+    while let Ok(request) = requests.recv().await {
+        let channels = channels.clone();
+        let leader = shared.leader_id.load(Ordering::Acquire);
+        let addr = peers.get(&leader).copied();
+        glommio::spawn_local(async move {
+            let LeaseForward { id, renew, reply } = request;
+            let Some(addr) = addr else {
+                let _ = reply.send(Err(no_leader_status()));
+                return;
+            };
+            let cached = channels
+                .borrow()
+                .get(&leader)
+                .filter(|c| !c.is_closed())
+                .cloned();
+            let channel = match cached {
+                Some(channel) => channel,
+                None => match net::connect(addr, &ClientOptions::default()).await {
+                    Ok(channel) => {
+                        channels.borrow_mut().insert(leader, channel.clone());
+                        channel
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(no_leader_status()));
+                        return;
+                    }
+                },
+            };
+            let answer = PeerClient::new(channel)
+                .lease(peerpb::LeaseRequest {
+                    cluster_id,
+                    id,
+                    renew,
+                })
+                .await;
+            let _ = reply.send(match answer {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    Ok(response.found.then_some(LeaseClock {
+                        granted_ttl: response.granted_ttl,
+                        remaining_seconds: response.remaining_seconds,
+                    }))
+                }
+                // The member asked no longer leads (or cannot be reached): etcd's client
+                // retries on this error.
+                Err(_) => Err(Status::unavailable("etcdserver: leader changed")),
+            });
+        })
+        .detach();
+    }
+}
+
+/// The `Peer` service: receives raft streams and lease questions.
 struct PeerService {
     identity: PeerIdentity,
     inbox: async_channel::Sender<PeerInput>,
+    shared: SharedRef,
 }
 
 #[tonic::async_trait]
@@ -373,6 +445,28 @@ impl Peer for PeerService {
         Err(Status::unimplemented(
             "snapshot transfer between members is not implemented yet",
         ))
+    }
+
+    async fn lease(
+        &self,
+        request: Request<peerpb::LeaseRequest>,
+    ) -> Result<Response<peerpb::LeaseResponse>, Status> {
+        let request = request.into_inner();
+        if request.cluster_id != self.identity.cluster_id {
+            return Err(Status::failed_precondition("cluster ID mismatch"));
+        }
+        if !self.shared.is_leader() {
+            return Err(Status::failed_precondition("etcdserver: not leader"));
+        }
+        let clock = self.shared.local_lease_clock(request.id, request.renew);
+        if request.renew && clock.is_some() {
+            self.shared.metrics.lease_renewed.inc();
+        }
+        Ok(Response::new(peerpb::LeaseResponse {
+            found: clock.is_some(),
+            granted_ttl: clock.map_or(0, |c| c.granted_ttl),
+            remaining_seconds: clock.map_or(-1, |c| c.remaining_seconds),
+        }))
     }
 
     async fn hello(

@@ -384,11 +384,16 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
                 Ok(node) => node,
                 Err(error) => return fail(error.into()),
             };
-            let peers =
-                match transport::start(peer_identity, peer_listen, peer_addrs, shared.clone()) {
-                    Ok(peers) => peers,
-                    Err(error) => return fail(error),
-                };
+            let peers = match transport::start(
+                peer_identity,
+                peer_listen,
+                peer_addrs,
+                shared.clone(),
+                inputs.lease_forwards,
+            ) {
+                Ok(peers) => peers,
+                Err(error) => return fail(error),
+            };
             let mut core = RaftCore::new(
                 node,
                 shared.clone(),
@@ -418,8 +423,14 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             bail!("the raft core thread died during recovery");
         }
     };
+    // A panic in the raft core leaves a store that may be half-applied and a member that can
+    // no longer commit: the whole process stops at once rather than serve stale reads while
+    // `/health` says true (etcd does the same; a supervisor restarts the member).
     let mut threads: Vec<JoinHandle<()>> = vec![std::thread::spawn(move || {
-        let _ = log_thread.join();
+        if log_thread.join().is_err() {
+            eprintln!("keel: the raft core panicked; stopping the member (restart it to recover)");
+            std::process::exit(70);
+        }
     })];
 
     // Front cores. The first binds the listeners (resolving port 0), the others bind the

@@ -70,6 +70,26 @@ pub type ApplyResult = Result<Applied, Status>;
 /// Where a linearizable read learns the index it must wait for (its ReadIndex).
 pub type ReadReply = oneshot::Sender<Result<u64, Status>>;
 
+/// A lease's clock as the leader reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseClock {
+    /// The granted TTL in seconds.
+    pub granted_ttl: i64,
+    /// Whole seconds left.
+    pub remaining_seconds: i64,
+}
+
+/// A lease question for the leader, from a member that does not lead (see
+/// `raft::transport`).
+pub struct LeaseForward {
+    /// The lease.
+    pub id: i64,
+    /// True to renew it.
+    pub renew: bool,
+    /// The leader's answer: `None` when it has no clock for the lease.
+    pub reply: oneshot::Sender<Result<Option<LeaseClock>, Status>>,
+}
+
 /// A command waiting for the log core, with the channel its result goes back on.
 pub struct Proposal {
     /// The command.
@@ -121,6 +141,11 @@ impl LeaseClocks {
         let (deadline, ttl) = self.deadlines.get_mut(&id)?;
         *deadline = Instant::now() + Duration::from_secs((*ttl).max(0) as u64);
         Some(*ttl)
+    }
+
+    /// The granted TTL of lease `id`, `None` if unknown.
+    pub fn granted_seconds(&self, id: i64) -> Option<i64> {
+        self.deadlines.get(&id).map(|(_, ttl)| *ttl)
     }
 
     /// Seconds left on lease `id` (truncated, as etcd reports it), `None` if unknown.
@@ -221,6 +246,8 @@ pub struct Shared {
     pub member: MemberInfo,
     /// Linearizable reads waiting for a ReadIndex round on the log core.
     pub reads: async_channel::Sender<ReadReply>,
+    /// Lease questions for the leader, sent by the peer thread.
+    pub lease_forwards: async_channel::Sender<LeaseForward>,
     /// Request limits.
     pub limits: Limits,
     /// The raft core's inbox for proposals.
@@ -271,6 +298,8 @@ pub struct CoreInputs {
     pub proposals: async_channel::Receiver<Proposal>,
     /// Linearizable reads waiting for a ReadIndex round.
     pub reads: async_channel::Receiver<ReadReply>,
+    /// Lease questions to forward to the leader (served by the peer thread).
+    pub lease_forwards: async_channel::Receiver<LeaseForward>,
 }
 
 impl Shared {
@@ -285,6 +314,8 @@ impl Shared {
         let (proposals, proposal_inbox) =
             async_channel::bounded(crate::server::PROPOSALS_QUEUED_MAX);
         let (reads, read_inbox) = async_channel::bounded(crate::server::PROPOSALS_QUEUED_MAX);
+        let (lease_forwards, lease_forward_inbox) =
+            async_channel::bounded(crate::server::PROPOSALS_QUEUED_MAX);
         let ids = match config.id_seed {
             Some(seed) => IdGenerator::with_seed(config.member_id, seed),
             None => IdGenerator::new(config.member_id),
@@ -300,6 +331,7 @@ impl Shared {
             members: Mutex::new(meta.members.clone()),
             member: config.member,
             reads,
+            lease_forwards,
             limits: config.limits,
             proposals,
             revision_changed: event_listener::Event::new(),
@@ -319,6 +351,7 @@ impl Shared {
             CoreInputs {
                 proposals: proposal_inbox,
                 reads: read_inbox,
+                lease_forwards: lease_forward_inbox,
             },
         )
     }
@@ -388,6 +421,43 @@ impl Shared {
         // The raft core answers "request timed out" when no ReadIndex comes back in time.
         let index = index.await.unwrap_or_else(|_| Err(stopped_status()))?;
         self.wait_applied(index).await
+    }
+
+    /// This member's own clock for lease `id` (renewed first when `renew`).
+    pub fn local_lease_clock(&self, id: i64, renew: bool) -> Option<LeaseClock> {
+        let mut clocks = self.lease_clocks.lock().expect("lease clock lock");
+        let granted_ttl = if renew {
+            clocks.renew(id)?
+        } else {
+            clocks.granted_seconds(id)?
+        };
+        let remaining_seconds = clocks.remaining_seconds(id)?;
+        Some(LeaseClock {
+            granted_ttl,
+            remaining_seconds,
+        })
+    }
+
+    /// Lease `id`'s clock as the leader counts it, renewed first when `renew`: answered here
+    /// when this member leads, else asked of the leader over the peer connection (only the
+    /// leader expires leases, so only its clock counts).
+    pub async fn lease_clock(&self, id: i64, renew: bool) -> Result<Option<LeaseClock>, Status> {
+        if self.is_leader() {
+            return Ok(self.local_lease_clock(id, renew));
+        }
+        if !self.has_leader() {
+            return Err(no_leader_status());
+        }
+        let (reply, answer) = oneshot::channel();
+        if self
+            .lease_forwards
+            .send(LeaseForward { id, renew, reply })
+            .await
+            .is_err()
+        {
+            return Err(stopped_status());
+        }
+        answer.await.unwrap_or_else(|_| Err(stopped_status()))
     }
 
     /// Waits until the entry at `index` is applied here.
@@ -471,6 +541,7 @@ impl Shared {
         self.stop_event.notify(usize::MAX);
         self.proposals.close();
         self.reads.close();
+        self.lease_forwards.close();
         self.revision_changed.notify(usize::MAX);
     }
 }
