@@ -431,3 +431,56 @@ fn leases_kept_alive_through_a_follower_live_on_and_expire_on_the_leader() {
         }
     });
 }
+
+#[test]
+fn a_member_behind_the_kept_log_is_caught_up_by_snapshot() {
+    // Checkpoints every 100 entries keeping only 10 behind them: a member that misses a few
+    // hundred writes can only catch up from a checkpoint streamed by the leader.
+    let mut cluster = Cluster::start(
+        Kind::Keel,
+        3,
+        &[
+            "--snapshot-count=100",
+            "--experimental-snapshot-catchup-entries=10",
+        ],
+    );
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint.clone()).collect();
+    block_on(async {
+        agreed_leader(&endpoints, 0).await;
+        cluster.kill(2);
+        let mut acked = BTreeMap::new();
+        let mut kv = KvClient::new(channel(&endpoints[0]));
+        let mut n = 0;
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        while acked.len() < 600 {
+            assert!(
+                Instant::now() < deadline,
+                "the two members took too few writes"
+            );
+            let key = format!("w/{n:05}");
+            let put = kv
+                .put(PutRequest {
+                    key: key.clone().into_bytes(),
+                    value: vec![b'x'; 100],
+                    ..Default::default()
+                })
+                .await;
+            if put.is_ok() {
+                acked.insert(key, "x".repeat(100));
+            }
+            n += 1;
+        }
+        cluster.restart(2);
+        cluster.wait_healthy(2);
+        converged(&endpoints).await;
+        let lost = missing(&endpoints[2], &acked).await;
+        assert!(lost.is_empty(), "the restarted member lacks {lost:?}");
+    });
+    assert!(
+        cluster.members[2]
+            .log()
+            .contains("installed a snapshot from the leader"),
+        "the member caught up without a snapshot; logs:\n{}",
+        cluster.logs()
+    );
+}

@@ -14,8 +14,9 @@ use std::rc::Rc;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
-/// Entries kept in memory behind the newest checkpoint, so that a follower slightly behind
-/// catches up from the log rather than by snapshot (etcd 3.6 keeps 5,000).
+/// Entries kept in memory behind the newest checkpoint by default, so that a follower slightly
+/// behind catches up from the log rather than by snapshot (etcd 3.6 keeps 5,000;
+/// `--experimental-snapshot-catchup-entries`).
 pub const CATCH_UP_ENTRIES: u64 = 5_000;
 
 /// The newest checkpoint that can be sent to a lagging follower.
@@ -136,10 +137,10 @@ impl LogStore {
     }
 
     /// Records the newest checkpoint, offered to followers that need a snapshot, and drops
-    /// entries more than [`CATCH_UP_ENTRIES`] before it.
-    pub fn set_checkpoint(&self, checkpoint: CheckpointInfo) {
+    /// entries more than `catch_up_entries` before it.
+    pub fn set_checkpoint(&self, checkpoint: CheckpointInfo, catch_up_entries: u64) {
         let mut inner = self.inner.borrow_mut();
-        let keep_from = checkpoint.index.saturating_sub(CATCH_UP_ENTRIES);
+        let keep_from = checkpoint.index.saturating_sub(catch_up_entries);
         while let Some(front) = inner.entries.front() {
             if front.index > keep_from {
                 break;
@@ -304,11 +305,14 @@ mod tests {
         let entries: Vec<Entry> = (1..=CATCH_UP_ENTRIES + 100).map(|i| entry(i, 1)).collect();
         log.append(&entries);
         assert!(log.snapshot(0, 2).is_err());
-        log.set_checkpoint(CheckpointInfo {
-            index: CATCH_UP_ENTRIES + 50,
-            term: 1,
-            conf_state: ConfState::default(),
-        });
+        log.set_checkpoint(
+            CheckpointInfo {
+                index: CATCH_UP_ENTRIES + 50,
+                term: 1,
+                conf_state: ConfState::default(),
+            },
+            CATCH_UP_ENTRIES,
+        );
         assert_eq!(log.first_index(), 51);
         assert_eq!(log.term(50).unwrap(), 1);
         assert!(matches!(

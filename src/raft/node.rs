@@ -79,6 +79,9 @@ pub struct NodeConfig {
     pub request_timeout_ticks: u64,
     /// `--snapshot-count`: entries between checkpoints.
     pub snapshot_count: u64,
+    /// Entries kept behind a checkpoint for followers to catch up from
+    /// (`--experimental-snapshot-catchup-entries`).
+    pub catch_up_entries: u64,
     /// The range an election timeout is drawn from, `[min, max)` ticks; `None` keeps raft's
     /// `[election_ticks, 2 * election_ticks)`. raft-rs draws from the thread's random
     /// generator, so a simulation that must replay exactly passes a range of one value.
@@ -330,11 +333,16 @@ pub async fn recover<D: Disk>(
     log.append(&entries);
     log.set_hard_state(hard_state);
     if checkpoint_index > 0 {
-        log.set_checkpoint(CheckpointInfo {
-            index: checkpoint_index,
-            term: meta.term,
-            conf_state,
-        });
+        // Entries before the checkpoint are not replayed into the log (they were applied
+        // before the restart), so nothing is compacted here.
+        log.set_checkpoint(
+            CheckpointInfo {
+                index: checkpoint_index,
+                term: meta.term,
+                conf_state,
+            },
+            0,
+        );
     }
     meta.alarms = alarms;
     meta.members = members;
@@ -539,6 +547,16 @@ impl<D: Disk> RaftNode<D> {
     /// Tells raft that a peer could not be reached.
     pub fn report_unreachable(&mut self, id: u64) {
         self.raw.report_unreachable(id);
+    }
+
+    /// Tells raft whether the snapshot sent to `id` arrived.
+    pub fn report_snapshot(&mut self, id: u64, ok: bool) {
+        let status = if ok {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(id, status);
     }
 
     /// Proposes a client's write; its reply goes out when the entry applies here.
@@ -1018,11 +1036,14 @@ impl<D: Disk> RaftNode<D> {
         self.checkpoint_index = index;
         self.wal_bytes_at_checkpoint = self.wal.bytes_written();
         self.last_checkpoint_bytes = payload.len() as u64;
-        self.log.set_checkpoint(CheckpointInfo {
-            index,
-            term: meta.term,
-            conf_state: meta.conf_state,
-        });
+        self.log.set_checkpoint(
+            CheckpointInfo {
+                index,
+                term: meta.term,
+                conf_state: meta.conf_state,
+            },
+            self.config.catch_up_entries,
+        );
         let release = self.previous_checkpoint_lsn.replace(lsn);
         tracing::info!(index, bytes = payload.len(), "checkpoint written");
         if let Some(release) = release {

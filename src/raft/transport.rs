@@ -16,6 +16,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -27,7 +28,7 @@ use keel_proto::keelpeerpb as peerpb;
 use keel_proto::keelpeerpb::peer_client::PeerClient;
 use keel_proto::keelpeerpb::peer_server::{Peer, PeerServer};
 use protobuf::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -46,18 +47,31 @@ pub const CORE_INBOX_MAX: usize = 16 * 1024;
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// The longest wait before reconnecting to a peer.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Snapshots queued for sending before raft's requests are dropped (raft asks again).
+pub const SNAPSHOTS_QUEUED_MAX: usize = 16;
+/// Bytes of checkpoint file per snapshot chunk.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Largest raft message accepted from a peer (raft caps appends at 1 MiB per message; a
 /// batch is at most a few of them). Bounds what protobuf 2 is asked to decode.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// The raft core's outbox: one bounded queue per peer.
+/// The raft core's outbox: one bounded queue per peer, and one for snapshots (which travel
+/// on connections of their own, so heartbeats never queue behind a checkpoint file).
 pub struct PeerSenders {
     queues: HashMap<u64, async_channel::Sender<Message>>,
+    snapshots: async_channel::Sender<Message>,
 }
 
 impl Outbox for PeerSenders {
     fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                let to = message.to;
+                if self.snapshots.try_send(message).is_err() {
+                    tracing::warn!(to = %format!("{to:x}"), "snapshot queue full; raft retries");
+                }
+                continue;
+            }
             match self.queues.get(&message.to) {
                 // A full queue means the peer is slow or gone: dropping is what raft expects
                 // of a lossy network, and it never blocks the raft core.
@@ -107,8 +121,10 @@ pub fn start(
     peers: Vec<(u64, SocketAddr)>,
     shared: SharedRef,
     lease_forwards: async_channel::Receiver<LeaseForward>,
+    snap_dir: PathBuf,
 ) -> anyhow::Result<PeerThread> {
     let peer_addrs: HashMap<u64, SocketAddr> = peers.iter().copied().collect();
+    let (snapshots, snapshot_queue) = async_channel::bounded(SNAPSHOTS_QUEUED_MAX);
     let (inbox_tx, inbox) = async_channel::bounded(CORE_INBOX_MAX);
     let mut queues = HashMap::new();
     let mut receivers = Vec::new();
@@ -153,8 +169,15 @@ pub fn start(
             tasks.push(glommio::spawn_local(forward_leases(
                 lease_forwards,
                 identity.cluster_id,
-                peer_addrs,
+                peer_addrs.clone(),
                 shared.clone(),
+            )));
+            tasks.push(glommio::spawn_local(send_snapshots(
+                snapshot_queue,
+                identity.clone(),
+                peer_addrs,
+                snap_dir.clone(),
+                inbox_tx.clone(),
             )));
             let http: Rc<dyn HttpHandler> = Rc::new(NotFound);
             for listener in listeners {
@@ -162,6 +185,7 @@ pub fn start(
                     identity: identity.clone(),
                     inbox: inbox_tx.clone(),
                     shared: shared.clone(),
+                    snap_dir: snap_dir.clone(),
                 };
                 let routes = Routes::new(
                     PeerServer::new(service).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX),
@@ -204,7 +228,7 @@ pub fn start(
         }
     };
     Ok(PeerThread {
-        senders: PeerSenders { queues },
+        senders: PeerSenders { queues, snapshots },
         inbox,
         listen_addrs,
         thread: std::thread::spawn(move || {
@@ -383,11 +407,177 @@ async fn forward_leases(
     }
 }
 
-/// The `Peer` service: receives raft streams and lease questions.
+/// Sends the snapshots raft asks for, one at a time, each on a connection of its own, and
+/// tells raft how each went.
+async fn send_snapshots(
+    queue: async_channel::Receiver<Message>,
+    identity: PeerIdentity,
+    peers: HashMap<u64, SocketAddr>,
+    snap_dir: PathBuf,
+    inbox: async_channel::Sender<PeerInput>,
+) {
+    while let Ok(message) = queue.recv().await {
+        let to = message.to;
+        let index = message.get_snapshot().get_metadata().index;
+        let started = std::time::Instant::now();
+        let sent = match peers.get(&to) {
+            Some(addr) => send_snapshot(&identity, *addr, &snap_dir, message).await,
+            None => Err(anyhow::anyhow!("no address for member {to:x}")),
+        };
+        let ok = match sent {
+            Ok(bytes) => {
+                tracing::info!(to = %format!("{to:x}"), index, bytes,
+                    seconds = started.elapsed().as_secs_f64(), "sent a snapshot");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(to = %format!("{to:x}"), index, %error, "sending a snapshot failed");
+                false
+            }
+        };
+        let _ = inbox.send(PeerInput::SnapshotStatus { to, ok }).await;
+    }
+}
+
+/// Streams the checkpoint file of `message`'s snapshot to `addr` in chunks; returns the bytes
+/// sent once the receiver has stored them durably.
+async fn send_snapshot(
+    identity: &PeerIdentity,
+    addr: SocketAddr,
+    snap_dir: &Path,
+    message: Message,
+) -> anyhow::Result<u64> {
+    use futures::SinkExt;
+    use std::io::Read;
+
+    let meta = message.get_snapshot().get_metadata();
+    let (index, term) = (meta.index, meta.term);
+    let path = snap_dir.join(keel_engine::checkpoint::file_name(index));
+    // An open file stays readable even if a newer checkpoint deletes its name meanwhile.
+    let mut file = std::fs::File::open(&path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    let total_size = file.metadata()?.len();
+    let channel = net::connect(addr, &ClientOptions::default()).await?;
+    let (mut chunks, stream) = futures::channel::mpsc::channel::<peerpb::SnapshotChunk>(4);
+    let call = glommio::spawn_local(async move { PeerClient::new(channel).snapshot(stream).await });
+    let mut raft_message = Some(message.write_to_bytes()?);
+    let mut offset = 0u64;
+    loop {
+        let mut data = vec![0u8; SNAPSHOT_CHUNK_BYTES.min((total_size - offset) as usize)];
+        file.read_exact(&mut data)?;
+        let last = offset + data.len() as u64 == total_size;
+        let chunk = peerpb::SnapshotChunk {
+            cluster_id: identity.cluster_id,
+            from_member_id: identity.member_id,
+            to_member_id: message.to,
+            term,
+            index,
+            total_size,
+            offset,
+            crc32: crc32fast::hash(&data),
+            last,
+            raft_message: raft_message.take().unwrap_or_default(),
+            data,
+        };
+        offset += chunk.data.len() as u64;
+        if chunks.send(chunk).await.is_err() {
+            break;
+        }
+        if last {
+            break;
+        }
+        glommio::yield_if_needed().await;
+    }
+    drop(chunks);
+    let received = call.await?.into_inner();
+    anyhow::ensure!(
+        received.bytes_received == total_size,
+        "the receiver stored {} of {total_size} bytes",
+        received.bytes_received
+    );
+    Ok(total_size)
+}
+
+/// Stores a snapshot stream as the checkpoint file of its index, durably, checking every
+/// chunk; returns the raft message to step and the bytes stored.
+fn store_snapshot(
+    snap_dir: &Path,
+    identity: &PeerIdentity,
+    chunks: &mut Vec<peerpb::SnapshotChunk>,
+    state: &mut Option<(std::fs::File, PathBuf, u64, u64, Vec<u8>)>,
+) -> Result<Option<(Vec<u8>, u64)>, Status> {
+    use std::io::Write;
+    for chunk in chunks.drain(..) {
+        if chunk.cluster_id != identity.cluster_id || chunk.to_member_id != identity.member_id {
+            return Err(Status::failed_precondition(
+                "snapshot for another cluster or member",
+            ));
+        }
+        if crc32fast::hash(&chunk.data) != chunk.crc32 {
+            return Err(Status::data_loss(format!(
+                "snapshot chunk at offset {} fails its CRC",
+                chunk.offset
+            )));
+        }
+        if state.is_none() {
+            if chunk.offset != 0 || chunk.raft_message.is_empty() {
+                return Err(Status::invalid_argument(
+                    "snapshot does not start at offset 0",
+                ));
+            }
+            let temp = snap_dir.join(format!(
+                "{}.tmp",
+                keel_engine::checkpoint::file_name(chunk.index)
+            ));
+            let file = std::fs::File::create(&temp)
+                .map_err(|e| Status::internal(format!("creating {}: {e}", temp.display())))?;
+            *state = Some((
+                file,
+                temp,
+                chunk.index,
+                chunk.total_size,
+                chunk.raft_message.clone(),
+            ));
+        }
+        let (file, temp, index, total, _) = state.as_mut().expect("set above");
+        let written = file
+            .metadata()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .len();
+        if chunk.index != *index || chunk.total_size != *total || chunk.offset != written {
+            return Err(Status::invalid_argument(format!(
+                "snapshot chunk at offset {} does not follow {written} bytes of snapshot {index}",
+                chunk.offset
+            )));
+        }
+        file.write_all(&chunk.data)
+            .map_err(|e| Status::internal(format!("writing {}: {e}", temp.display())))?;
+        if chunk.last {
+            let stored = written + chunk.data.len() as u64;
+            if stored != *total {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot ended at {stored} of {total} bytes"
+                )));
+            }
+            file.sync_all()
+                .map_err(|e| Status::internal(format!("syncing {}: {e}", temp.display())))?;
+            let name = snap_dir.join(keel_engine::checkpoint::file_name(*index));
+            std::fs::rename(&*temp, &name)
+                .and_then(|_| std::fs::File::open(snap_dir)?.sync_all())
+                .map_err(|e| Status::internal(format!("storing {}: {e}", name.display())))?;
+            let (_, _, _, total, message) = state.take().expect("set above");
+            return Ok(Some((message, total)));
+        }
+    }
+    Ok(None)
+}
+
+/// The `Peer` service: receives raft streams, snapshots and lease questions.
 struct PeerService {
     identity: PeerIdentity,
     inbox: async_channel::Sender<PeerInput>,
     shared: SharedRef,
+    snap_dir: PathBuf,
 }
 
 #[tonic::async_trait]
@@ -440,10 +630,33 @@ impl Peer for PeerService {
 
     async fn snapshot(
         &self,
-        _request: Request<Streaming<peerpb::SnapshotChunk>>,
+        request: Request<Streaming<peerpb::SnapshotChunk>>,
     ) -> Result<Response<peerpb::SnapshotReceived>, Status> {
-        Err(Status::unimplemented(
-            "snapshot transfer between members is not implemented yet",
+        let mut stream = request.into_inner();
+        let mut state = None;
+        while let Some(chunk) = stream.next().await {
+            let mut chunks = vec![chunk?];
+            if let Some((message, bytes)) =
+                store_snapshot(&self.snap_dir, &self.identity, &mut chunks, &mut state)?
+            {
+                let message = Message::parse_from_bytes(&message).map_err(|e| {
+                    Status::invalid_argument(format!("undecodable snapshot message: {e}"))
+                })?;
+                // The checkpoint file is durable: raft may now install it.
+                self.inbox
+                    .send(PeerInput::Messages(vec![message]))
+                    .await
+                    .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
+                return Ok(Response::new(peerpb::SnapshotReceived {
+                    bytes_received: bytes,
+                }));
+            }
+        }
+        if let Some((_, temp, ..)) = state {
+            let _ = std::fs::remove_file(temp);
+        }
+        Err(Status::invalid_argument(
+            "snapshot stream ended before its last chunk",
         ))
     }
 

@@ -34,6 +34,13 @@ pub enum PeerInput {
     Messages(Vec<Message>),
     /// A peer could not be reached (raft slows its appends to it).
     Unreachable(u64),
+    /// A snapshot sent to peer `to` was stored by it (`ok`) or failed.
+    SnapshotStatus {
+        /// The peer.
+        to: u64,
+        /// Whether it arrived.
+        ok: bool,
+    },
 }
 
 /// How often revision-mode auto-compaction runs (etcd: every 5 minutes).
@@ -247,6 +254,7 @@ impl<O: Outbox> RaftCore<O> {
                 }
             }
             PeerInput::Unreachable(id) => self.node.report_unreachable(id),
+            PeerInput::SnapshotStatus { to, ok } => self.node.report_snapshot(to, ok),
         }
     }
 

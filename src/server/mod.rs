@@ -238,6 +238,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         None => data_dir.wal_dir(),
     };
     let snap_dir = data_dir.snap_dir();
+    let snap_dir_for_peers = snap_dir.clone();
     let identity = Identity::load_or_store(
         &data_dir.root().join("member").join("identity"),
         Identity {
@@ -309,6 +310,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         heartbeat_ticks: 1,
         request_timeout_ticks: request_timeout_ms / heartbeat_ms,
         snapshot_count: config.snapshot_count,
+        catch_up_entries: config.experimental_snapshot_catchup_entries,
         election_ticks_range: None,
     };
     let bootstrap = Bootstrap {
@@ -390,6 +392,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
                 peer_addrs,
                 shared.clone(),
                 inputs.lease_forwards,
+                snap_dir_for_peers,
             ) {
                 Ok(peers) => peers,
                 Err(error) => return fail(error),
