@@ -1070,3 +1070,157 @@ impl<D: Disk> RaftNode<D> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_lite::future::block_on;
+    use keel_engine::io::SimDisk;
+
+    use super::*;
+
+    const ME: u64 = 0x8e9e05c52164694d;
+
+    fn bootstrap() -> Bootstrap {
+        Bootstrap {
+            member_id: ME,
+            members: vec![pb::Member {
+                id: ME,
+                name: "default".into(),
+                peer_ur_ls: vec!["http://localhost:2380".into()],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn options() -> WalOptions {
+        WalOptions {
+            segment_bytes: 1 << 20,
+            dsync: false,
+        }
+    }
+
+    fn put(key: &str, value: &str) -> Command {
+        Command::Put(pb::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            ..Default::default()
+        })
+    }
+
+    fn value_of(store: &Store, key: &str) -> Option<Vec<u8>> {
+        let request = keel_engine::mvcc::RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        store
+            .range(&request)
+            .unwrap()
+            .kvs
+            .first()
+            .map(|kv| kv.value.clone())
+    }
+
+    #[test]
+    fn a_format1_data_dir_opens_with_every_entry_committed() {
+        block_on(async {
+            let (wal_disk, snap) = (SimDisk::new(1), SimDisk::new(2));
+            // Single-member Keel before raft: a checkpoint holding only the MVCC payload at
+            // index 1, then format-1 entries 2 and 3 (term 2), no hard state.
+            let mut store = Store::new();
+            let mut context_alarms = Vec::new();
+            let mut members = Vec::new();
+            let mut context = ApplyContext {
+                alarms: &mut context_alarms,
+                members: &mut members,
+                lease_clocks: None,
+            };
+            apply(&mut store, &mut context, put("a", "1")).unwrap();
+            checkpoint::save(&snap, 1, &store.encode_checkpoint().unwrap())
+                .await
+                .unwrap();
+            let (mut wal, _) = Wal::open(wal_disk.clone(), options()).await.unwrap();
+            let mut payloads = Vec::new();
+            for (index, command) in [(1, put("a", "1")), (2, put("b", "2")), (3, put("a", "3"))] {
+                let mut payload = Vec::new();
+                command.encode_entry(index, 2, &mut payload);
+                payloads.push(payload);
+            }
+            let records: Vec<(RecordType, &[u8])> = payloads
+                .iter()
+                .map(|p| (RecordType::Entry, p.as_slice()))
+                .collect();
+            wal.append(&records).await.unwrap();
+            drop(wal);
+
+            let recovered = recover(wal_disk, snap, options(), &bootstrap()).await.unwrap();
+            assert_eq!(recovered.checkpoint_index, 1);
+            assert_eq!(recovered.applied_index, 3);
+            assert_eq!(recovered.replayed, 2);
+            assert_eq!(value_of(&recovered.store, "a"), Some(b"3".to_vec()));
+            assert_eq!(value_of(&recovered.store, "b"), Some(b"2".to_vec()));
+            let state = recovered.log.hard_state();
+            assert_eq!((state.term, state.vote, state.commit), (2, ME, 3));
+            assert_eq!(recovered.meta.conf_state.voters, vec![ME]);
+        });
+    }
+
+    fn entry(index: u64, term: u64, request_id: u64, command: &Command) -> Entry {
+        let mut entry = Entry::default();
+        entry.index = index;
+        entry.term = term;
+        entry.data = command::encode_data(request_id, command).into();
+        entry
+    }
+
+    #[test]
+    fn replay_replaces_an_overwritten_tail_and_applies_only_what_was_committed() {
+        block_on(async {
+            let (wal_disk, snap) = (SimDisk::new(3), SimDisk::new(4));
+            // Three voters, so the commit index recorded is what counts.
+            let mut boot = bootstrap();
+            boot.members.push(pb::Member {
+                id: 7,
+                ..Default::default()
+            });
+            boot.members.push(pb::Member {
+                id: 9,
+                ..Default::default()
+            });
+            // Bootstrap writes the first checkpoint.
+            let first = recover(wal_disk.clone(), snap.clone(), options(), &boot)
+                .await
+                .unwrap();
+            drop(first);
+            let (mut wal, _) = Wal::open(wal_disk.clone(), options()).await.unwrap();
+            let old: Vec<Entry> = (1..=3)
+                .map(|i| entry(i, 1, i, &put("k", &format!("old{i}"))))
+                .collect();
+            // A new leader of term 2 overwrote entries 2 and 3; only 2 is committed.
+            let new: Vec<Entry> = (2..=3)
+                .map(|i| entry(i, 2, 10 + i, &put("k", &format!("new{i}"))))
+                .collect();
+            let mut state = HardState::default();
+            state.term = 2;
+            state.commit = 2;
+            let mut payloads: Vec<(RecordType, Vec<u8>)> = old
+                .iter()
+                .chain(&new)
+                .map(|e| (RecordType::Entry, records::encode_entry(e)))
+                .collect();
+            payloads.push((RecordType::HardState, records::encode_hard_state(&state)));
+            let records: Vec<(RecordType, &[u8])> =
+                payloads.iter().map(|(t, p)| (*t, p.as_slice())).collect();
+            wal.append(&records).await.unwrap();
+            drop(wal);
+
+            let recovered = recover(wal_disk, snap, options(), &boot).await.unwrap();
+            assert_eq!(recovered.applied_index, 2);
+            assert_eq!(value_of(&recovered.store, "k"), Some(b"new2".to_vec()));
+            assert_eq!(recovered.log.last_index(), 3);
+            let held = recovered.log.entries_between(1, 3);
+            assert_eq!(held[0], old[0]);
+            assert_eq!(&held[1..], &new[..]);
+            assert_eq!(recovered.log.hard_state().commit, 2);
+        });
+    }
+}
