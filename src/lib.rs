@@ -2,8 +2,11 @@
 //!
 //! * [`config`]: etcd's flags and `ETCD_*` environment variables.
 //! * [`datadir`]: the locked, versioned data directory.
-//! * [`server`]: threads, startup and shutdown; the log core ([`server::log`]) that batches,
-//!   logs and applies every write.
+//! * [`server`]: threads, startup and shutdown; the raft core's loop ([`server::log`]) that
+//!   batches, logs and applies every write.
+//! * [`raft`]: the raft node (raft-rs over Keel's WAL and store), its log format and the peer
+//!   transport.
+//! * [`cluster`]: etcd's member and cluster ids, `--initial-cluster`.
 //! * [`api`]: the etcd v3 gRPC services (KV, Watch, Lease, Maintenance, Cluster).
 //! * [`http`]: `/metrics`, `/health`, `/readyz`, `/livez`, `/version`.
 //! * [`net`]: serving tonic and plain HTTP with hyper on glommio executors.

@@ -1,7 +1,7 @@
 //! The Watch service.
 //!
 //! Each Watch stream is one task on the front core that accepted it. A watcher is only a
-//! position: the next revision it has to see. When the log core applies a batch it bumps the
+//! position: the next revision it has to see. When the raft core applies a batch it bumps the
 //! store revision and notifies; every stream then catches each of its watchers up from the
 //! store's event feed, in bounded slices. Nothing is buffered per watcher, so a slow client
 //! only slows its own stream (its task waits on the bounded response channel) and never

@@ -161,7 +161,7 @@ impl Default for ServeOptions {
 ///
 /// It is called on the executor thread that accepted the connection, so it may hold
 /// core-local (`!Send`) state, and its future may await other work on that core (such as
-/// asking the log core whether the member is healthy). The request body has been read in
+/// asking the raft core whether the member is healthy). The request body has been read in
 /// full (at most [`ServeOptions::http_body_max`] bytes).
 pub trait HttpHandler: 'static {
     /// Answers one request.

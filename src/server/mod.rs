@@ -1,10 +1,12 @@
 //! The Keel server: threads, startup, shutdown.
 //!
-//! Layout (see docs/architecture.md): one **log core** thread runs a glommio executor that
-//! owns the WAL and applies every write ([`log`]); `--cores` **front** threads each run a
-//! glommio executor with one SO_REUSEPORT listener per client URL, serving the gRPC services
-//! ([`crate::api`]) and the HTTP endpoints ([`crate::http`]). Front cores read the store
-//! directly and send writes to the log core over a bounded channel.
+//! Layout (see docs/architecture.md): one **raft core** thread runs a glommio executor that
+//! owns the raft node, the WAL and applies every write ([`log`], [`crate::raft::node`]); one
+//! **peer** thread talks to the other members ([`crate::raft::transport`]); `--cores`
+//! **front** threads each run a glommio executor with one SO_REUSEPORT listener per client
+//! URL, serving the gRPC services ([`crate::api`]) and the HTTP endpoints ([`crate::http`]).
+//! Front cores read the store directly and send writes and ReadIndex requests to the raft
+//! core over bounded channels.
 //!
 //! [`start`] returns once every listener is bound and the store is recovered, so a caller
 //! (a test, or the `keel` binary) can connect right away; [`ServerHandle::stop`] shuts the
@@ -52,7 +54,7 @@ use keel_proto::etcdserverpb as pb;
 use log::RaftCore;
 use state::{Limits, MemberInfo, Shared, SharedConfig, SharedRef};
 
-/// Proposals queued for the log core before writers wait (back-pressure).
+/// Proposals queued for the raft core before writers wait (back-pressure).
 pub const PROPOSALS_QUEUED_MAX: usize = 16 * 1024;
 
 /// The raft term a single member reports (etcd's first election makes a new single member's
@@ -81,7 +83,7 @@ impl ServerHandle {
         self.shared.stop();
     }
 
-    /// Shuts down: stops accepting, lets in-flight requests finish, drains the log core, and
+    /// Shuts down: stops accepting, lets in-flight requests finish, drains the raft core, and
     /// waits for every thread. The data dir lock is released when this returns.
     pub fn stop(mut self) {
         self.shared.stop();

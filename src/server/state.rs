@@ -1,6 +1,6 @@
-//! State shared by the log core and the front cores.
+//! State shared by the raft core and the front cores.
 //!
-//! The MVCC store sits behind one `RwLock`: the log core takes the write lock once per batch
+//! The MVCC store sits behind one `RwLock`: the raft core takes the write lock once per batch
 //! to apply it, front cores take the read lock per read. This is a deliberate simplification
 //! of ARCHITECTURE.md's per-core read views (see docs/architecture.md): a batch applies in
 //! microseconds, so readers wait at most that long, and no copy of the index is needed.
@@ -90,11 +90,11 @@ pub struct LeaseForward {
     pub reply: oneshot::Sender<Result<Option<LeaseClock>, Status>>,
 }
 
-/// A command waiting for the log core, with the channel its result goes back on.
+/// A command waiting for the raft core, with the channel its result goes back on.
 pub struct Proposal {
     /// The command.
     pub command: Command,
-    /// Where the result goes; `None` for commands the log core made itself (lease expiry).
+    /// Where the result goes; `None` for commands the raft core made itself (lease expiry).
     pub reply: Option<oneshot::Sender<ApplyResult>>,
 }
 
@@ -224,7 +224,7 @@ impl IdGenerator {
     }
 }
 
-/// Everything the services and the log core share.
+/// Everything the services and the raft core share.
 pub struct Shared {
     /// The MVCC store.
     pub store: RwLock<Store>,
@@ -244,7 +244,7 @@ pub struct Shared {
     pub members: Mutex<Vec<pb::Member>>,
     /// This member.
     pub member: MemberInfo,
-    /// Linearizable reads waiting for a ReadIndex round on the log core.
+    /// Linearizable reads waiting for a ReadIndex round on the raft core.
     pub reads: async_channel::Sender<ReadReply>,
     /// Lease questions for the leader, sent by the peer thread.
     pub lease_forwards: async_channel::Sender<LeaseForward>,
@@ -487,7 +487,7 @@ impl Shared {
             .expect("store lock poisoned by a panic during apply")
     }
 
-    /// The store for applying (log core only).
+    /// The store for applying (raft core only).
     pub fn write_store(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
         self.store
             .write()
