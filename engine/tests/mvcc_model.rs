@@ -280,7 +280,12 @@ impl Model {
         let before = self.current;
         let mut path = Vec::new();
         self.path(t, before, &mut path);
-        let flat: Vec<&RequestOp> = path.iter().flat_map(|(_, ops)| ops.iter()).collect();
+        // The checks visit the ops in the order they run, a nested txn's ops in its place
+        // among its parent's, as etcd's `checkRequests` does; the first failing op's error
+        // wins. (Walking `path` entry by entry instead would check an outer op before the ops
+        // of a nested txn that comes before it, and answer with the wrong error.)
+        let mut flat = Vec::new();
+        Self::in_run_order(&path, &mut 0, &mut flat);
         for op in &flat {
             if let RequestOp::Put(p) = op {
                 self.put_checks(p, before)?;
@@ -302,6 +307,22 @@ impl Model {
         let mut response = self.run(&path, &mut cursor, main, &mut sub);
         response.revision = self.finish(main, sub);
         Ok(response)
+    }
+
+    /// The non-txn ops on the chosen branches, in the order `run` executes them.
+    fn in_run_order<'p>(
+        path: &'p [(bool, Vec<RequestOp>)],
+        cursor: &mut usize,
+        out: &mut Vec<&'p RequestOp>,
+    ) {
+        let (_, ops) = &path[*cursor];
+        *cursor += 1;
+        for op in ops {
+            match op {
+                RequestOp::Txn(_) => Self::in_run_order(path, cursor, out),
+                other => out.push(other),
+            }
+        }
     }
 
     fn run(
@@ -589,6 +610,67 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Checkpoint),
         3 => (0usize..4).prop_map(Op::Step),
     ]
+}
+
+/// A regression case, kept as a plain test so that it runs by name and without proptest.
+///
+/// The story: proptest found a txn whose success branch is [a nested txn holding a Range at
+/// revision 6, then a Range at revision 1], run after four puts (current revision 5) and a
+/// compaction at 4. Both ranges are bad, so the txn fails; the question is with which error.
+/// The store answered `FutureRevision`, the model `Compacted`. The model was wrong: it checked
+/// the chosen branches one after the other (all of the outer txn's ops, then the nested
+/// txn's), so the outer Range at revision 1 came first. etcd 3.5 checks the ops in the
+/// order they run, descending into a nested txn where it stands among its parent's ops:
+/// `checkRequests` in server/etcdserver/apply.go (line 1041 of v3.5.33, commit 9f4b1254;
+/// unchanged since v3.5.0) recurses on a `RequestOp_RequestTxn` before moving to the next
+/// op and returns the first error that `checkRequestRange` gives, so the nested Range's
+/// `ErrFutureRev` wins. (All put checks, over the whole txn, come before all range checks:
+/// `Txn` calls `checkRequests` with `checkPut` first, then with `checkRange`.) The same case
+/// is in `mvcc_model.proptest-regressions`.
+#[test]
+fn txn_checks_ranges_in_run_order_with_nested_txns_in_place() {
+    let at = |revision| {
+        RequestOp::Range(RangeRequest {
+            key: b"a".to_vec(),
+            revision,
+            ..RangeRequest::default()
+        })
+    };
+    let nested = |op| {
+        RequestOp::Txn(TxnRequest {
+            compare: vec![],
+            success: vec![op],
+            failure: vec![],
+        })
+    };
+    let txn = |success| TxnRequest {
+        compare: vec![],
+        success,
+        failure: vec![],
+    };
+    let mut store = Store::new();
+    let mut model = Model::new();
+    for key in [b"a", b"a", b"b", b"b"] {
+        let put = PutRequest {
+            key: key.to_vec(),
+            ..PutRequest::default()
+        };
+        assert_eq!(store.put(&put), model.put(&put));
+    }
+    assert_eq!(store.current_revision(), 5);
+    assert_eq!(store.compact(4), model.compact(4));
+
+    // The case proptest found: the nested txn's future read comes first.
+    let found = txn(vec![nested(at(6)), at(1)]);
+    assert_eq!(store.txn(&found), Err(MvccError::FutureRevision));
+    assert_eq!(model.txn(&found), Err(MvccError::FutureRevision));
+    // Its mirror: with the compacted read first, its error wins.
+    let mirror = txn(vec![at(1), nested(at(6))]);
+    assert_eq!(store.txn(&mirror), Err(MvccError::Compacted));
+    assert_eq!(model.txn(&mirror), Err(MvccError::Compacted));
+    // The refused txns changed nothing.
+    assert_eq!(store.current_revision(), 5);
+    assert_eq!(model.current, 5);
 }
 
 /// The store with all pending physical compaction done.

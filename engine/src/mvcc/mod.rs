@@ -695,11 +695,13 @@ impl Store {
     /// Runs etcd's sequence: the request checks of [`check_txn_request`] (without the
     /// op-count limit); every compare of the txn and of the nested txns on the chosen path,
     /// against the store before the txn; then, along the chosen path, the put checks
-    /// ([`MvccError::LeaseNotFound`], [`MvccError::KeyNotFound`]) and the range revision checks
-    /// ([`MvccError::FutureRevision`], [`MvccError::Compacted`]). Any error leaves the store
-    /// untouched. Then the operations run in order; all writes share one new main revision
-    /// with sub-revisions in execution order, and reads see the txn's earlier writes. A txn
-    /// without changes creates no revision.
+    /// ([`MvccError::LeaseNotFound`], [`MvccError::KeyNotFound`]) and after them the range
+    /// revision checks ([`MvccError::FutureRevision`], [`MvccError::Compacted`]), each pass
+    /// visiting the ops in the order they run, so the first bad op's error is the answer, as in
+    /// etcd's `checkRequests`. Any error leaves the store untouched. Then the operations run
+    /// in order; all writes share one new main revision with sub-revisions in execution
+    /// order, and reads see the txn's earlier writes. A txn without changes creates no
+    /// revision.
     pub fn txn(&mut self, request: &TxnRequest) -> Result<TxnResponse, MvccError> {
         check_txn_request(request, usize::MAX)?;
         let before = self.current_revision;
@@ -752,7 +754,12 @@ impl Store {
         }
     }
 
-    /// Calls `check` on every non-txn op along `path`.
+    /// Calls `check` on every non-txn op along `path`, in the order the ops run: a nested
+    /// txn's ops are checked where the nested txn stands among its parent's ops, before the
+    /// parent's later ops. The first error wins. This is etcd's `checkRequests`
+    /// (server/etcdserver/apply.go in etcd 3.5), and it decides which error a txn with
+    /// several bad ops gets, e.g. `FutureRevision` from a nested txn's Range before
+    /// `Compacted` from a later Range of the outer txn.
     fn check_path(
         &self,
         request: &TxnRequest,
