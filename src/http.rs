@@ -42,6 +42,9 @@ impl HttpEndpoints {
         if !self.shared.has_leader() {
             return Some("RAFT NO LEADER".to_string());
         }
+        if !self.shared.published.load(Ordering::Acquire) {
+            return Some("not ready: publishing member attributes".to_string());
+        }
         None
     }
 

@@ -78,6 +78,13 @@ impl Peer for TestPeer {
             server_version: request.cluster_token,
         }))
     }
+
+    async fn lease(
+        &self,
+        _request: Request<keel_proto::keelpeerpb::LeaseRequest>,
+    ) -> Result<Response<keel_proto::keelpeerpb::LeaseResponse>, Status> {
+        Err(Status::unimplemented("not used by these tests"))
+    }
 }
 
 /// Answers every plain-HTTP request with 404; these tests speak gRPC only.

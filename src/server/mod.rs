@@ -589,10 +589,11 @@ async fn publish_attributes(shared: SharedRef) {
     while !shared.stopping.load(Ordering::Acquire) {
         let command = command::Command::MemberAttributes(attributes.clone());
         if shared.propose(command).await.is_ok() {
+            shared.published.store(true, Ordering::Release);
             tracing::info!("published local member attributes to the cluster");
             return;
         }
-        glommio::timer::sleep(Duration::from_millis(500)).await;
+        glommio::timer::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -268,6 +268,9 @@ pub struct Shared {
     pub ids: IdGenerator,
     /// Set when the WAL failed: the member refuses writes until restarted.
     pub wal_failed: AtomicBool,
+    /// Set once this member's attributes (name, client URLs) are applied through the log;
+    /// until then it is not ready (etcd serves no client before it has published them).
+    pub published: AtomicBool,
     /// Set when shutdown begins; watch and keep-alive streams end.
     pub stopping: AtomicBool,
     /// Notified when shutdown begins.
@@ -342,6 +345,7 @@ impl Shared {
             metrics: Metrics::default(),
             ids,
             wal_failed: AtomicBool::new(false),
+            published: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             stop_event: event_listener::Event::new(),
             watch_progress_interval: config.watch_progress_interval,
