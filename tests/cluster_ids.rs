@@ -11,7 +11,7 @@
 mod common;
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -70,7 +70,9 @@ struct Response {
     body: String,
 }
 
-/// A GET over plain HTTP/1.1 (`Connection: close`, so the body ends with the stream).
+/// A GET over plain HTTP/1.1. The body is read up to its `Content-Length`: etcd's peer
+/// listener closes a finished connection only after its read timeout (5 s), so reading to the
+/// end of the stream would wait for that.
 fn http_get(address: &str, path: &str) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -79,26 +81,48 @@ fn http_get(address: &str, path: &str) -> std::io::Result<Response> {
         stream,
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
     )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no end of headers in {text:?}")))?;
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {text:?}")))?;
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-        .collect();
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::other(
+                "connection closed within the headers",
+            ));
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+    let content_length = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .and_then(|(_, value)| value.parse::<usize>().ok());
+    let mut body = Vec::new();
+    match content_length {
+        Some(length) => {
+            body.resize(length, 0);
+            reader.read_exact(&mut body)?;
+        }
+        None => {
+            reader.read_to_end(&mut body)?;
+        }
+    }
     Ok(Response {
         status,
         headers,
-        body: body.to_string(),
+        body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
 
@@ -284,14 +308,31 @@ fn ids_match_upstream_etcd() {
     );
 
     // etcd's log names the same ids: "added member" once per member, with the cluster id and
-    // the local member id. The lines are written during bootstrap, before the peer port
-    // serves, so they are present now.
+    // the local member id. etcd logs them as it applies the bootstrap configuration, which may
+    // be just after the peer port serves: poll for them.
     let local_id = keel_members
         .iter()
         .find(|m| m.name == "m0")
         .expect("m0 is a member")
         .id;
-    let mut logged = added_member_lines(&etcd.log());
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut logged = loop {
+        let logged = added_member_lines(&etcd.log());
+        if logged.len() >= keel_members.len() {
+            break logged;
+        }
+        if let Some(status) = etcd.exited() {
+            panic!("etcd exited with {status}; log:\n{}", etcd.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd logged {} of {} \"added member\" lines within {READY_TIMEOUT:?}; log:\n{}",
+            logged.len(),
+            keel_members.len(),
+            etcd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     logged.sort();
     let mut expected: Vec<(String, String, String)> = keel_members
         .iter()
