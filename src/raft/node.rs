@@ -1152,7 +1152,9 @@ mod tests {
             wal.append(&records).await.unwrap();
             drop(wal);
 
-            let recovered = recover(wal_disk, snap, options(), &bootstrap()).await.unwrap();
+            let recovered = recover(wal_disk, snap, options(), &bootstrap())
+                .await
+                .unwrap();
             assert_eq!(recovered.checkpoint_index, 1);
             assert_eq!(recovered.applied_index, 3);
             assert_eq!(recovered.replayed, 2);
@@ -1165,11 +1167,12 @@ mod tests {
     }
 
     fn entry(index: u64, term: u64, request_id: u64, command: &Command) -> Entry {
-        let mut entry = Entry::default();
-        entry.index = index;
-        entry.term = term;
-        entry.data = command::encode_data(request_id, command).into();
-        entry
+        Entry {
+            index,
+            term,
+            data: command::encode_data(request_id, command).into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -1199,9 +1202,11 @@ mod tests {
             let new: Vec<Entry> = (2..=3)
                 .map(|i| entry(i, 2, 10 + i, &put("k", &format!("new{i}"))))
                 .collect();
-            let mut state = HardState::default();
-            state.term = 2;
-            state.commit = 2;
+            let state = HardState {
+                term: 2,
+                commit: 2,
+                ..Default::default()
+            };
             let mut payloads: Vec<(RecordType, Vec<u8>)> = old
                 .iter()
                 .chain(&new)

@@ -90,9 +90,11 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, RecordDecodeError> {
                     payload.len()
                 )));
             }
-            let mut entry = Entry::default();
-            entry.index = u64_at(payload, 1);
-            entry.term = u64_at(payload, 9);
+            let mut entry = Entry {
+                index: u64_at(payload, 1),
+                term: u64_at(payload, 9),
+                ..Default::default()
+            };
             let data = &payload[ENTRY_V2_HEADER_BYTES..];
             let entry_type = match payload[17] {
                 0 if !data.is_empty() => EntryType::EntryNormal,
@@ -113,11 +115,13 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, RecordDecodeError> {
         }
         Some(&command::ENTRY_FORMAT_VERSION) => {
             let old = command::decode_entry(payload).map_err(|e| bad(e.to_string()))?;
-            let mut entry = Entry::default();
-            entry.index = old.index;
-            entry.term = old.term;
+            let mut entry = Entry {
+                index: old.index,
+                term: old.term,
+                data: command::encode_data(0, &old.command).into(),
+                ..Default::default()
+            };
             entry.set_entry_type(EntryType::EntryNormal);
-            entry.data = command::encode_data(0, &old.command).into();
             Ok(entry)
         }
         Some(version) => Err(bad(format!(
@@ -151,11 +155,12 @@ pub fn decode_hard_state(payload: &[u8]) -> Result<HardState, RecordDecodeError>
             payload.first()
         )));
     }
-    let mut state = HardState::default();
-    state.term = u64_at(payload, 1);
-    state.vote = u64_at(payload, 9);
-    state.commit = u64_at(payload, 17);
-    Ok(state)
+    Ok(HardState {
+        term: u64_at(payload, 1),
+        vote: u64_at(payload, 9),
+        commit: u64_at(payload, 17),
+        ..Default::default()
+    })
 }
 
 /// A snapshot marker: the raft log restarts after `index` (a snapshot from the leader was
@@ -336,11 +341,13 @@ mod tests {
             (EntryType::EntryConfChange, vec![1, 2, 3]),
             (EntryType::EntryConfChangeV2, vec![]),
         ] {
-            let mut entry = Entry::default();
-            entry.index = 42;
-            entry.term = 7;
+            let mut entry = Entry {
+                index: 42,
+                term: 7,
+                data: data.into(),
+                ..Default::default()
+            };
             entry.set_entry_type(entry_type);
-            entry.data = data.into();
             let decoded = decode_entry(&encode_entry(&entry)).unwrap();
             assert_eq!(decoded, entry);
         }
@@ -364,10 +371,12 @@ mod tests {
 
     #[test]
     fn hard_state_and_marker_round_trip() {
-        let mut state = HardState::default();
-        state.term = 3;
-        state.vote = 9;
-        state.commit = 100;
+        let state = HardState {
+            term: 3,
+            vote: 9,
+            commit: 100,
+            ..Default::default()
+        };
         assert_eq!(
             decode_hard_state(&encode_hard_state(&state)).unwrap(),
             state

@@ -106,6 +106,16 @@ impl AutoCompactor {
     }
 }
 
+/// Where the raft core's inputs arrive.
+pub struct CoreChannels {
+    /// Client proposals.
+    pub proposals: async_channel::Receiver<Proposal>,
+    /// Linearizable reads waiting for a ReadIndex round.
+    pub reads: async_channel::Receiver<ReadReply>,
+    /// Messages and reports from the peer transport.
+    pub peers: async_channel::Receiver<PeerInput>,
+}
+
 /// The raft core's inputs and its node.
 pub struct RaftCore<O: Outbox> {
     node: RaftNode<GlommioDisk>,
@@ -123,13 +133,16 @@ impl<O: Outbox> RaftCore<O> {
     pub fn new(
         node: RaftNode<GlommioDisk>,
         shared: std::sync::Arc<Shared>,
-        proposals: async_channel::Receiver<Proposal>,
-        reads: async_channel::Receiver<ReadReply>,
-        peers: async_channel::Receiver<PeerInput>,
+        channels: CoreChannels,
         outbox: O,
         tick_interval: Duration,
         auto_compaction: AutoCompaction,
     ) -> RaftCore<O> {
+        let CoreChannels {
+            proposals,
+            reads,
+            peers,
+        } = channels;
         RaftCore {
             node,
             shared,

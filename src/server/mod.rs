@@ -51,7 +51,7 @@ use crate::raft::transport::{self, PeerIdentity};
 use keel_engine::io::GlommioDisk;
 use keel_engine::wal::WalOptions;
 use keel_proto::etcdserverpb as pb;
-use log::RaftCore;
+use log::{CoreChannels, RaftCore};
 use state::{Limits, MemberInfo, Shared, SharedConfig, SharedRef};
 
 /// Proposals queued for the raft core before writers wait (back-pressure).
@@ -402,9 +402,11 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             let mut core = RaftCore::new(
                 node,
                 shared.clone(),
-                inputs.proposals,
-                inputs.reads,
-                peers.inbox,
+                CoreChannels {
+                    proposals: inputs.proposals,
+                    reads: inputs.reads,
+                    peers: peers.inbox,
+                },
                 peers.senders,
                 tick_interval,
                 auto_compaction,

@@ -448,7 +448,7 @@ impl Cluster {
     /// Waits until member `index` answers `/health` with 200.
     pub fn wait_healthy(&mut self, index: usize) {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let mut last = String::new();
+        let mut last;
         loop {
             let member = &mut self.members[index];
             if !member.is_running() {
