@@ -175,6 +175,101 @@ pub struct Metrics {
     pub slow_apply: Counter,
     /// `etcd_server_slow_read_indexes_total`: ReadIndex rounds that had to be asked again.
     pub slow_read_indexes: Counter,
+    /// Per-peer network figures (`etcd_network_*`), by member id.
+    pub peers: std::sync::Mutex<std::collections::BTreeMap<u64, PeerCounters>>,
+}
+
+/// One peer's network figures, with etcd's metric names.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeerCounters {
+    /// `etcd_network_peer_sent_bytes_total{To}`.
+    pub sent_bytes: u64,
+    /// `etcd_network_peer_received_bytes_total{From}`.
+    pub received_bytes: u64,
+    /// `etcd_network_peer_sent_failures_total{To}`: sends that failed or were dropped.
+    pub sent_failures: u64,
+    /// `etcd_network_snapshot_send_success{To}`.
+    pub snapshot_send_success: u64,
+    /// `etcd_network_snapshot_send_failures{To}`.
+    pub snapshot_send_failures: u64,
+    /// `etcd_network_snapshot_send_total_duration_seconds{To}`.
+    pub snapshot_send_seconds: f64,
+    /// `etcd_network_snapshot_receive_success{From}`.
+    pub snapshot_receive_success: u64,
+}
+
+impl Metrics {
+    /// Updates peer `id`'s figures.
+    pub fn peer(&self, id: u64, update: impl FnOnce(&mut PeerCounters)) {
+        let mut peers = self.peers.lock().expect("peer metrics lock");
+        update(peers.entry(id).or_default());
+    }
+
+    fn render_peers(&self, out: &mut String) {
+        let peers = self.peers.lock().expect("peer metrics lock").clone();
+        type Field = fn(&PeerCounters) -> f64;
+        let families: [(&str, &str, &str, &str, Field); 7] = [
+            (
+                "etcd_network_peer_sent_bytes_total",
+                "counter",
+                "To",
+                "The total number of bytes sent to peers.",
+                |p| p.sent_bytes as f64,
+            ),
+            (
+                "etcd_network_peer_received_bytes_total",
+                "counter",
+                "From",
+                "The total number of bytes received from peers.",
+                |p| p.received_bytes as f64,
+            ),
+            (
+                "etcd_network_peer_sent_failures_total",
+                "counter",
+                "To",
+                "The total number of send failures from peers.",
+                |p| p.sent_failures as f64,
+            ),
+            (
+                "etcd_network_snapshot_send_success",
+                "counter",
+                "To",
+                "Total number of successful snapshot sends",
+                |p| p.snapshot_send_success as f64,
+            ),
+            (
+                "etcd_network_snapshot_send_failures",
+                "counter",
+                "To",
+                "Total number of snapshot send failures",
+                |p| p.snapshot_send_failures as f64,
+            ),
+            (
+                "etcd_network_snapshot_send_total_duration_seconds",
+                "counter",
+                "To",
+                "Total latency distributions of v3 snapshot sends",
+                |p| p.snapshot_send_seconds,
+            ),
+            (
+                "etcd_network_snapshot_receive_success",
+                "counter",
+                "From",
+                "Total number of successful snapshot receives",
+                |p| p.snapshot_receive_success as f64,
+            ),
+        ];
+        for (name, kind, label, help, field) in families {
+            if peers.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (id, counters) in &peers {
+                let _ = writeln!(out, "{name}{{{label}=\"{id:x}\"}} {}", field(counters));
+            }
+        }
+    }
 }
 
 fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
@@ -264,6 +359,7 @@ impl Metrics {
             out,
             "etcd_server_version{{server_version=\"{server_version}\"}} 1"
         );
+        self.render_peers(&mut out);
         self.wal_fsync.render(
             &mut out,
             "etcd_disk_wal_fsync_duration_seconds",

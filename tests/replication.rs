@@ -316,6 +316,31 @@ fn a_member_cut_off_from_the_majority_cannot_commit() {
                 || status.message() == "etcdserver: no leader",
             "{status:?}"
         );
+        // With check-quorum the cut-off member stops believing in a leader within an election
+        // timeout; then a request that requires a leader (clientv3's WithRequireLeader, as
+        // etcdctl's watch sends) fails with etcd's error.
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        loop {
+            let mut request = tonic::Request::new(RangeRequest {
+                key: b"minority".to_vec(),
+                serializable: true,
+                ..Default::default()
+            });
+            request
+                .metadata_mut()
+                .insert("hasleader", "true".parse().expect("metadata value"));
+            match kv.range(request).await {
+                Err(status) if status.message() == "etcdserver: no leader" => {
+                    assert_eq!(status.code(), tonic::Code::Unavailable);
+                    break;
+                }
+                other => assert!(
+                    Instant::now() < deadline,
+                    "the cut-off member still serves leader-requiring requests: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         // Heal: the majority comes back and the three agree again.
         signal(&cluster, 1, "CONT");
         signal(&cluster, 2, "CONT");

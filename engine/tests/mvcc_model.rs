@@ -727,7 +727,21 @@ proptest! {
             match op {
                 Op::Put(p) => prop_assert_eq!(store.put(p), model.put(p), "{:?}", op),
                 Op::Delete(d) => prop_assert_eq!(store.delete_range(d), model.delete(d), "{:?}", op),
-                Op::Txn(t) => prop_assert_eq!(store.txn(t), model.txn(t), "{:?}", op),
+                Op::Txn(t) => {
+                    // The read-only path must answer exactly as the full txn does whenever the
+                    // chosen branch only reads, and leave the store as it was.
+                    let before = store.current_revision();
+                    let read_only = store.txn_read_only(t);
+                    prop_assert_eq!(store.current_revision(), before);
+                    let full = store.txn(t);
+                    if let Ok(Some(answer)) = &read_only {
+                        prop_assert_eq!(Ok(answer.clone()), full.clone(), "{:?}", op);
+                    }
+                    if let Err(error) = &read_only {
+                        prop_assert_eq!(Err(error.clone()), full.clone(), "{:?}", op);
+                    }
+                    prop_assert_eq!(full, model.txn(t), "{:?}", op)
+                }
                 Op::Compact(r) => prop_assert_eq!(store.compact(*r), model.compact(*r)),
                 Op::Range(r) => prop_assert_eq!(store.range(r), model.range(r, model.current), "{:?}", op),
                 Op::Events(start, k, e) => {

@@ -119,18 +119,19 @@ impl Kv for KvService {
             if !txn_serializable(&request) {
                 self.shared.linearizable_barrier().await?;
             }
-            // A txn that only reads needs no log entry (etcd serves it the same way). The
-            // store's txn takes `&mut` because it may write; a read-only txn changes
-            // nothing, and holding the write lock keeps it atomic against apply.
-            let response = self
+            // A txn that only reads needs no log entry (etcd serves it the same way); it is
+            // answered under the store's read lock, atomically against apply.
+            let answer = self
                 .shared
-                .write_store()
-                .txn(&txn)
+                .read_store()
+                .txn_read_only(&txn)
                 .map_err(|e| convert::status(&e))?;
-            return Ok(Response::new(convert::txn_response(
-                response,
-                &self.shared.header(),
-            )));
+            if let Some(response) = answer {
+                return Ok(Response::new(convert::txn_response(
+                    response,
+                    &self.shared.header(),
+                )));
+            }
         }
         self.shared
             .check_quota(request.compare.len() * 8 + request.success.len() * 64)

@@ -399,7 +399,6 @@ pub struct RaftNode<D: Disk> {
     /// Clients of `Compact` with `physical` set, answered when the physical work is done.
     physical_compaction_waiters: Vec<(oneshot::Sender<ApplyResult>, ApplyResult)>,
     pending_reads: Vec<PendingRead>,
-    next_read_ctx: u64,
     ticks: u64,
     applied_index: u64,
     applied_term: u64,
@@ -441,7 +440,6 @@ impl<D: Disk> RaftNode<D> {
             waiters: HashMap::new(),
             physical_compaction_waiters: Vec::new(),
             pending_reads: Vec::new(),
-            next_read_ctx: 1,
             ticks: 0,
             applied_index: recovered.applied_index,
             applied_term: recovered.applied_term,
@@ -600,8 +598,11 @@ impl<D: Disk> RaftNode<D> {
             }
             return;
         }
-        let ctx = self.next_read_ctx;
-        self.next_read_ctx += 1;
+        // The round's tag comes from the request-id generator, which never repeats across
+        // restarts (etcd does the same): a counter restarting at 1 let a leader's late answer
+        // to the previous process's read complete a new read with an index older than the
+        // read (found by the simulation, tests/raft_sim.rs, seed 56).
+        let ctx = self.shared.ids.next_request_id();
         self.raw.read_index(ctx.to_le_bytes().to_vec());
         self.pending_reads.push(PendingRead {
             ctx,

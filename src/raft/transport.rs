@@ -178,6 +178,7 @@ pub fn start(
                 peer_addrs,
                 snap_dir.clone(),
                 inbox_tx.clone(),
+                shared.clone(),
             )));
             let http: Rc<dyn HttpHandler> = Rc::new(NotFound);
             for listener in listeners {
@@ -324,10 +325,17 @@ impl Sender {
                         })
                         .collect(),
                 };
+                let bytes = prost::Message::encoded_len(&batch) as u64;
                 match stream_tx.try_send(batch) {
-                    Ok(()) => {}
+                    Ok(()) => self
+                        .shared
+                        .metrics
+                        .peer(self.peer_id, |p| p.sent_bytes += bytes),
                     Err(error) if error.is_full() => {
                         // The peer does not keep up: drop, and let raft slow down.
+                        self.shared
+                            .metrics
+                            .peer(self.peer_id, |p| p.sent_failures += 1);
                         self.unreachable();
                     }
                     Err(_) => break,
@@ -415,6 +423,7 @@ async fn send_snapshots(
     peers: HashMap<u64, SocketAddr>,
     snap_dir: PathBuf,
     inbox: async_channel::Sender<PeerInput>,
+    shared: SharedRef,
 ) {
     while let Ok(message) = queue.recv().await {
         let to = message.to;
@@ -435,6 +444,15 @@ async fn send_snapshots(
                 false
             }
         };
+        let seconds = started.elapsed().as_secs_f64();
+        shared.metrics.peer(to, |p| {
+            if ok {
+                p.snapshot_send_success += 1;
+                p.snapshot_send_seconds += seconds;
+            } else {
+                p.snapshot_send_failures += 1;
+            }
+        });
         let _ = inbox.send(PeerInput::SnapshotStatus { to, ok }).await;
     }
 }
@@ -620,6 +638,10 @@ impl Peer for PeerService {
                 }
             }
             received += messages.len() as u64;
+            let bytes = prost::Message::encoded_len(&batch) as u64;
+            self.shared
+                .metrics
+                .peer(batch.from_member_id, |p| p.received_bytes += bytes);
             // A full inbox drops the batch: the raft core is behind, and raft retries.
             let _ = self.inbox.try_send(PeerInput::Messages(messages));
         }
@@ -642,6 +664,9 @@ impl Peer for PeerService {
                 let message = Message::parse_from_bytes(&message).map_err(|e| {
                     Status::invalid_argument(format!("undecodable snapshot message: {e}"))
                 })?;
+                self.shared
+                    .metrics
+                    .peer(message.from, |p| p.snapshot_receive_success += 1);
                 // The checkpoint file is durable: raft may now install it.
                 self.inbox
                     .send(PeerInput::Messages(vec![message]))

@@ -166,23 +166,51 @@ fn addrs(flag: &'static str, urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
         .collect()
 }
 
+/// etcd's leader check: a request whose metadata carries `hasleader: true` (clientv3's
+/// `WithRequireLeader`, which etcdctl's watch uses) fails with `etcdserver: no leader` while
+/// the member knows no leader.
+#[derive(Clone)]
+struct RequireLeader(SharedRef);
+
+impl tonic::service::Interceptor for RequireLeader {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let requires = request
+            .metadata()
+            .get("hasleader")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        if requires && !self.0.has_leader() {
+            return Err(state::no_leader_status());
+        }
+        Ok(request)
+    }
+}
+
 fn routes(shared: &SharedRef) -> Routes {
+    use tonic::service::interceptor::InterceptedService;
     let decode_max = shared.limits.request_bytes_max + state::GRPC_OVERHEAD_BYTES;
-    Routes::new(KvServer::new(KvService::new(shared.clone())).max_decoding_message_size(decode_max))
-        .add_service(
-            WatchServer::new(WatchService::new(shared.clone()))
-                .max_decoding_message_size(decode_max),
-        )
-        .add_service(
-            LeaseServer::new(LeaseService::new(shared.clone()))
-                .max_decoding_message_size(decode_max),
-        )
-        .add_service(
-            MaintenanceServer::new(MaintenanceService::new(shared.clone()))
-                .max_decoding_message_size(decode_max),
-        )
-        .add_service(ClusterServer::new(ClusterService::new(shared.clone())))
-        .add_service(HealthServer::new(HealthService::new(shared.clone())))
+    let leader = RequireLeader(shared.clone());
+    Routes::new(InterceptedService::new(
+        KvServer::new(KvService::new(shared.clone())).max_decoding_message_size(decode_max),
+        leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        WatchServer::new(WatchService::new(shared.clone())).max_decoding_message_size(decode_max),
+        leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        LeaseServer::new(LeaseService::new(shared.clone())).max_decoding_message_size(decode_max),
+        leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        MaintenanceServer::new(MaintenanceService::new(shared.clone()))
+            .max_decoding_message_size(decode_max),
+        leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        ClusterServer::new(ClusterService::new(shared.clone())),
+        leader,
+    ))
+    .add_service(HealthServer::new(HealthService::new(shared.clone())))
 }
 
 /// Starts a member with `config`. Returns when it serves clients.

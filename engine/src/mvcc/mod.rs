@@ -721,6 +721,70 @@ impl Store {
         Ok(response)
     }
 
+    /// A txn answered without changing the store, from `&self`, so that a server can serve
+    /// it under a read lock: the same checks and the same answer as [`Store::txn`] gives it.
+    /// `Ok(None)` when the branch its compares choose holds a put or a delete: such a txn must
+    /// go through [`Store::txn`] (and, in a server, through the log).
+    pub fn txn_read_only(&self, request: &TxnRequest) -> Result<Option<TxnResponse>, MvccError> {
+        check_txn_request(request, usize::MAX)?;
+        let revision = self.current_revision;
+        let mut path = Vec::new();
+        self.compare_path(request, revision, &mut path);
+        let mut writes = false;
+        self.check_path(request, &path, &mut 0, &mut |_, op| {
+            writes |= matches!(op, RequestOp::Put(_) | RequestOp::DeleteRange(_));
+            Ok(())
+        })?;
+        if writes {
+            return Ok(None);
+        }
+        self.check_path(request, &path, &mut 0, &mut |store, op| match op {
+            RequestOp::Range(range) => store.check_range_revision(range, revision),
+            _ => Ok(()),
+        })?;
+        let mut response = self.read_txn(request, &path, &mut 0, revision);
+        response.revision = revision;
+        Ok(Some(response))
+    }
+
+    /// [`Store::execute_txn`] for a path that only reads.
+    fn read_txn(
+        &self,
+        request: &TxnRequest,
+        path: &[bool],
+        position: &mut usize,
+        revision: i64,
+    ) -> TxnResponse {
+        let succeeded = path.get(*position).copied().unwrap_or(false);
+        *position += 1;
+        let ops = if succeeded {
+            &request.success
+        } else {
+            &request.failure
+        };
+        let responses = ops
+            .iter()
+            .map(|op| match op {
+                RequestOp::Range(range) => {
+                    let answer = self.execute_range(range, revision);
+                    debug_assert!(answer.is_ok(), "checked range failed inside a txn");
+                    ResponseOp::Range(answer.unwrap_or_default())
+                }
+                RequestOp::Txn(nested) => {
+                    ResponseOp::Txn(self.read_txn(nested, path, position, revision))
+                }
+                RequestOp::Put(_) | RequestOp::DeleteRange(_) => {
+                    unreachable!("txn_read_only checked that the path only reads")
+                }
+            })
+            .collect();
+        TxnResponse {
+            succeeded,
+            responses,
+            revision: 0,
+        }
+    }
+
     /// etcd's `checkRequestRange`.
     fn check_range_revision(&self, request: &RangeRequest, revision: i64) -> Result<(), MvccError> {
         if request.revision == 0 {
