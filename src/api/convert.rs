@@ -210,28 +210,7 @@ pub fn event(event: mvcc::Event, with_prev_kv: bool) -> mvccpb::Event {
     }
 }
 
-/// The response header every reply carries.
-#[derive(Clone, Copy, Debug)]
-pub struct HeaderFields {
-    /// The cluster's id.
-    pub cluster_id: u64,
-    /// This member's id.
-    pub member_id: u64,
-    /// The raft term (constant while there is one member).
-    pub raft_term: u64,
-}
-
-impl HeaderFields {
-    /// A header at `revision`.
-    pub fn at(&self, revision: i64) -> Option<pb::ResponseHeader> {
-        Some(pb::ResponseHeader {
-            cluster_id: self.cluster_id,
-            member_id: self.member_id,
-            revision,
-            raft_term: self.raft_term,
-        })
-    }
-}
+pub use crate::server::state::HeaderFields;
 
 /// The engine's range answer as etcd's.
 pub fn range_response(response: mvcc::RangeResponse, header: &HeaderFields) -> pb::RangeResponse {

@@ -15,9 +15,31 @@ use keel_engine::mvcc::{self, Store};
 use keel_proto::etcdserverpb as pb;
 use tonic::Status;
 
-use crate::api::convert::HeaderFields;
 use crate::metrics::{Metrics, StoreGauges};
 use crate::server::command::Command;
+
+/// The response header every reply carries.
+#[derive(Clone, Copy, Debug)]
+pub struct HeaderFields {
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// This member's id.
+    pub member_id: u64,
+    /// The raft term when the response was made.
+    pub raft_term: u64,
+}
+
+impl HeaderFields {
+    /// A header at `revision`.
+    pub fn at(&self, revision: i64) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.raft_term,
+        })
+    }
+}
 
 /// The etcd API version Keel speaks, reported by Status and `/version`.
 pub const ETCD_API_VERSION: &str = "3.5.0";
