@@ -70,6 +70,7 @@ const EXPECTED_METHODS: &[(&str, Shape)] = &[
     ("/keelpeerpb.Peer/Raft", CLIENT_STREAM),
     ("/keelpeerpb.Peer/Snapshot", CLIENT_STREAM),
     ("/keelpeerpb.Peer/Hello", UNARY),
+    ("/keelpeerpb.Peer/Lease", UNARY),
 ];
 
 fn descriptor_set() -> FileDescriptorSet {

@@ -77,17 +77,7 @@ impl Command {
         out.extend_from_slice(&index.to_le_bytes());
         out.extend_from_slice(&term.to_le_bytes());
         out.push(self.tag());
-        // Encoding into a Vec cannot run out of space.
-        let _ = match self {
-            Command::Put(r) => r.encode(out),
-            Command::DeleteRange(r) => r.encode(out),
-            Command::Txn(r) => r.encode(out),
-            Command::Compact(r) => r.encode(out),
-            Command::LeaseGrant(r) => r.encode(out),
-            Command::LeaseRevoke(r) => r.encode(out),
-            Command::Alarm(r) => r.encode(out),
-            Command::MemberAttributes(r) => r.encode(out),
-        };
+        self.encode_body(out);
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) {
