@@ -61,7 +61,11 @@ fn endpoint_status(cluster: &Cluster) -> String {
         .collect();
     let ids: Vec<u64> = statuses
         .iter()
-        .map(|s| s["Status"]["header"]["member_id"].as_u64().expect("member id"))
+        .map(|s| {
+            s["Status"]["header"]["member_id"]
+                .as_u64()
+                .expect("member id")
+        })
         .collect();
     assert!(
         leaders.iter().all(|l| *l == leaders[0]) && ids.contains(&leaders[0]),
@@ -122,7 +126,11 @@ fn session(cluster: &Cluster) -> Vec<String> {
         .chain(std::iter::once({
             let txn = "value(\"b\") = \"2\"\n\nput c 3\n\nput d 4\n\n";
             let output = run(cluster, &["txn", "-w", "json"], Some(txn));
-            format!("$ txn\n{}exit {:?}", normalize(&stdout(&output)), output.status.code())
+            format!(
+                "$ txn\n{}exit {:?}",
+                normalize(&stdout(&output)),
+                output.status.code()
+            )
         }))
         .collect()
 }
