@@ -762,11 +762,7 @@ impl<D: Disk> RaftNode<D> {
         if role == StateRole::Leader && !was_leader {
             // A new leader restarts every lease's clock with its full TTL (etcd's lessor
             // promotion), so leases do not expire in bulk because the old leader died.
-            let store = shared.read_store();
-            let mut clocks = shared.lease_clocks.lock().expect("lease clock lock");
-            for lease in store.leases() {
-                clocks.start(lease.id, lease.granted_ttl_seconds);
-            }
+            shared.restart_lease_clocks();
         }
         if leader_id == 0 || (was_leader && role != StateRole::Leader) {
             // Reads waiting for a ReadIndex from a leader that is gone are asked again at the
@@ -933,17 +929,7 @@ impl<D: Disk> RaftNode<D> {
             *shared.write_store() = store;
             *shared.alarms.lock().expect("alarm lock") = state_meta.alarms.clone();
             *shared.members.lock().expect("members lock") = state_meta.members.clone();
-            let leases: Vec<(i64, i64)> = shared
-                .read_store()
-                .leases()
-                .iter()
-                .map(|lease| (lease.id, lease.granted_ttl_seconds))
-                .collect();
-            let mut clocks = shared.lease_clocks.lock().expect("lease clock lock");
-            *clocks = Default::default();
-            for (id, ttl) in leases {
-                clocks.start(id, ttl);
-            }
+            shared.restart_lease_clocks();
             shared
                 .voters
                 .store(marker.conf_state.voters.len(), Ordering::Release);

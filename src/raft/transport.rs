@@ -516,78 +516,92 @@ async fn send_snapshot(
     Ok(total_size)
 }
 
-/// Stores a snapshot stream as the checkpoint file of its index, durably, checking every
-/// chunk; returns the raft message to step and the bytes stored.
-fn store_snapshot(
+/// A snapshot being received: the temporary file and what its first chunk announced.
+struct IncomingSnapshot {
+    file: std::fs::File,
+    temp: PathBuf,
+    index: u64,
+    total_size: u64,
+    written: u64,
+    raft_message: Vec<u8>,
+}
+
+/// Stores one chunk of a snapshot stream into the checkpoint file of its index, checking it;
+/// on the last chunk makes the file durable under its final name and returns the raft message
+/// to step and the bytes stored.
+fn store_snapshot_chunk(
     snap_dir: &Path,
     identity: &PeerIdentity,
-    chunks: &mut Vec<peerpb::SnapshotChunk>,
-    state: &mut Option<(std::fs::File, PathBuf, u64, u64, Vec<u8>)>,
+    chunk: peerpb::SnapshotChunk,
+    state: &mut Option<IncomingSnapshot>,
 ) -> Result<Option<(Vec<u8>, u64)>, Status> {
     use std::io::Write;
-    for chunk in chunks.drain(..) {
-        if chunk.cluster_id != identity.cluster_id || chunk.to_member_id != identity.member_id {
-            return Err(Status::failed_precondition(
-                "snapshot for another cluster or member",
-            ));
-        }
-        if crc32fast::hash(&chunk.data) != chunk.crc32 {
-            return Err(Status::data_loss(format!(
-                "snapshot chunk at offset {} fails its CRC",
-                chunk.offset
-            )));
-        }
-        if state.is_none() {
-            if chunk.offset != 0 || chunk.raft_message.is_empty() {
-                return Err(Status::invalid_argument(
-                    "snapshot does not start at offset 0",
-                ));
-            }
-            let temp = snap_dir.join(format!(
-                "{}.tmp",
-                keel_engine::checkpoint::file_name(chunk.index)
-            ));
-            let file = std::fs::File::create(&temp)
-                .map_err(|e| Status::internal(format!("creating {}: {e}", temp.display())))?;
-            *state = Some((
-                file,
-                temp,
-                chunk.index,
-                chunk.total_size,
-                chunk.raft_message.clone(),
-            ));
-        }
-        let (file, temp, index, total, _) = state.as_mut().expect("set above");
-        let written = file
-            .metadata()
-            .map_err(|e| Status::internal(e.to_string()))?
-            .len();
-        if chunk.index != *index || chunk.total_size != *total || chunk.offset != written {
-            return Err(Status::invalid_argument(format!(
-                "snapshot chunk at offset {} does not follow {written} bytes of snapshot {index}",
-                chunk.offset
-            )));
-        }
-        file.write_all(&chunk.data)
-            .map_err(|e| Status::internal(format!("writing {}: {e}", temp.display())))?;
-        if chunk.last {
-            let stored = written + chunk.data.len() as u64;
-            if stored != *total {
-                return Err(Status::invalid_argument(format!(
-                    "snapshot ended at {stored} of {total} bytes"
-                )));
-            }
-            file.sync_all()
-                .map_err(|e| Status::internal(format!("syncing {}: {e}", temp.display())))?;
-            let name = snap_dir.join(keel_engine::checkpoint::file_name(*index));
-            std::fs::rename(&*temp, &name)
-                .and_then(|_| std::fs::File::open(snap_dir)?.sync_all())
-                .map_err(|e| Status::internal(format!("storing {}: {e}", name.display())))?;
-            let (_, _, _, total, message) = state.take().expect("set above");
-            return Ok(Some((message, total)));
-        }
+    if chunk.cluster_id != identity.cluster_id || chunk.to_member_id != identity.member_id {
+        return Err(Status::failed_precondition(
+            "snapshot for another cluster or member",
+        ));
     }
-    Ok(None)
+    if crc32fast::hash(&chunk.data) != chunk.crc32 {
+        return Err(Status::data_loss(format!(
+            "snapshot chunk at offset {} fails its CRC",
+            chunk.offset
+        )));
+    }
+    if state.is_none() {
+        if chunk.offset != 0 || chunk.raft_message.is_empty() {
+            return Err(Status::invalid_argument(
+                "snapshot does not start at offset 0",
+            ));
+        }
+        let temp = snap_dir.join(format!(
+            "{}.tmp",
+            keel_engine::checkpoint::file_name(chunk.index)
+        ));
+        let file = std::fs::File::create(&temp)
+            .map_err(|e| Status::internal(format!("creating {}: {e}", temp.display())))?;
+        *state = Some(IncomingSnapshot {
+            file,
+            temp,
+            index: chunk.index,
+            total_size: chunk.total_size,
+            written: 0,
+            raft_message: chunk.raft_message.clone(),
+        });
+    }
+    let incoming = state.as_mut().expect("set above");
+    if chunk.index != incoming.index
+        || chunk.total_size != incoming.total_size
+        || chunk.offset != incoming.written
+    {
+        return Err(Status::invalid_argument(format!(
+            "snapshot chunk at offset {} does not follow {} bytes of snapshot {}",
+            chunk.offset, incoming.written, incoming.index
+        )));
+    }
+    incoming
+        .file
+        .write_all(&chunk.data)
+        .map_err(|e| Status::internal(format!("writing {}: {e}", incoming.temp.display())))?;
+    incoming.written += chunk.data.len() as u64;
+    if !chunk.last {
+        return Ok(None);
+    }
+    if incoming.written != incoming.total_size {
+        return Err(Status::invalid_argument(format!(
+            "snapshot ended at {} of {} bytes",
+            incoming.written, incoming.total_size
+        )));
+    }
+    incoming
+        .file
+        .sync_all()
+        .map_err(|e| Status::internal(format!("syncing {}: {e}", incoming.temp.display())))?;
+    let name = snap_dir.join(keel_engine::checkpoint::file_name(incoming.index));
+    std::fs::rename(&incoming.temp, &name)
+        .and_then(|_| std::fs::File::open(snap_dir)?.sync_all())
+        .map_err(|e| Status::internal(format!("storing {}: {e}", name.display())))?;
+    let done = state.take().expect("set above");
+    Ok(Some((done.raft_message, done.total_size)))
 }
 
 /// The `Peer` service: receives raft streams, snapshots and lease questions.
@@ -657,9 +671,8 @@ impl Peer for PeerService {
         let mut stream = request.into_inner();
         let mut state = None;
         while let Some(chunk) = stream.next().await {
-            let mut chunks = vec![chunk?];
             if let Some((message, bytes)) =
-                store_snapshot(&self.snap_dir, &self.identity, &mut chunks, &mut state)?
+                store_snapshot_chunk(&self.snap_dir, &self.identity, chunk?, &mut state)?
             {
                 let message = Message::parse_from_bytes(&message).map_err(|e| {
                     Status::invalid_argument(format!("undecodable snapshot message: {e}"))
@@ -677,8 +690,8 @@ impl Peer for PeerService {
                 }));
             }
         }
-        if let Some((_, temp, ..)) = state {
-            let _ = std::fs::remove_file(temp);
+        if let Some(incoming) = state {
+            let _ = std::fs::remove_file(incoming.temp);
         }
         Err(Status::invalid_argument(
             "snapshot stream ended before its last chunk",

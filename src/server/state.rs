@@ -449,6 +449,17 @@ impl Shared {
         self.wait_applied(index).await
     }
 
+    /// Starts every lease's clock afresh with its full granted TTL, forgetting the old ones
+    /// (a member that becomes leader, or installs a snapshot, as etcd's lessor promotion).
+    pub fn restart_lease_clocks(&self) {
+        let store = self.read_store();
+        let mut clocks = self.lease_clocks.lock().expect("lease clock lock");
+        *clocks = LeaseClocks::default();
+        for lease in store.leases() {
+            clocks.start(lease.id, lease.granted_ttl_seconds);
+        }
+    }
+
     /// This member's own clock for lease `id` (renewed first when `renew`).
     pub fn local_lease_clock(&self, id: i64, renew: bool) -> Option<LeaseClock> {
         let mut clocks = self.lease_clocks.lock().expect("lease clock lock");

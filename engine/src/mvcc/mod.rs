@@ -264,6 +264,24 @@ impl Default for Store {
     }
 }
 
+/// The branch of `request` that `path` (from `compare_path`) says was taken, as position
+/// `*position` of the depth-first walk, which this advances: whether the compares succeeded,
+/// and the ops of that branch.
+fn taken_branch<'a>(
+    request: &'a TxnRequest,
+    path: &[bool],
+    position: &mut usize,
+) -> (bool, &'a [RequestOp]) {
+    let succeeded = path.get(*position).copied().unwrap_or(false);
+    *position += 1;
+    let ops = if succeeded {
+        &request.success
+    } else {
+        &request.failure
+    };
+    (succeeded, ops)
+}
+
 impl Store {
     /// An empty store at revision [`INITIAL_REVISION`], never compacted.
     pub fn new() -> Store {
@@ -755,13 +773,7 @@ impl Store {
         position: &mut usize,
         revision: i64,
     ) -> TxnResponse {
-        let succeeded = path.get(*position).copied().unwrap_or(false);
-        *position += 1;
-        let ops = if succeeded {
-            &request.success
-        } else {
-            &request.failure
-        };
+        let (succeeded, ops) = taken_branch(request, path, position);
         let responses = ops
             .iter()
             .map(|op| match op {
@@ -831,13 +843,7 @@ impl Store {
         position: &mut usize,
         check: &mut dyn FnMut(&Store, &RequestOp) -> Result<(), MvccError>,
     ) -> Result<(), MvccError> {
-        let succeeded = path.get(*position).copied().unwrap_or(false);
-        *position += 1;
-        let ops = if succeeded {
-            &request.success
-        } else {
-            &request.failure
-        };
+        let (_, ops) = taken_branch(request, path, position);
         for op in ops {
             match op {
                 RequestOp::Txn(nested) => self.check_path(nested, path, position, check)?,
@@ -854,13 +860,7 @@ impl Store {
         position: &mut usize,
         write: &mut WriteTxn,
     ) -> TxnResponse {
-        let succeeded = path.get(*position).copied().unwrap_or(false);
-        *position += 1;
-        let ops = if succeeded {
-            &request.success
-        } else {
-            &request.failure
-        };
+        let (succeeded, ops) = taken_branch(request, path, position);
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match op {
