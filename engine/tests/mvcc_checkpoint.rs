@@ -103,6 +103,42 @@ proptest! {
         prop_assert_eq!(observe(&decoded), observe(&original));
     }
 
+    /// A checkpoint encoded a slice at a time while writes, compactions and lease changes go on
+    /// between the slices is byte for byte the checkpoint of the store when it began.
+    #[test]
+    fn sliced_encoding_captures_the_store_when_it_began(
+        before in prop::collection::vec(op(), 0..40),
+        during in prop::collection::vec((op(), 0usize..4), 0..30),
+    ) {
+        let mut store = Store::new();
+        for op in &before {
+            apply(&mut store, op);
+        }
+        let expected = store.encode_checkpoint().unwrap();
+        let at_begin = observe(&store);
+        let mut encoder = store.begin_checkpoint();
+        prop_assert_eq!(encoder.revision(), store.current_revision());
+        let mut done = false;
+        for (op, budget) in &during {
+            apply(&mut store, op);
+            // Physical compaction is held off while the encoder works.
+            let pending_before = store.compaction_pending();
+            store.compact_step(usize::MAX);
+            prop_assert_eq!(store.compaction_pending(), pending_before);
+            if !done {
+                done = encoder.step(&store, *budget).unwrap();
+            }
+        }
+        while !encoder.step(&store, 1).unwrap() {}
+        store.end_checkpoint();
+        let bytes = encoder.finish().unwrap();
+        prop_assert_eq!(&bytes, &expected);
+        prop_assert_eq!(observe(&Store::decode_checkpoint(&bytes).unwrap()), at_begin);
+        // Compaction resumes once the checkpoint ended.
+        while !store.compact_step(usize::MAX) {}
+        prop_assert!(!store.compaction_pending());
+    }
+
     #[test]
     fn random_bytes_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         prop_assert!(Store::decode_checkpoint(&bytes).is_err());
@@ -124,6 +160,17 @@ proptest! {
         let truncated = &bytes[..cut % bytes.len()];
         prop_assert!(matches!(Store::decode_checkpoint(truncated), Err(MvccError::CorruptCheckpoint(_))));
     }
+}
+
+#[test]
+fn an_unfinished_encoder_refuses_to_finish() {
+    let mut store = Store::new();
+    for i in 0..3u8 {
+        apply(&mut store, &Op::Put(i, i, 0));
+    }
+    let mut encoder = store.begin_checkpoint();
+    assert!(!encoder.step(&store, 2).unwrap());
+    assert!(matches!(encoder.finish(), Err(MvccError::CheckpointTooLarge(_))));
 }
 
 #[test]

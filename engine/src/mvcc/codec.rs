@@ -15,7 +15,7 @@ use rkyv::{Archive, Serialize};
 
 use super::lease::{LeaseEntry, LeaseTable};
 use super::{
-    Bytes, Change, KeyIndex, MvccError, RevisionEntry, Stats, Store, REVISION_OVERHEAD_BYTES,
+    retained_from, Bytes, Change, KeyIndex, MvccError, RevisionEntry, Stats, Store, REVISION_OVERHEAD_BYTES,
 };
 
 /// First 8 bytes of every payload.
@@ -73,32 +73,142 @@ fn corrupt(what: impl Into<String>) -> MvccError {
     MvccError::CorruptCheckpoint(what.into())
 }
 
-/// Encodes the store as compaction left it logically: `Store::histories` skips revisions that
-/// pending physical compaction still holds, so the payload is the same whether or not that
-/// work has finished.
+/// Encodes the store as compaction left it logically: pending physical compaction is skipped,
+/// so the payload is the same whether or not that work has finished.
 pub(crate) fn encode(store: &Store) -> Result<Vec<u8>, MvccError> {
-    let capacity = usize::try_from(store.stats.approximate_bytes).unwrap_or(0) + HEADER_LEN;
-    let mut out: Vec<u8> = Vec::with_capacity(capacity);
-    out.resize(HEADER_LEN, 0);
-    let mut keys = Vec::with_capacity(store.order.len());
-    let mut revisions =
-        Vec::with_capacity(usize::try_from(store.stats.total_revisions).unwrap_or(0));
-    for (key, history) in store.histories() {
-        keys.push(KeyRecord {
+    let mut encoder = CheckpointEncoder::new(store);
+    encoder.step(store, usize::MAX)?;
+    encoder.finish()
+}
+
+/// Encodes the store *as it was* when the encoder was made, a slice of keys at a time, while
+/// the store goes on taking writes between slices (see [`Store::begin_checkpoint`]).
+///
+/// No copy of the store is needed because the store is multi-versioned: the view at revision
+/// `R` is, per key, the history entries with a main revision at or below `R`, cut at the
+/// compact revision of that moment. Writes after `R` only append entries above `R`, and only
+/// physical compaction ([`Store::compact_step`]) removes entries, which the store holds off
+/// while an encoder is pinned. Leases change without revisions, so their records are taken
+/// when the encoder is made. The payload is byte for byte what [`Store::encode_checkpoint`]
+/// gave at that moment.
+pub struct CheckpointEncoder {
+    revision: i64,
+    compact_revision: i64,
+    out: Vec<u8>,
+    keys: Vec<KeyRecord>,
+    revisions: Vec<RevisionRecord>,
+    leases: Vec<LeaseRecord>,
+    /// The last key encoded; the next slice starts after it.
+    last_key: Option<Bytes>,
+    done: bool,
+}
+
+impl std::fmt::Debug for CheckpointEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointEncoder")
+            .field("revision", &self.revision)
+            .field("compact_revision", &self.compact_revision)
+            .field("keys", &self.keys.len())
+            .field("bytes", &self.encoded_bytes())
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl CheckpointEncoder {
+    pub(crate) fn new(store: &Store) -> CheckpointEncoder {
+        let capacity = usize::try_from(store.stats.approximate_bytes).unwrap_or(0) + HEADER_LEN;
+        let mut out: Vec<u8> = Vec::with_capacity(capacity);
+        out.resize(HEADER_LEN, 0);
+        CheckpointEncoder {
+            revision: store.current_revision,
+            compact_revision: store.compact_revision,
+            out,
+            keys: Vec::with_capacity(store.order.len()),
+            revisions: Vec::with_capacity(
+                usize::try_from(store.stats.total_revisions).unwrap_or(0),
+            ),
+            leases: store
+                .leases
+                .leases
+                .iter()
+                .map(|(id, lease)| LeaseRecord {
+                    id: *id,
+                    granted_ttl_seconds: lease.granted_ttl_seconds,
+                    remaining_ttl_seconds: lease.remaining_ttl_seconds,
+                })
+                .collect(),
+            last_key: None,
+            done: false,
+        }
+    }
+
+    /// The store revision this encoder captures.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// Bytes of key and value data encoded so far.
+    pub fn encoded_bytes(&self) -> usize {
+        self.out.len() - HEADER_LEN
+    }
+
+    /// Encodes up to `keys_budget` more keys of `store`, which must be the store this encoder
+    /// was made from (changed only by writes and logical compaction since). Returns true once
+    /// every key is encoded. Errors: [`MvccError::CheckpointTooLarge`].
+    pub fn step(&mut self, store: &Store, keys_budget: usize) -> Result<bool, MvccError> {
+        use std::ops::Bound;
+        if self.done {
+            return Ok(true);
+        }
+        let from = match &self.last_key {
+            Some(key) => Bound::Excluded(key.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut visited = 0usize;
+        let mut last = None;
+        let mut keys = store.order.range((from, Bound::Unbounded));
+        let finished = loop {
+            if visited == keys_budget {
+                break false;
+            }
+            let Some(key) = keys.next() else {
+                break true;
+            };
+            visited += 1;
+            last = Some(key);
+            let Some((_, history)) = store.index.get(key) else {
+                continue;
+            };
+            let seen = &history[..history.partition_point(|e| e.main <= self.revision)];
+            let retained = &seen[retained_from(seen, self.compact_revision)..];
+            if !retained.is_empty() {
+                self.push_key(key, retained)?;
+            }
+        };
+        if let Some(key) = last {
+            self.last_key = Some(key.clone());
+        }
+        self.done = finished;
+        Ok(self.done)
+    }
+
+    fn push_key(&mut self, key: &Bytes, history: &[RevisionEntry]) -> Result<(), MvccError> {
+        self.keys.push(KeyRecord {
             key_len: u32::try_from(key.len()).map_err(|_| too_large("a key is above 4 GiB"))?,
             revision_count: u32::try_from(history.len())
                 .map_err(|_| too_large("a key has more than 2^32 revisions"))?,
         });
-        out.extend_from_slice(key);
+        self.out.extend_from_slice(key);
         for entry in history {
             let value_len = match &entry.value {
                 Some(value) => {
-                    out.extend_from_slice(value);
+                    self.out.extend_from_slice(value);
                     u32::try_from(value.len()).map_err(|_| too_large("a value is above 4 GiB"))?
                 }
                 None => 0,
             };
-            revisions.push(RevisionRecord {
+            self.revisions.push(RevisionRecord {
                 main: entry.main,
                 create_revision: entry.create_revision,
                 version: entry.version,
@@ -108,41 +218,42 @@ pub(crate) fn encode(store: &Store) -> Result<Vec<u8>, MvccError> {
                 kind: u8::from(entry.is_put()),
             });
         }
+        Ok(())
     }
-    let blob_len = out.len() - HEADER_LEN;
-    let index = IndexV1 {
-        current_revision: store.current_revision,
-        compact_revision: store.compact_revision,
-        keys,
-        revisions,
-        leases: store
-            .leases
-            .leases
-            .iter()
-            .map(|(id, lease)| LeaseRecord {
-                id: *id,
-                granted_ttl_seconds: lease.granted_ttl_seconds,
-                remaining_ttl_seconds: lease.remaining_ttl_seconds,
-            })
-            .collect(),
-    };
-    let archived = rkyv::to_bytes::<RkyvError>(&index)
-        .map_err(|e| too_large(&format!("the record index cannot be archived: {e}")))?;
-    let index_offset = out.len().next_multiple_of(INDEX_ALIGN);
-    out.resize(index_offset, 0);
-    out.extend_from_slice(&archived);
-    let crc = crc32fast::hash(&out[HEADER_LEN..]);
-    let header = &mut out[..HEADER_LEN];
-    header[0..8].copy_from_slice(&MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header[12..16].copy_from_slice(&0u32.to_le_bytes());
-    header[16..24].copy_from_slice(&(blob_len as u64).to_le_bytes());
-    header[24..32].copy_from_slice(&(index_offset as u64).to_le_bytes());
-    header[32..40].copy_from_slice(&(archived.len() as u64).to_le_bytes());
-    header[40..44].copy_from_slice(&crc.to_le_bytes());
-    let header_crc = crc32fast::hash(&header[..44]);
-    header[44..48].copy_from_slice(&header_crc.to_le_bytes());
-    Ok(out)
+
+    /// The payload, once [`CheckpointEncoder::step`] returned true. Errors:
+    /// [`MvccError::CheckpointTooLarge`], and the same for an encoder not done.
+    pub fn finish(self) -> Result<Vec<u8>, MvccError> {
+        if !self.done {
+            return Err(too_large("the checkpoint encoder was finished before its last key"));
+        }
+        let mut out = self.out;
+        let blob_len = out.len() - HEADER_LEN;
+        let index = IndexV1 {
+            current_revision: self.revision,
+            compact_revision: self.compact_revision,
+            keys: self.keys,
+            revisions: self.revisions,
+            leases: self.leases,
+        };
+        let archived = rkyv::to_bytes::<RkyvError>(&index)
+            .map_err(|e| too_large(&format!("the record index cannot be archived: {e}")))?;
+        let index_offset = out.len().next_multiple_of(INDEX_ALIGN);
+        out.resize(index_offset, 0);
+        out.extend_from_slice(&archived);
+        let crc = crc32fast::hash(&out[HEADER_LEN..]);
+        let header = &mut out[..HEADER_LEN];
+        header[0..8].copy_from_slice(&MAGIC);
+        header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header[12..16].copy_from_slice(&0u32.to_le_bytes());
+        header[16..24].copy_from_slice(&(blob_len as u64).to_le_bytes());
+        header[24..32].copy_from_slice(&(index_offset as u64).to_le_bytes());
+        header[32..40].copy_from_slice(&(archived.len() as u64).to_le_bytes());
+        header[40..44].copy_from_slice(&crc.to_le_bytes());
+        let header_crc = crc32fast::hash(&header[..44]);
+        header[44..48].copy_from_slice(&header_crc.to_le_bytes());
+        Ok(out)
+    }
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
@@ -369,6 +480,7 @@ fn build(index: &ArchivedIndexV1, blob: &[u8]) -> Result<Store, MvccError> {
         released: Vec::new(),
         leases,
         stats,
+        checkpoint_pins: 0,
     })
 }
 

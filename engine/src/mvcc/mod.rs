@@ -48,6 +48,7 @@ use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::Arc;
 
+pub use codec::CheckpointEncoder;
 pub use error::{grpc_code, MvccError};
 pub use lease::{LeaseInfo, LEASE_TTL_MAX_SECONDS};
 pub use types::{
@@ -256,6 +257,9 @@ pub struct Store {
     released: Vec<(usize, Vec<RevisionEntry>)>,
     leases: LeaseTable,
     stats: Stats,
+    /// Checkpoint encoders working from this store ([`Store::begin_checkpoint`]): physical
+    /// compaction waits while there are any.
+    checkpoint_pins: u32,
 }
 
 impl Default for Store {
@@ -295,6 +299,7 @@ impl Store {
             released: Vec::new(),
             leases: LeaseTable::default(),
             stats: Stats::default(),
+            checkpoint_pins: 0,
         }
     }
 
@@ -937,7 +942,13 @@ impl Store {
     /// revisions than the budget left (a hot key written a million times between two
     /// compactions) has them cut off at once into `released`, which later calls free a slice
     /// at a time, so no single call frees more than its budget.
+    ///
+    /// While a checkpoint encoder is pinned ([`Store::begin_checkpoint`]) this does nothing
+    /// (the encoder still reads what compaction would remove) and reports the work pending.
     pub fn compact_step(&mut self, keys_budget: usize) -> bool {
+        if self.checkpoint_pins > 0 {
+            return !self.compaction_pending();
+        }
         let target = self.compact_revision;
         let mut budget = keys_budget;
         while budget > 0 {
@@ -1244,6 +1255,26 @@ impl Store {
     /// section "MVCC checkpoint payload". Errors: [`MvccError::CheckpointTooLarge`].
     pub fn encode_checkpoint(&self) -> Result<Vec<u8>, MvccError> {
         codec::encode(self)
+    }
+
+    /// Starts a checkpoint of the store as it is now, to be encoded a slice at a time with
+    /// [`CheckpointEncoder::step`] while the store keeps taking writes (under a lock the
+    /// caller holds for each slice, not for the whole encoding). Physical compaction holds off
+    /// until [`Store::end_checkpoint`] is called once for every encoder begun.
+    pub fn begin_checkpoint(&mut self) -> CheckpointEncoder {
+        self.checkpoint_pins += 1;
+        CheckpointEncoder::new(self)
+    }
+
+    /// Ends one checkpoint begun with [`Store::begin_checkpoint`] (finished or abandoned).
+    pub fn end_checkpoint(&mut self) {
+        debug_assert!(self.checkpoint_pins > 0, "end_checkpoint without begin");
+        self.checkpoint_pins = self.checkpoint_pins.saturating_sub(1);
+    }
+
+    /// True while a checkpoint encoder holds physical compaction off.
+    pub fn checkpoint_pinned(&self) -> bool {
+        self.checkpoint_pins > 0
     }
 
     /// Rebuilds a store from [`Store::encode_checkpoint`]'s output. Validates everything
