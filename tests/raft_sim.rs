@@ -469,3 +469,75 @@ fn a_lost_snapshot_does_not_strand_a_follower() {
         applied >= 40 && others.iter().all(|&i| s.applied_index(i) == Some(applied))
     });
 }
+
+// ----- slow disks: the raft core never waits for a sync -----
+
+/// Election timeouts of the scripted members (ticks, one per step).
+const ELECTION_TICKS: u64 = 10;
+
+/// The leader's disk stalls for three election timeouts (and more) while it takes a write:
+/// heartbeats go on, so no member campaigns and the term stays; the followers' acknowledgements
+/// commit the write meanwhile (they apply it), and the leader answers once its own disk is back
+/// (etcd issues 13587, 15247: elections from slow disks).
+#[test]
+fn a_leader_whose_disk_stalls_stays_leader_and_resumes() {
+    let mut sim = Sim::scripted(3, 3, 1_000);
+    let leader = sim.elect();
+    assert_eq!(sim.put_and_wait(leader, 0, 1), WriteOutcome::Ok);
+    let term = sim.term_of(leader).unwrap();
+    let stall = 4 * ELECTION_TICKS;
+    sim.stall_disk(leader, stall);
+    let write = sim.start_put(leader, 0, 2);
+    let follower = (leader + 1) % 3;
+    let applied_before = sim.applied_index(follower).unwrap();
+    sim.run_steps(stall - 1);
+    assert_eq!(
+        sim.put_outcome(write),
+        None,
+        "answered before the leader's write was durable"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            sim.term_of(i),
+            Some(term),
+            "member {i} changed term during the stall"
+        );
+        assert_eq!(sim.leader_of(i), Some(leader as u64 + 1));
+    }
+    assert!(
+        sim.applied_index(follower).unwrap() > applied_before,
+        "the followers did not commit the write while the leader's disk stalled"
+    );
+    sim.run_until("the put's answer", |s| s.put_outcome(write).is_some());
+    assert_eq!(sim.put_outcome(write), Some(WriteOutcome::Ok));
+    assert_eq!(sim.term_of(leader), Some(term));
+    sim.check_history().unwrap();
+}
+
+/// A follower's disk stalls for longer than three election timeouts under writes: it keeps
+/// hearing the leader, so it never campaigns; the other two commit every write meanwhile.
+#[test]
+fn a_follower_whose_disk_stalls_triggers_no_election() {
+    let mut sim = Sim::scripted(4, 3, 1_000);
+    let leader = sim.elect();
+    let term = sim.term_of(leader).unwrap();
+    let slow = (leader + 1) % 3;
+    sim.stall_disk(slow, 4 * ELECTION_TICKS);
+    for value in 1..=5 {
+        assert_eq!(sim.put_and_wait(leader, 1, value), WriteOutcome::Ok);
+        sim.run_steps(ELECTION_TICKS / 2);
+    }
+    for i in 0..3 {
+        assert_eq!(
+            sim.term_of(i),
+            Some(term),
+            "member {i} changed term during the stall"
+        );
+    }
+    let target = sim.commit_index(leader).unwrap();
+    sim.run_until("the slow follower catching up", |s| {
+        s.applied_index(slow).unwrap_or(0) >= target
+    });
+    assert_eq!(sim.term_of(slow), Some(term));
+    sim.check_history().unwrap();
+}

@@ -170,7 +170,10 @@ fn an_unfinished_encoder_refuses_to_finish() {
     }
     let mut encoder = store.begin_checkpoint();
     assert!(!encoder.step(&store, 2).unwrap());
-    assert!(matches!(encoder.finish(), Err(MvccError::CheckpointTooLarge(_))));
+    assert!(matches!(
+        encoder.finish(),
+        Err(MvccError::CheckpointTooLarge(_))
+    ));
 }
 
 #[test]

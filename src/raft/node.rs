@@ -1,29 +1,38 @@
 //! The raft node: raft-rs' `RawNode` driven by one Ready loop, over Keel's WAL and MVCC store.
 //!
-//! One call of [`RaftNode::handle_ready`] does what the raft thesis (10.2.1) and raft-rs'
-//! examples prescribe, in this order:
+//! The node never waits for the disk. [`RaftNode::process_ready`] does what the raft thesis
+//! (10.2.1) and raft-rs' asynchronous Ready prescribe, in this order:
 //!
 //! 1. messages that need nothing durable (the leader's appends and heartbeats) go to the
 //!    [`Outbox`] *first*, so followers write in parallel with the leader's own write;
 //! 2. a snapshot received from the leader is installed (its checkpoint file is already on
 //!    disk, stored by the transport);
-//! 3. committed entries already durable here are applied;
-//! 4. new entries and the hard state are written to the WAL as **one** batch with one sync:
-//!    every proposal and message that arrived while the previous sync ran rides this one;
-//! 5. messages that must wait for that sync (a follower's append acknowledgements, votes) go
-//!    out;
-//! 6. after `advance`, newly committed entries are applied and their clients answered.
+//! 3. committed entries already durable here are applied, and their clients answered;
+//! 4. new entries and the hard state join the write queue, and raft's log takes them in
+//!    memory; the messages that must wait for them (a follower's append acknowledgements,
+//!    votes) wait with them.
+//!
+//! The [`DiskWriter`] owns the WAL and runs apart (a task of its own in the server): it takes
+//! every queued write as **one** batch with one sync ([`RaftNode::take_write`]), so every
+//! proposal and message that arrived while the previous sync ran rides the next one, and
+//! reports back ([`RaftNode::write_done`]): raft then counts those entries as durable here and
+//! the waiting messages leave. Meanwhile ticks, heartbeats, incoming messages and applies go
+//! on, so a slow disk does not cost the leader its leadership or make a follower campaign.
+//!
+//! Checkpoints are encoded away from the node as well ([`CheckpointWork`]): the store is
+//! multi-versioned, so the encoder reads the state as of the applied revision a slice at a
+//! time under the store's read lock while writes go on.
 //!
 //! Apply is deterministic and by index. A client waits for its entry by request id (the wait
 //! map), on whichever member it proposed: followers forward proposals to the leader inside
 //! raft and answer their own clients when they apply the entry.
 //!
-//! The node does no I/O of its own besides the WAL and checkpoint files, and keeps time in
-//! ticks: the same code runs in the server (driven by `server::log`) and in the seeded
+//! The node does no I/O of its own besides reading a snapshot's checkpoint file, and keeps
+//! time in ticks: the same code runs in the server (driven by `server::log`) and in the seeded
 //! simulation (`tests/raft_sim.rs`).
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -386,11 +395,146 @@ struct PendingRead {
     replies: Vec<ReadReply>,
 }
 
+/// A batch of WAL records for the [`DiskWriter`]: what one or more Readies need made durable.
+#[derive(Debug, Default)]
+pub struct WriteJob {
+    records: Vec<(RecordType, Vec<u8>)>,
+    /// After the records are durable, release the WAL segments through this position (a
+    /// checkpoint made them unnecessary).
+    release_through: Option<u64>,
+}
+
+/// What the [`DiskWriter`] reports back for a [`WriteJob`].
+#[derive(Debug)]
+pub struct WriteDone {
+    /// The WAL position after the job and the bytes the WAL has written in all, or why the
+    /// write failed.
+    pub result: Result<(u64, u64), String>,
+}
+
+/// The WAL's writer: owned apart from the [`RaftNode`] so that a sync in progress never holds
+/// the node (ticks, heartbeats, incoming messages and applies go on meanwhile). The server runs
+/// it as a task of its own; the simulation completes its jobs when its simulated disk is done.
+pub struct DiskWriter<D: Disk> {
+    wal: Wal<D>,
+    shared: Arc<Shared>,
+}
+
+impl<D: Disk> DiskWriter<D> {
+    /// Writes `job`'s records as one batch with one sync, then releases segments if asked.
+    /// A failed write leaves the WAL refusing further writes (what reached the disk is
+    /// unknown); the node stops.
+    pub async fn write(&mut self, job: WriteJob) -> WriteDone {
+        if !job.records.is_empty() {
+            let records: Vec<(RecordType, &[u8])> = job
+                .records
+                .iter()
+                .map(|(t, p)| (*t, p.as_slice()))
+                .collect();
+            let bytes_before = self.wal.bytes_written();
+            let started = Instant::now();
+            if let Err(error) = self.wal.append(&records).await {
+                tracing::error!(%error, "WAL append failed; this member stops until restarted");
+                return WriteDone {
+                    result: Err(error.to_string()),
+                };
+            }
+            let metrics = &self.shared.metrics;
+            metrics.wal_fsync.observe(started.elapsed());
+            metrics
+                .wal_write_bytes
+                .add(self.wal.bytes_written() - bytes_before);
+        }
+        if let Some(lsn) = job.release_through {
+            if let Err(error) = self.wal.release_through(lsn).await {
+                tracing::warn!(%error, "releasing WAL segments failed");
+            }
+        }
+        WriteDone {
+            result: Ok((self.wal.last_lsn(), self.wal.bytes_written())),
+        }
+    }
+}
+
+/// What a queued write is for.
+#[derive(Debug)]
+enum WriteKind {
+    /// A Ready's entries, hard state or snapshot marker: raft hears of it by number.
+    Ready {
+        number: u64,
+        /// The highest entry index the write holds (0: none).
+        last_entry: u64,
+    },
+    /// The hard state written after a checkpoint was saved (the write also releases the WAL
+    /// through the previous checkpoint's position): the checkpoint and its own position.
+    Checkpoint(CheckpointInfo, u64),
+}
+
+/// A write waiting for the disk, with the messages that may leave only once it is durable.
+#[derive(Debug)]
+struct PendingWrite {
+    kind: WriteKind,
+    records: Vec<(RecordType, Vec<u8>)>,
+    release_through: Option<u64>,
+    /// Messages to send once this write and every one before it are durable (a follower's
+    /// append acknowledgements, votes).
+    messages: Vec<Message>,
+}
+
+/// A checkpoint being taken: encoded off the raft core ([`CheckpointWork`]), saved, then
+/// logged.
+#[derive(Debug)]
+enum CheckpointState {
+    Idle,
+    /// The encoder pins the store; `cancel` is set when a snapshot replaces the store.
+    Encoding {
+        info: CheckpointInfo,
+        lsn: u64,
+        cancel: Arc<AtomicBool>,
+    },
+    /// The file is being written.
+    Saving {
+        info: CheckpointInfo,
+        lsn: u64,
+    },
+    /// Its hard state is on the way to the WAL.
+    Logging,
+}
+
+/// One checkpoint's encoding, done a slice at a time under the store's read lock, away from
+/// the raft core (see `Store::begin_checkpoint`).
+pub struct CheckpointWork {
+    /// The applied index the checkpoint captures.
+    pub index: u64,
+    meta: StateMeta,
+    encoder: keel_engine::mvcc::CheckpointEncoder,
+    cancel: Arc<AtomicBool>,
+}
+
+impl CheckpointWork {
+    /// Encodes up to `keys` more keys, holding the store's read lock only for that slice.
+    /// Returns true when every key is encoded; an error when the encoding failed or a
+    /// snapshot replaced the store meanwhile.
+    pub fn step(&mut self, shared: &Shared, keys: usize) -> Result<bool, String> {
+        let store = shared.read_store();
+        if self.cancel.load(Ordering::Acquire) {
+            return Err("a snapshot from the leader replaced the store".into());
+        }
+        self.encoder.step(&store, keys).map_err(|e| e.to_string())
+    }
+
+    /// The checkpoint file's payload (state metadata, then the MVCC payload), once
+    /// [`CheckpointWork::step`] returned true.
+    pub fn finish(self) -> Result<(u64, Vec<u8>), String> {
+        let mvcc = self.encoder.finish().map_err(|e| e.to_string())?;
+        Ok((self.index, records::encode_state(&self.meta, &mvcc)))
+    }
+}
+
 /// The raft node of one member.
 pub struct RaftNode<D: Disk> {
     raw: RawNode<LogStore>,
     log: LogStore,
-    wal: Wal<D>,
     snap: D,
     shared: Arc<Shared>,
     config: NodeConfig,
@@ -402,9 +546,19 @@ pub struct RaftNode<D: Disk> {
     ticks: u64,
     applied_index: u64,
     applied_term: u64,
-    /// The commit index last written to the WAL.
+    /// The commit index last handed to the WAL.
     durable_commit: u64,
+    /// Writes not yet durable, oldest first; the first `in_flight` of them are with the
+    /// [`DiskWriter`].
+    writes: VecDeque<PendingWrite>,
+    in_flight: usize,
+    /// Completed writes since the last WAL release: (WAL position after it, highest entry
+    /// index in it), to find how much of the WAL a checkpoint makes unnecessary.
+    wal_marks: VecDeque<(u64, u64)>,
+    /// The WAL's bytes written, as of the last completed write.
+    wal_bytes: u64,
     checkpoint_index: u64,
+    checkpoint_state: CheckpointState,
     /// WAL position of the previous checkpoint: segments are released only through it, so a
     /// damaged newest checkpoint can fall back to the older one with its entries still in the
     /// WAL.
@@ -416,13 +570,14 @@ pub struct RaftNode<D: Disk> {
 }
 
 impl<D: Disk> RaftNode<D> {
-    /// A node continuing from `recovered`. `shared` must already hold the recovered store.
+    /// A node continuing from `recovered`, and the writer of its WAL. `shared` must already
+    /// hold the recovered store.
     pub fn new(
         config: NodeConfig,
         recovered: Recovered<D>,
         shared: Arc<Shared>,
         logger: &slog::Logger,
-    ) -> Result<RaftNode<D>, NodeError> {
+    ) -> Result<(RaftNode<D>, DiskWriter<D>), NodeError> {
         let raw = RawNode::new(
             &raft_config(&config, recovered.applied_index),
             recovered.log.clone(),
@@ -430,10 +585,13 @@ impl<D: Disk> RaftNode<D> {
         )
         .map_err(|e| NodeError::Raft(e.to_string()))?;
         let durable_commit = recovered.log.hard_state().commit;
+        let writer = DiskWriter {
+            wal: recovered.wal,
+            shared: shared.clone(),
+        };
         let mut node = RaftNode {
             raw,
             log: recovered.log,
-            wal: recovered.wal,
             snap: recovered.snap,
             shared,
             config,
@@ -444,9 +602,14 @@ impl<D: Disk> RaftNode<D> {
             applied_index: recovered.applied_index,
             applied_term: recovered.applied_term,
             durable_commit,
+            writes: VecDeque::new(),
+            in_flight: 0,
+            wal_marks: VecDeque::new(),
+            wal_bytes: writer.wal.bytes_written(),
             checkpoint_index: recovered.checkpoint_index,
+            checkpoint_state: CheckpointState::Idle,
             previous_checkpoint_lsn: None,
-            wal_bytes_at_checkpoint: 0,
+            wal_bytes_at_checkpoint: writer.wal.bytes_written(),
             last_checkpoint_bytes: 0,
             leader_id: 0,
             failed: None,
@@ -465,7 +628,7 @@ impl<D: Disk> RaftNode<D> {
             // The only voter need not wait an election timeout to lead.
             let _ = node.raw.campaign();
         }
-        Ok(node)
+        Ok((node, writer))
     }
 
     /// This member's id.
@@ -639,9 +802,13 @@ impl<D: Disk> RaftNode<D> {
         self.raw.has_ready()
     }
 
-    /// Processes one Ready (see the module docs for the order). A WAL failure stops the
-    /// node: it answers every waiting client with an error and refuses further work.
-    pub async fn handle_ready(&mut self, outbox: &mut dyn Outbox) -> Result<(), NodeError> {
+    /// Processes one Ready without waiting for the disk (see the module docs for the order):
+    /// its writes join the queue for the [`DiskWriter`] ([`RaftNode::take_write`]), and the
+    /// messages that must wait for them leave when they are durable
+    /// ([`RaftNode::write_done`]). Awaits only to read a snapshot's checkpoint file. A WAL
+    /// failure stops the node: it answers every waiting client with an error and refuses
+    /// further work.
+    pub async fn process_ready(&mut self, outbox: &mut dyn Outbox) -> Result<(), NodeError> {
         if let Some(error) = &self.failed {
             return Err(NodeError::Wal(error.clone()));
         }
@@ -652,14 +819,23 @@ impl<D: Disk> RaftNode<D> {
         if !ready.messages().is_empty() {
             outbox.send(ready.take_messages());
         }
+        let mut records: Vec<(RecordType, Vec<u8>)> = Vec::new();
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
-            self.install_snapshot(&snapshot).await?;
+            if let Some(marker) = self.install_snapshot(&snapshot).await? {
+                records.push((
+                    RecordType::Snapshot,
+                    records::encode_snapshot_marker(&marker),
+                ));
+            }
         }
         let committed = ready.take_committed_entries();
         self.apply_entries(committed);
 
         // One WAL batch: the new entries, then the hard state (with the newest commit index).
+        // raft reads its log from the storage as soon as the Ready is advanced, so the
+        // entries go into the in-memory log now; raft counts them as durable only when the
+        // write reports back.
         let entries = ready.take_entries();
         let mut hard_state = ready.hs().cloned();
         let commit_now = self.raw.raft.raft_log.committed;
@@ -667,64 +843,165 @@ impl<D: Disk> RaftNode<D> {
             // The commit index rides along with entries that are written anyway.
             hard_state = Some(self.raw.raft.hard_state());
         }
-        if !entries.is_empty() || hard_state.is_some() {
-            let mut payloads: Vec<(RecordType, Vec<u8>)> = entries
-                .iter()
-                .map(|e| (RecordType::Entry, records::encode_entry(e)))
-                .collect();
-            if let Some(state) = &hard_state {
-                payloads.push((RecordType::HardState, records::encode_hard_state(state)));
-            }
-            self.wal_append(&payloads).await?;
-            self.log.append(&entries);
-            if let Some(state) = hard_state {
-                self.durable_commit = state.commit;
+        if entries.is_empty() && records.is_empty() && !ready.must_sync() {
+            // Only the commit index moved: it needs no sync of its own (a restart learns it
+            // again from the leader, or from the next write it rides along with).
+            if let Some(state) = hard_state.take() {
                 self.log.set_hard_state(state);
             }
         }
-        self.deliver_reads(ready.take_read_states());
-        if !ready.persisted_messages().is_empty() {
-            outbox.send(ready.take_persisted_messages());
+        let last_entry = entries.last().map_or(0, |e| e.index);
+        records.extend(
+            entries
+                .iter()
+                .map(|e| (RecordType::Entry, records::encode_entry(e))),
+        );
+        if let Some(state) = &hard_state {
+            records.push((RecordType::HardState, records::encode_hard_state(state)));
         }
+        self.log.append(&entries);
+        if let Some(state) = hard_state {
+            self.durable_commit = state.commit;
+            self.log.set_hard_state(state);
+        }
+        self.deliver_reads(ready.take_read_states());
+        let persisted = ready.take_persisted_messages();
         if let Some(soft) = ready.ss() {
             self.on_soft_state(soft.leader_id, soft.raft_state);
         }
-        let mut light = self.raw.advance(ready);
-        if let Some(commit) = light.commit_index() {
-            self.log.set_commit(commit);
+        if records.is_empty() {
+            // Nothing to write, but messages about earlier writes must not overtake them.
+            match self.writes.back_mut() {
+                Some(last) => last.messages.extend(persisted),
+                None if !persisted.is_empty() => outbox.send(persisted),
+                None => {}
+            }
+        } else {
+            self.writes.push_back(PendingWrite {
+                kind: WriteKind::Ready {
+                    number: ready.number(),
+                    last_entry,
+                },
+                records,
+                release_through: None,
+                messages: persisted,
+            });
         }
-        if !light.messages().is_empty() {
-            outbox.send(light.take_messages());
+        self.raw.advance_append_async(ready);
+        self.advance_applied();
+        self.publish_progress();
+        Ok(())
+    }
+
+    /// Tells raft what is applied, up to what is durable here: a snapshot installed in the
+    /// state machine counts as applied for raft once its marker is written.
+    fn advance_applied(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        let applied = self.applied_index.min(log.persisted);
+        if applied > log.applied() {
+            self.raw.advance_apply_to(applied);
         }
-        self.apply_entries(light.take_committed_entries());
-        self.raw.advance_apply();
+    }
+
+    fn publish_progress(&self) {
         let committed = self.raw.raft.raft_log.committed;
         self.shared.commit_index.store(committed, Ordering::Release);
         self.shared.metrics.proposals_committed.set(committed);
         self.shared
             .raft_term
             .store(self.raw.raft.term, Ordering::Release);
+    }
+
+    /// The next batch for the [`DiskWriter`]: every queued write not yet handed out, as one
+    /// batch with one sync. `None` while a batch is with the writer: batches complete in
+    /// order, one at a time, so each sync carries everything that arrived during the last.
+    pub fn take_write(&mut self) -> Option<WriteJob> {
+        if self.in_flight > 0 || self.writes.is_empty() || self.failed.is_some() {
+            return None;
+        }
+        let mut job = WriteJob::default();
+        for write in self.writes.iter_mut() {
+            job.records.append(&mut write.records);
+            if write.release_through.is_some() {
+                job.release_through = write.release_through;
+            }
+        }
+        self.in_flight = self.writes.len();
+        Some(job)
+    }
+
+    /// True while a batch is with the [`DiskWriter`].
+    pub fn writing(&self) -> bool {
+        self.in_flight > 0
+    }
+
+    /// Takes the [`DiskWriter`]'s report on the batch from [`RaftNode::take_write`]: raft
+    /// learns which Readies are durable, and the messages that waited for them leave.
+    pub fn write_done(
+        &mut self,
+        done: WriteDone,
+        outbox: &mut dyn Outbox,
+    ) -> Result<(), NodeError> {
+        let written = std::mem::take(&mut self.in_flight);
+        let (lsn, bytes) = match done.result {
+            Ok(position) => position,
+            Err(error) => {
+                self.fail(error.clone());
+                return Err(NodeError::Wal(error));
+            }
+        };
+        self.wal_bytes = bytes;
+        let mut persisted_number = None;
+        let mut last_entry = 0;
+        let mut messages = Vec::new();
+        let mut checkpoints = Vec::new();
+        for write in self.writes.drain(..written) {
+            messages.extend(write.messages);
+            match write.kind {
+                WriteKind::Ready {
+                    number,
+                    last_entry: last,
+                } => {
+                    persisted_number = Some(number);
+                    last_entry = last_entry.max(last);
+                }
+                WriteKind::Checkpoint(info, checkpoint_lsn) => {
+                    checkpoints.push((info, checkpoint_lsn))
+                }
+            }
+        }
+        self.wal_marks.push_back((lsn, last_entry));
+        for (info, checkpoint_lsn) in checkpoints {
+            self.checkpoint_logged(info, checkpoint_lsn);
+        }
+        if let Some(number) = persisted_number {
+            self.raw.on_persist_ready(number);
+            self.advance_applied();
+        }
+        if !messages.is_empty() {
+            outbox.send(messages);
+        }
         Ok(())
     }
 
-    async fn wal_append(&mut self, payloads: &[(RecordType, Vec<u8>)]) -> Result<(), NodeError> {
-        let records: Vec<(RecordType, &[u8])> =
-            payloads.iter().map(|(t, p)| (*t, p.as_slice())).collect();
-        let bytes_before = self.wal.bytes_written();
-        let started = Instant::now();
-        if let Err(error) = self.wal.append(&records).await {
-            // Never retry a failed sync: what reached the disk is unknown. The member stops
-            // taking part; a restart recovers from what the WAL holds.
-            let text = format!("{error}");
-            tracing::error!(%error, "WAL append failed; this member stops until restarted");
-            self.fail(text.clone());
-            return Err(NodeError::Wal(text));
+    /// Processes Readies and writes them with `writer` until raft has nothing more: for
+    /// startup and shutdown, and for tests, where nothing else needs to run meanwhile.
+    pub async fn handle_ready(
+        &mut self,
+        writer: &mut DiskWriter<D>,
+        outbox: &mut dyn Outbox,
+    ) -> Result<(), NodeError> {
+        for _ in 0..16 {
+            self.process_ready(outbox).await?;
+            match self.take_write() {
+                Some(job) => {
+                    let done = writer.write(job).await;
+                    self.write_done(done, outbox)?;
+                }
+                None if !self.raw.has_ready() => break,
+                None => {}
+            }
         }
-        let metrics = &self.shared.metrics;
-        metrics.wal_fsync.observe(started.elapsed());
-        metrics
-            .wal_write_bytes
-            .add(self.wal.bytes_written() - bytes_before);
         Ok(())
     }
 
@@ -896,14 +1173,17 @@ impl<D: Disk> RaftNode<D> {
         }
     }
 
+    /// Installs the leader's snapshot into the state machine and the in-memory log, and
+    /// returns the WAL marker to write (`None` when the snapshot is not newer than what is
+    /// applied).
     async fn install_snapshot(
         &mut self,
         snapshot: &raft::eraftpb::Snapshot,
-    ) -> Result<(), NodeError> {
+    ) -> Result<Option<SnapshotMarker>, NodeError> {
         let meta = snapshot.get_metadata();
         let index = meta.index;
         if index <= self.applied_index {
-            return Ok(());
+            return Ok(None);
         }
         // The transport stored the leader's checkpoint file under this index before stepping
         // the snapshot message.
@@ -919,11 +1199,10 @@ impl<D: Disk> RaftNode<D> {
             term: meta.term,
             conf_state: meta.get_conf_state().clone(),
         };
-        self.wal_append(&[(
-            RecordType::Snapshot,
-            records::encode_snapshot_marker(&marker),
-        )])
-        .await?;
+        if let CheckpointState::Encoding { cancel, .. } = &self.checkpoint_state {
+            // The encoder works from the store being replaced: it stops at its next slice.
+            cancel.store(true, Ordering::Release);
+        }
         {
             let shared = &self.shared;
             *shared.write_store() = store;
@@ -949,17 +1228,22 @@ impl<D: Disk> RaftNode<D> {
             term = meta.term,
             "installed a snapshot from the leader"
         );
-        Ok(())
+        Ok(Some(marker))
     }
 
-    /// Does one slice of pending physical compaction; true when none is left (and then the
-    /// clients waiting for a physical compaction are answered).
+    /// Does one slice of pending physical compaction; true when none is left or none can be
+    /// done now (a checkpoint is being encoded from the store). Clients waiting for a physical
+    /// compaction are answered when none is left.
     pub fn compaction_step(&mut self) -> bool {
         let shared = &self.shared;
-        let done = {
+        let (pending, pinned) = {
             let store = shared.read_store();
-            !store.compaction_pending()
-        } || shared.write_store().compact_step(COMPACTION_STEP_UNITS);
+            (store.compaction_pending(), store.checkpoint_pinned())
+        };
+        if pinned {
+            return true;
+        }
+        let done = !pending || shared.write_store().compact_step(COMPACTION_STEP_UNITS);
         if done {
             for (reply, result) in self.physical_compaction_waiters.drain(..) {
                 let _ = reply.send(result);
@@ -971,17 +1255,22 @@ impl<D: Disk> RaftNode<D> {
     /// A checkpoint is due after `--snapshot-count` applied entries *and* once the WAL
     /// written since the last checkpoint is at least as large as that checkpoint (encoding
     /// costs time in proportion to the store; this keeps its amortized cost at most that of
-    /// the writes).
+    /// the writes), when no other checkpoint is under way.
     pub fn checkpoint_due(&self) -> bool {
-        self.applied_index >= self.checkpoint_index + self.config.snapshot_count.max(1)
-            && self.wal.bytes_written() - self.wal_bytes_at_checkpoint >= self.last_checkpoint_bytes
+        matches!(self.checkpoint_state, CheckpointState::Idle)
+            && self.failed.is_none()
+            && self.applied_index >= self.checkpoint_index + self.config.snapshot_count.max(1)
+            && self.wal_bytes - self.wal_bytes_at_checkpoint >= self.last_checkpoint_bytes
     }
 
-    /// Writes a checkpoint of the state at the applied index, offers it to lagging followers,
-    /// compacts the in-memory log behind it, and releases the WAL segments that only older
-    /// checkpoints need. A failure is logged and retried at the next threshold: the WAL
-    /// still holds everything.
-    pub async fn checkpoint(&mut self) {
+    /// Starts a checkpoint of the state at the applied index, if one is due: the returned
+    /// work encodes it away from the raft core ([`CheckpointWork::step`], under the store's
+    /// read lock a slice at a time), then the caller saves the file and reports with
+    /// [`RaftNode::checkpoint_encoded`] and [`RaftNode::checkpoint_saved`].
+    pub fn start_checkpoint(&mut self) -> Option<CheckpointWork> {
+        if !self.checkpoint_due() {
+            return None;
+        }
         let index = self.applied_index;
         let shared = self.shared.clone();
         let meta = StateMeta {
@@ -990,54 +1279,114 @@ impl<D: Disk> RaftNode<D> {
             members: shared.members.lock().expect("members lock").clone(),
             alarms: shared.alarms.lock().expect("alarm lock").clone(),
         };
-        let mvcc = match shared.read_store().encode_checkpoint() {
-            Ok(payload) => payload,
+        let encoder = shared.write_store().begin_checkpoint();
+        // Where the WAL may later be released through for this checkpoint: the end of the
+        // last completed write before the first one holding an entry above its index (entries
+        // after the checkpoint must stay in the WAL).
+        let mut lsn = self.previous_checkpoint_lsn.unwrap_or(0);
+        for (end, last_entry) in &self.wal_marks {
+            if *last_entry > index {
+                break;
+            }
+            lsn = *end;
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.checkpoint_state = CheckpointState::Encoding {
+            info: CheckpointInfo {
+                index,
+                term: meta.term,
+                conf_state: meta.conf_state.clone(),
+            },
+            lsn,
+            cancel: cancel.clone(),
+        };
+        Some(CheckpointWork {
+            index,
+            meta,
+            encoder,
+            cancel,
+        })
+    }
+
+    /// The encoding of the checkpoint begun by [`RaftNode::start_checkpoint`] ended (`ok`:
+    /// the payload is ready to be saved). Physical compaction may go on again.
+    pub fn checkpoint_encoded(&mut self, ok: bool) {
+        let CheckpointState::Encoding { info, lsn, cancel } =
+            std::mem::replace(&mut self.checkpoint_state, CheckpointState::Idle)
+        else {
+            return;
+        };
+        if cancel.load(Ordering::Acquire) {
+            // A snapshot replaced the store (and with it the pin).
+            return;
+        }
+        self.shared.write_store().end_checkpoint();
+        if ok {
+            self.checkpoint_state = CheckpointState::Saving { info, lsn };
+        } else {
+            tracing::error!(index = info.index, "encoding checkpoint failed");
+            self.checkpoint_index = info.index;
+        }
+    }
+
+    /// The checkpoint file was saved (its size) or not. On success its hard state goes to
+    /// the WAL, and once that is durable the in-memory log is compacted behind it and the
+    /// WAL released through the previous checkpoint. A failure is logged and retried at the
+    /// next threshold: the WAL still holds everything.
+    pub fn checkpoint_saved(&mut self, result: Result<u64, String>) {
+        let CheckpointState::Saving { info, lsn } =
+            std::mem::replace(&mut self.checkpoint_state, CheckpointState::Idle)
+        else {
+            return;
+        };
+        let bytes = match result {
+            Ok(bytes) => bytes,
             Err(error) => {
-                tracing::error!(%error, "encoding checkpoint failed");
-                self.checkpoint_index = index;
+                tracing::error!(%error, index = info.index, "writing checkpoint failed");
+                self.checkpoint_index = info.index;
                 return;
             }
         };
-        let payload = records::encode_state(&meta, &mvcc);
-        drop(mvcc);
-        // The hard state is written again after the checkpoint, so the newest one always
-        // lies after every position the WAL may release.
+        if info.index <= self.checkpoint_index {
+            // A snapshot from the leader installed a newer state meanwhile.
+            return;
+        }
+        tracing::info!(index = info.index, bytes, "checkpoint written");
+        self.last_checkpoint_bytes = bytes;
+        // The hard state is written again after the checkpoint, so the newest one always lies
+        // after every position the WAL may release.
         let hard_state = self.raw.raft.hard_state();
-        if self
-            .wal_append(&[(
+        self.durable_commit = self.durable_commit.max(hard_state.commit);
+        self.checkpoint_state = CheckpointState::Logging;
+        self.writes.push_back(PendingWrite {
+            kind: WriteKind::Checkpoint(info, lsn),
+            records: vec![(
                 RecordType::HardState,
                 records::encode_hard_state(&hard_state),
-            )])
-            .await
-            .is_err()
-        {
-            return;
-        }
-        self.durable_commit = hard_state.commit;
-        let lsn = self.wal.last_lsn();
-        if let Err(error) = checkpoint::save(&self.snap, index, &payload).await {
-            tracing::error!(%error, index, "writing checkpoint failed");
-            self.checkpoint_index = index;
-            return;
-        }
-        self.checkpoint_index = index;
-        self.wal_bytes_at_checkpoint = self.wal.bytes_written();
-        self.last_checkpoint_bytes = payload.len() as u64;
-        self.log.set_checkpoint(
-            CheckpointInfo {
-                index,
-                term: meta.term,
-                conf_state: meta.conf_state,
-            },
-            self.config.catch_up_entries,
-        );
-        let release = self.previous_checkpoint_lsn.replace(lsn);
-        tracing::info!(index, bytes = payload.len(), "checkpoint written");
-        if let Some(release) = release {
-            if let Err(error) = self.wal.release_through(release).await {
-                tracing::warn!(%error, "releasing WAL segments failed");
+            )],
+            release_through: self.previous_checkpoint_lsn,
+            messages: Vec::new(),
+        });
+    }
+
+    fn checkpoint_logged(&mut self, info: CheckpointInfo, lsn: u64) {
+        self.checkpoint_state = CheckpointState::Idle;
+        if let Some(released) = self.previous_checkpoint_lsn {
+            while self
+                .wal_marks
+                .front()
+                .is_some_and(|(end, _)| *end <= released)
+            {
+                self.wal_marks.pop_front();
             }
         }
+        self.previous_checkpoint_lsn = Some(lsn);
+        if info.index <= self.checkpoint_index {
+            return;
+        }
+        self.checkpoint_index = info.index;
+        self.wal_bytes_at_checkpoint = self.wal_bytes;
+        self.log.set_checkpoint(info, self.config.catch_up_entries);
     }
 
     /// The checkpoint directory (the transport reads snapshot files from it).

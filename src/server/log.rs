@@ -6,15 +6,18 @@
 //! The same loop proposes lease expiries and auto-compactions (leader only), slices physical
 //! compaction between batches, and takes checkpoints.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use keel_engine::checkpoint;
 use keel_engine::io::GlommioDisk;
 use keel_proto::etcdserverpb as pb;
 use raft::eraftpb::Message;
 
 use crate::config::AutoCompaction;
-use crate::raft::node::{Outbox, RaftNode};
+use crate::raft::node::{CheckpointWork, DiskWriter, Outbox, RaftNode, WriteDone, WriteJob};
 use crate::server::command::Command;
 use crate::server::state::{Proposal, ReadReply, Shared};
 
@@ -116,27 +119,100 @@ pub struct CoreChannels {
     pub peers: async_channel::Receiver<PeerInput>,
 }
 
+/// What the checkpoint thread reports to the raft core.
+#[derive(Debug)]
+pub enum CheckpointOutcome {
+    /// The encoding ended (`true`: the payload is being saved).
+    Encoded(bool),
+    /// The file was saved (its size) or not.
+    Saved(Result<u64, String>),
+}
+
+/// The checkpoint thread: encodes checkpoints from the shared store a slice at a time (each
+/// slice under the store's read lock, so writes wait at most one slice) and saves them, on a
+/// glommio executor of its own, so the raft core never spends a checkpoint's time.
+pub struct Checkpointer {
+    work: async_channel::Sender<CheckpointWork>,
+    outcomes: async_channel::Receiver<CheckpointOutcome>,
+}
+
+/// Keys encoded per slice of a checkpoint (about a millisecond of the store's read lock).
+pub const CHECKPOINT_SLICE_KEYS: usize = 4096;
+
+impl Checkpointer {
+    /// Starts the thread; it saves into the checkpoint directory `snap_dir`.
+    pub fn start(shared: Arc<Shared>, snap_dir: PathBuf) -> anyhow::Result<Checkpointer> {
+        let (work_tx, work_rx) = async_channel::bounded::<CheckpointWork>(1);
+        let (outcome_tx, outcome_rx) = async_channel::unbounded();
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .name("keel-checkpoint")
+            .spawn(move || async move {
+                let disk = match GlommioDisk::open(&snap_dir).await {
+                    Ok(disk) => disk,
+                    Err(error) => {
+                        tracing::error!(%error, "the checkpoint thread cannot open its directory");
+                        return;
+                    }
+                };
+                while let Ok(mut work) = work_rx.recv().await {
+                    let encoded = loop {
+                        match work.step(&shared, CHECKPOINT_SLICE_KEYS) {
+                            Ok(true) => break work.finish(),
+                            Ok(false) => {}
+                            Err(error) => break Err(error),
+                        }
+                    };
+                    let (index, payload) = match encoded {
+                        Ok(done) => done,
+                        Err(error) => {
+                            tracing::warn!(%error, "checkpoint encoding stopped");
+                            let _ = outcome_tx.send(CheckpointOutcome::Encoded(false)).await;
+                            continue;
+                        }
+                    };
+                    let _ = outcome_tx.send(CheckpointOutcome::Encoded(true)).await;
+                    let saved = checkpoint::save(&disk, index, &payload)
+                        .await
+                        .map(|()| payload.len() as u64)
+                        .map_err(|e| e.to_string());
+                    let _ = outcome_tx.send(CheckpointOutcome::Saved(saved)).await;
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("starting the checkpoint thread: {e}"))?;
+        Ok(Checkpointer {
+            work: work_tx,
+            outcomes: outcome_rx,
+        })
+    }
+}
+
 /// The raft core's inputs and its node.
 pub struct RaftCore<O: Outbox> {
     node: RaftNode<GlommioDisk>,
-    shared: std::sync::Arc<Shared>,
+    writer: Option<DiskWriter<GlommioDisk>>,
+    shared: Arc<Shared>,
     proposals: async_channel::Receiver<Proposal>,
     reads: async_channel::Receiver<ReadReply>,
     peers: async_channel::Receiver<PeerInput>,
     outbox: O,
     tick_interval: Duration,
     compactor: AutoCompactor,
+    checkpointer: Checkpointer,
 }
 
 impl<O: Outbox> RaftCore<O> {
-    /// A core driving `node`.
+    /// A core driving `node`, whose WAL `writer` runs as a task of its own once the core
+    /// runs.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         node: RaftNode<GlommioDisk>,
-        shared: std::sync::Arc<Shared>,
+        writer: DiskWriter<GlommioDisk>,
+        shared: Arc<Shared>,
         channels: CoreChannels,
         outbox: O,
         tick_interval: Duration,
         auto_compaction: AutoCompaction,
+        checkpointer: Checkpointer,
     ) -> RaftCore<O> {
         let CoreChannels {
             proposals,
@@ -145,6 +221,7 @@ impl<O: Outbox> RaftCore<O> {
         } = channels;
         RaftCore {
             node,
+            writer: Some(writer),
             shared,
             proposals,
             reads,
@@ -152,25 +229,40 @@ impl<O: Outbox> RaftCore<O> {
             outbox,
             tick_interval,
             compactor: AutoCompactor::new(auto_compaction),
+            checkpointer,
         }
     }
 
     /// Processes what raft has ready before the member serves clients: the only voter
     /// elects itself here, so it reports a leader from its first answer on.
     pub async fn prime(&mut self) {
-        for _ in 0..8 {
-            if !self.node.has_ready() {
-                break;
-            }
-            if let Err(error) = self.node.handle_ready(&mut self.outbox).await {
-                tracing::error!(%error, "the raft core failed while starting");
-                break;
-            }
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        if let Err(error) = self.node.handle_ready(writer, &mut self.outbox).await {
+            tracing::error!(%error, "the raft core failed while starting");
         }
     }
 
     /// Runs until the proposal inbox closes (shutdown) or the node fails.
     pub async fn run(mut self) {
+        let Some(mut writer) = self.writer.take() else {
+            return;
+        };
+        // The WAL writer is a task of its own, so ticks, heartbeats, incoming messages and
+        // applies go on while a batch syncs (its sync runs on glommio's blocking thread).
+        let (job_tx, job_rx) = async_channel::bounded::<WriteJob>(1);
+        let (done_tx, done_rx) = async_channel::bounded::<WriteDone>(1);
+        let writer_task = glommio::spawn_local(async move {
+            while let Ok(job) = job_rx.recv().await {
+                let done = writer.write(job).await;
+                if done_tx.send(done).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+        let outcomes = self.checkpointer.outcomes.clone();
         let mut next_tick = Instant::now() + self.tick_interval;
         let mut next_periodic = Instant::now() + LEASE_CHECK_INTERVAL;
         let mut timer = glommio::timer::Timer::new(self.tick_interval).fuse();
@@ -180,7 +272,8 @@ impl<O: Outbox> RaftCore<O> {
             glommio::yield_if_needed().await;
             let idle = !self.node.has_ready() && self.node.compaction_step();
             if idle {
-                // Nothing to do: wait for the first input or the next tick.
+                // Nothing to do: wait for the first input, a write's or a checkpoint's end,
+                // or the next tick.
                 futures::select! {
                     proposal = self.proposals.recv().fuse() => match proposal {
                         Ok(proposal) => proposals.push(proposal),
@@ -194,6 +287,18 @@ impl<O: Outbox> RaftCore<O> {
                     input = self.peers.recv().fuse() => {
                         if let Ok(input) = input {
                             self.peer_input(input);
+                        }
+                    },
+                    done = done_rx.recv().fuse() => {
+                        if let Ok(done) = done {
+                            if self.write_done(done).is_err() {
+                                break 'turn;
+                            }
+                        }
+                    },
+                    outcome = outcomes.recv().fuse() => {
+                        if let Ok(outcome) = outcome {
+                            self.checkpoint_outcome(outcome);
                         }
                     },
                     _ = timer => {
@@ -223,6 +328,14 @@ impl<O: Outbox> RaftCore<O> {
             while let Ok(input) = self.peers.try_recv() {
                 self.peer_input(input);
             }
+            if let Ok(done) = done_rx.try_recv() {
+                if self.write_done(done).is_err() {
+                    break 'turn;
+                }
+            }
+            while let Ok(outcome) = outcomes.try_recv() {
+                self.checkpoint_outcome(outcome);
+            }
             let now = Instant::now();
             while now >= next_tick {
                 self.node.tick();
@@ -239,16 +352,50 @@ impl<O: Outbox> RaftCore<O> {
                 self.node.propose(proposal);
             }
             self.node.read_index(std::mem::take(&mut reads));
-            if let Err(error) = self.node.handle_ready(&mut self.outbox).await {
+            if let Err(error) = self.node.process_ready(&mut self.outbox).await {
                 tracing::error!(%error, "the raft core stopped");
                 break 'turn;
             }
-            if self.node.checkpoint_due() {
-                self.node.checkpoint().await;
+            if let Some(job) = self.node.take_write() {
+                if job_tx.send(job).await.is_err() {
+                    tracing::error!("the WAL writer stopped");
+                    break 'turn;
+                }
+            }
+            if let Some(work) = self.node.start_checkpoint() {
+                if self.checkpointer.work.send(work).await.is_err() {
+                    tracing::error!("the checkpoint thread stopped; no more checkpoints");
+                    self.node.checkpoint_encoded(false);
+                }
             }
         }
-        // Shutdown: write what was already handed to raft, answer everyone else.
-        let _ = self.node.handle_ready(&mut self.outbox).await;
+        // Shutdown: make durable what was already handed to raft, answer everyone else.
+        for _ in 0..16 {
+            if self.node.writing() {
+                match done_rx.recv().await {
+                    Ok(done) => {
+                        if self.write_done(done).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+                continue;
+            }
+            if self.node.process_ready(&mut self.outbox).await.is_err() {
+                break;
+            }
+            match self.node.take_write() {
+                Some(job) => {
+                    if job_tx.send(job).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        drop(job_tx);
+        let _ = writer_task;
         while !self.node.compaction_step() {}
         self.node.stop();
         while let Ok(proposal) = self.proposals.try_recv() {
@@ -257,6 +404,19 @@ impl<O: Outbox> RaftCore<O> {
             }
         }
         self.shared.stop();
+    }
+
+    fn write_done(&mut self, done: WriteDone) -> Result<(), ()> {
+        self.node
+            .write_done(done, &mut self.outbox)
+            .map_err(|error| tracing::error!(%error, "the raft core stopped"))
+    }
+
+    fn checkpoint_outcome(&mut self, outcome: CheckpointOutcome) {
+        match outcome {
+            CheckpointOutcome::Encoded(ok) => self.node.checkpoint_encoded(ok),
+            CheckpointOutcome::Saved(result) => self.node.checkpoint_saved(result),
+        }
     }
 
     fn peer_input(&mut self, input: PeerInput) {

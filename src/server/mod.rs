@@ -51,7 +51,7 @@ use crate::raft::transport::{self, PeerIdentity};
 use keel_engine::io::GlommioDisk;
 use keel_engine::wal::WalOptions;
 use keel_proto::etcdserverpb as pb;
-use log::{CoreChannels, RaftCore};
+use log::{Checkpointer, CoreChannels, RaftCore};
 use state::{Limits, MemberInfo, Shared, SharedConfig, SharedRef};
 
 /// Proposals queued for the raft core before writers wait (back-pressure).
@@ -374,10 +374,10 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
                     ))
                 }
             };
-            // The raft core does nothing but write and apply the log, so it may block in
-            // fdatasync rather than pay io_uring's hand-off of every fsync to a kernel thread.
+            // The WAL syncs through io_uring (not a blocking fdatasync on this thread): the
+            // raft core goes on ticking, stepping messages and applying while a batch syncs.
             let wal_disk = match GlommioDisk::open(&wal_dir).await {
-                Ok(disk) => disk.with_blocking_sync(true),
+                Ok(disk) => disk,
                 Err(e) => {
                     return fail(anyhow::anyhow!(
                         "opening WAL directory {}: {e}",
@@ -412,9 +412,14 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
                 &meta,
                 recovered.applied_index,
             );
-            let node = match RaftNode::new(node_config, recovered, shared.clone(), &raft_logger()) {
-                Ok(node) => node,
-                Err(error) => return fail(error.into()),
+            let (node, writer) =
+                match RaftNode::new(node_config, recovered, shared.clone(), &raft_logger()) {
+                    Ok(started) => started,
+                    Err(error) => return fail(error.into()),
+                };
+            let checkpointer = match Checkpointer::start(shared.clone(), snap_dir.clone()) {
+                Ok(checkpointer) => checkpointer,
+                Err(error) => return fail(error),
             };
             let peers = match transport::start(
                 peer_identity,
@@ -429,6 +434,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             };
             let mut core = RaftCore::new(
                 node,
+                writer,
                 shared.clone(),
                 CoreChannels {
                     proposals: inputs.proposals,
@@ -438,6 +444,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
                 peers.senders,
                 tick_interval,
                 auto_compaction,
+                checkpointer,
             );
             core.prime().await;
             let _ = ready_tx.send(Ok(shared.clone()));

@@ -34,7 +34,9 @@ use std::time::Duration;
 
 use futures::channel::oneshot;
 use futures::executor::block_on;
-use keel::raft::node::{recover, Bootstrap, NodeConfig, Outbox, RaftNode};
+use keel::raft::node::{
+    recover, Bootstrap, CheckpointWork, DiskWriter, NodeConfig, Outbox, RaftNode, WriteJob,
+};
 use keel::server::command::Command;
 use keel::server::state::{
     no_leader_status, Applied, ApplyResult, Limits, MemberInfo, Proposal, Shared, SharedConfig,
@@ -160,7 +162,8 @@ enum Event {
     Restart,
     /// Arm a power loss at one of a member's next disk syncs.
     PowerLoss,
-    /// Make a member's disk slow: its Ready waits for some steps.
+    /// Make a member's disk slow: its writes wait for some steps (ticks, messages and
+    /// applies go on).
     SlowDisk,
     /// Make a member's next disk sync fail.
     SyncFailure,
@@ -194,6 +197,11 @@ impl Outbox for Collected {
 struct Running {
     node: RaftNode<SimDisk>,
     shared: Arc<Shared>,
+    writer: DiskWriter<SimDisk>,
+    /// A write the member's slow disk has not finished.
+    held_write: Option<WriteJob>,
+    /// The checkpoint being encoded.
+    checkpoint: Option<CheckpointWork>,
 }
 
 /// One member: its disks outlive its processes.
@@ -206,7 +214,7 @@ struct Member {
     running: Option<Running>,
     /// Counts the processes started, so replies meant for an earlier one are told apart.
     incarnation: u64,
-    /// Until this step the member's disk is "slow": its Ready is not processed.
+    /// Until this step the member's disk is "slow": its writes do not complete.
     stalled_until: u64,
     /// A fault (failing sync, crash point) is armed on one of its disks.
     fault_armed: bool,
@@ -960,12 +968,18 @@ impl Sim {
             election_ticks_range: Some((member.election_ticks, member.election_ticks + 1)),
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let node = match RaftNode::new(config, recovered, shared.clone(), &logger) {
-            Ok(node) => node,
+        let (node, writer) = match RaftNode::new(config, recovered, shared.clone(), &logger) {
+            Ok(started) => started,
             Err(error) => self.fail(format!("member {} refused its state: {error}", i + 1)),
         };
         let member = &mut self.members[i];
-        member.running = Some(Running { node, shared });
+        member.running = Some(Running {
+            node,
+            shared,
+            writer,
+            held_write: None,
+            checkpoint: None,
+        });
         member.checked_commit = 0;
         member.checked_applied = u64::MAX;
         if member.incarnation > 1 {
@@ -988,22 +1002,33 @@ impl Sim {
         false
     }
 
-    /// Runs member `i`'s Ready loop, then its checkpoint and compaction work.
+    /// Runs member `i`'s Ready loop and its disk writes (held while its disk is slow), then
+    /// a slice of its checkpoint and compaction work.
     fn process(&mut self, i: usize) {
         for _ in 0..READY_ROUNDS_MAX {
             let step = self.step;
             let member = &mut self.members[i];
-            if member.stalled_until > step {
-                return;
-            }
+            let stalled = member.stalled_until > step;
             let Some(run) = member.running.as_mut() else {
                 return;
             };
-            if !run.node.has_ready() {
-                break;
-            }
             let mut outbox = Collected::default();
-            let result = block_on(run.node.handle_ready(&mut outbox));
+            let mut wrote = false;
+            let mut result = Ok(());
+            if stalled {
+                // The write is handed to the disk, which does not answer yet.
+                if run.held_write.is_none() {
+                    run.held_write = run.node.take_write();
+                }
+            } else if let Some(job) = run.held_write.take().or_else(|| run.node.take_write()) {
+                let done = block_on(run.writer.write(job));
+                result = run.node.write_done(done, &mut outbox);
+                wrote = true;
+            }
+            let ready = result.is_ok() && run.node.has_ready();
+            if ready {
+                result = block_on(run.node.process_ready(&mut outbox));
+            }
             self.send(i, outbox.0);
             if self.check_power(i) {
                 return;
@@ -1014,20 +1039,14 @@ impl Sim {
                 self.kill(i, power_loss, &format!("stopped: {error}"));
                 return;
             }
+            if !ready && !wrote {
+                break;
+            }
         }
+        self.checkpoint_slice(i);
         let Some(run) = self.members[i].running.as_mut() else {
             return;
         };
-        if run.node.checkpoint_due() {
-            block_on(run.node.checkpoint());
-            self.stats.checkpoints += 1;
-            let applied = run.node.applied_index();
-            self.note(format!("member {} checkpoint at {applied}", i + 1));
-            if self.check_power(i) {
-                return;
-            }
-        }
-        let run = self.members[i].running.as_mut().expect("still running");
         if let Some(failure) = run.node.failure() {
             let failure = failure.to_string();
             self.stats.wal_failures += 1;
@@ -1036,6 +1055,49 @@ impl Sim {
             return;
         }
         run.node.compaction_step();
+    }
+
+    /// Starts member `i`'s checkpoint when one is due, or encodes a few more keys of the one
+    /// under way (so writes apply between the slices, as in the server), and saves it once
+    /// encoded.
+    fn checkpoint_slice(&mut self, i: usize) {
+        let keys = 1 + self.rng.below(8) as usize;
+        let Some(run) = self.members[i].running.as_mut() else {
+            return;
+        };
+        if run.checkpoint.is_none() {
+            run.checkpoint = run.node.start_checkpoint();
+            return;
+        }
+        let Some(work) = run.checkpoint.as_mut() else {
+            return;
+        };
+        let encoded = match work.step(&run.shared, keys) {
+            Ok(false) => return,
+            Ok(true) => run.checkpoint.take().expect("under way").finish(),
+            Err(error) => {
+                run.checkpoint = None;
+                Err(error)
+            }
+        };
+        run.node.checkpoint_encoded(encoded.is_ok());
+        let Ok((index, payload)) = encoded else {
+            return;
+        };
+        let saved = block_on(checkpoint::save(
+            &self.members[i].snap_disk,
+            index,
+            &payload,
+        ))
+        .map(|()| payload.len() as u64)
+        .map_err(|e| e.to_string());
+        self.stats.checkpoints += u64::from(saved.is_ok());
+        self.note(format!("member {} checkpoint at {index}", i + 1));
+        if self.check_power(i) {
+            return;
+        }
+        let run = self.members[i].running.as_mut().expect("still running");
+        run.node.checkpoint_saved(saved);
     }
 
     /// Puts member `i`'s messages on the wire.
@@ -1658,6 +1720,29 @@ impl Sim {
             sim.history.writes[write].completed.is_some()
         });
         self.history.writes[write].outcome
+    }
+
+    /// Starts a put of `value` to `key` through member `i`; returns its number for
+    /// [`Sim::put_outcome`].
+    pub fn start_put(&mut self, i: usize, key: usize, value: u64) -> usize {
+        self.put(i, key, value);
+        self.history.writes.len() - 1
+    }
+
+    /// The answer to put number `write`, once it came.
+    pub fn put_outcome(&self, write: usize) -> Option<WriteOutcome> {
+        let write = &self.history.writes[write];
+        write.completed.map(|_| write.outcome)
+    }
+
+    /// Makes member `i`'s disk slow for the next `steps` steps: its writes do not complete.
+    pub fn stall_disk(&mut self, i: usize, steps: u64) {
+        self.members[i].stalled_until = self.step + steps;
+    }
+
+    /// Member `i`'s current term (`None` while it is down).
+    pub fn term_of(&self, i: usize) -> Option<u64> {
+        self.members[i].running.as_ref().map(|run| run.node.term())
     }
 
     /// Starts a linearizable read of `key` through member `i`.

@@ -15,7 +15,8 @@ use rkyv::{Archive, Serialize};
 
 use super::lease::{LeaseEntry, LeaseTable};
 use super::{
-    retained_from, Bytes, Change, KeyIndex, MvccError, RevisionEntry, Stats, Store, REVISION_OVERHEAD_BYTES,
+    retained_from, Bytes, Change, KeyIndex, MvccError, RevisionEntry, Stats, Store,
+    REVISION_OVERHEAD_BYTES,
 };
 
 /// First 8 bytes of every payload.
@@ -225,7 +226,9 @@ impl CheckpointEncoder {
     /// [`MvccError::CheckpointTooLarge`], and the same for an encoder not done.
     pub fn finish(self) -> Result<Vec<u8>, MvccError> {
         if !self.done {
-            return Err(too_large("the checkpoint encoder was finished before its last key"));
+            return Err(too_large(
+                "the checkpoint encoder was finished before its last key",
+            ));
         }
         let mut out = self.out;
         let blob_len = out.len() - HEADER_LEN;

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Write latency while a checkpoint (etcd: a snapshot) of 1M keys is taken, Keel vs upstream
+# etcd: loads N keys of 256 B into a fresh single member started with
+# --snapshot-count N+100000, measures puts of 10 clients that stay below that count (the
+# baseline), then puts that cross it, so the checkpoint is taken while they run. Reports per
+# system the baseline p99, the p99 and max latency of the window with the checkpoint, and
+# max(window) / p99(baseline) (Keel's target: at most 5x). Rounds alternate etcd, keel, ...
+# Writes perf/results/<date>-<host>-checkpoint.md.
+#
+#   perf/checkpoint-stall.sh [--keys 1000000] [--rounds 3] [--etcd PATH] [--keel PATH]
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+keys=1000000
+rounds=3
+etcd_bin=/usr/bin/etcd
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+keel_bin=$target_dir/release/keel
+bench=$target_dir/release/keel-bench
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --keys) keys=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --etcd) etcd_bin=$2; shift 2 ;;
+    --keel) keel_bin=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "checkpoint-stall.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ -x "$bench" ] || cargo build --release -p keel-bench >&2
+for bin in "$etcd_bin" "$keel_bin"; do
+  [ -x "$bin" ] || { echo "checkpoint-stall.sh: $bin not found" >&2; exit 1; }
+done
+
+run_dir=$repo/perf/.run/checkpoint
+rm -rf "$run_dir"
+mkdir -p "$run_dir"
+pid=""
+cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+snapshot_count=$((keys + 100000))
+baseline_puts=50000
+window_puts=150000
+
+start() { # system data_dir client_port peer_port log
+  local client=http://127.0.0.1:$3 peer=http://127.0.0.1:$4 bin=$etcd_bin
+  [ "$1" = keel ] && bin=$keel_bin
+  "$bin" --name m1 --data-dir "$2" --listen-client-urls "$client" --advertise-client-urls "$client" \
+    --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" --initial-cluster "m1=$peer" \
+    --snapshot-count "$snapshot_count" --quota-backend-bytes 8589934592 >>"$5" 2>&1 &
+  pid=$!
+}
+
+json_field() { python3 -c "import json,sys; d=json.load(open('$1')); print(d['latency_us']['$2'])"; }
+
+results=$run_dir/results.tsv
+: >"$results"
+for round in $(seq 1 "$rounds"); do
+  for system in etcd keel; do
+    data=$run_dir/$system-$round
+    log=$run_dir/$system-$round.log
+    client_port=$(free_port); peer_port=$(free_port)
+    endpoint=http://127.0.0.1:$client_port
+    start "$system" "$data" "$client_port" "$peer_port" "$log"
+    for _ in $(seq 1 3000); do
+      ETCDCTL_API=3 etcdctl --endpoints="$endpoint" --command-timeout=1s put ready 1 >/dev/null 2>&1 && break
+      sleep 0.01
+    done
+    echo "checkpoint-stall.sh: round $round $system: loading $keys keys" >&2
+    "$bench" put --endpoints "$endpoint" --conns 10 --clients 100 --total "$keys" \
+      --key-space-size "$keys" --sequential-keys --key-size 8 --val-size 256 --json \
+      >"$run_dir/$system-$round-load.json"
+    before=$(grep -c -i -E "checkpoint written|saved snapshot" "$log" || true)
+    "$bench" put --endpoints "$endpoint" --conns 2 --clients 10 --total "$baseline_puts" \
+      --key-space-size "$keys" --key-size 8 --val-size 256 --json >"$run_dir/$system-$round-base.json"
+    "$bench" put --endpoints "$endpoint" --conns 2 --clients 10 --total "$window_puts" \
+      --key-space-size "$keys" --key-size 8 --val-size 256 --json >"$run_dir/$system-$round-window.json"
+    sleep 1
+    after=$(grep -c -i -E "checkpoint written|saved snapshot" "$log" || true)
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$system" "$round" \
+      "$(json_field "$run_dir/$system-$round-base.json" p99)" \
+      "$(json_field "$run_dir/$system-$round-window.json" p99)" \
+      "$(json_field "$run_dir/$system-$round-window.json" max)" \
+      "$((after - before))" >>"$results"
+    rm -rf "$data"
+  done
+done
+
+out=perf/results/$(date +%F)-$(hostname -s)-checkpoint.md
+python3 - "$results" "$keys" "$rounds" "$("$etcd_bin" --version | head -1 | awk '{print $3}')" >"$out" <<'PY'
+import statistics, sys
+path, keys, rounds, etcd_version = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+rows = [line.rstrip("\n").split("\t") for line in open(path) if line.strip()]
+by = {}
+for system, rnd, base_p99, win_p99, win_max, taken in rows:
+    by.setdefault(system, []).append((int(base_p99), int(win_p99), int(win_max), int(taken)))
+print(f"# Write latency during a checkpoint of {keys:,} keys: Keel vs etcd {etcd_version}")
+print()
+print("Written by `perf/checkpoint-stall.sh`. One member per system, loaded with keys of 8 B and")
+print("256 B values, started with `--snapshot-count` 100,000 above the load. Baseline: 50,000")
+print("random-key puts from 10 clients (below the count). Window: 150,000 more, which cross it,")
+print("so the member takes its checkpoint (etcd: its snapshot) while they run. Latencies in")
+print(f"microseconds, medians of {rounds} alternating rounds; 'taken' counts the checkpoints or")
+print("snapshots the member logged during the runs.")
+print()
+print("| system | baseline p99 | window p99 | window max | max / baseline p99 | taken |")
+print("|---|---:|---:|---:|---:|---:|")
+for system in ("etcd", "keel"):
+    runs = by.get(system, [])
+    if not runs:
+        continue
+    base = statistics.median(r[0] for r in runs)
+    wp99 = statistics.median(r[1] for r in runs)
+    wmax = statistics.median(r[2] for r in runs)
+    ratio = statistics.median(r[2] / r[0] for r in runs)
+    taken = "/".join(str(r[3]) for r in runs)
+    print(f"| {system} | {base:.0f} | {wp99:.0f} | {wmax:.0f} | {ratio:.1f}x | {taken} |")
+print()
+print("Per round (baseline p99, window p99, window max):")
+print()
+for system in ("etcd", "keel"):
+    for i, r in enumerate(by.get(system, []), 1):
+        print(f"- {system} round {i}: {r[0]}, {r[1]}, {r[2]} (taken {r[3]})")
+PY
+echo "checkpoint-stall.sh: wrote $out" >&2
