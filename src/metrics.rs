@@ -196,6 +196,38 @@ pub struct PeerCounters {
     pub snapshot_send_seconds: f64,
     /// `etcd_network_snapshot_receive_success{From}`.
     pub snapshot_receive_success: u64,
+    /// `etcd_network_snapshot_receive_failures{From}`.
+    pub snapshot_receive_failures: u64,
+    /// `etcd_network_snapshot_receive_total_duration_seconds{From}`.
+    pub snapshot_receive_seconds: f64,
+    /// `etcd_network_snapshot_send_inflights_total{To}`.
+    pub snapshot_send_inflights: u64,
+    /// `etcd_network_snapshot_receive_inflights_total{From}`.
+    pub snapshot_receive_inflights: u64,
+    /// `etcd_network_peer_round_trip_time_seconds{To}`: non-cumulative counts per
+    /// [`ROUND_TRIP_BUCKETS_SECONDS`] bucket (the last slot: above every bound).
+    pub round_trip_buckets: [u64; ROUND_TRIP_BUCKETS_SECONDS.len() + 1],
+    /// Sum of the round trips observed, in seconds.
+    pub round_trip_seconds: f64,
+}
+
+/// Buckets of `etcd_network_peer_round_trip_time_seconds`, etcd's: 0.1 ms doubling 16 times.
+pub const ROUND_TRIP_BUCKETS_SECONDS: [f64; 16] = [
+    0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048,
+    0.4096, 0.8192, 1.6384, 3.2768,
+];
+
+impl PeerCounters {
+    /// Records one round trip to the peer.
+    pub fn observe_round_trip(&mut self, round_trip: Duration) {
+        let seconds = round_trip.as_secs_f64();
+        let slot = ROUND_TRIP_BUCKETS_SECONDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(ROUND_TRIP_BUCKETS_SECONDS.len());
+        self.round_trip_buckets[slot] += 1;
+        self.round_trip_seconds += seconds;
+    }
 }
 
 impl Metrics {
@@ -208,7 +240,7 @@ impl Metrics {
     fn render_peers(&self, out: &mut String) {
         let peers = self.peers.lock().expect("peer metrics lock").clone();
         type Field = fn(&PeerCounters) -> f64;
-        let families: [(&str, &str, &str, &str, Field); 7] = [
+        let families: [(&str, &str, &str, &str, Field); 11] = [
             (
                 "etcd_network_peer_sent_bytes_total",
                 "counter",
@@ -258,16 +290,71 @@ impl Metrics {
                 "Total number of successful snapshot receives",
                 |p| p.snapshot_receive_success as f64,
             ),
+            (
+                "etcd_network_snapshot_receive_failures",
+                "counter",
+                "From",
+                "Total number of snapshot receive failures",
+                |p| p.snapshot_receive_failures as f64,
+            ),
+            (
+                "etcd_network_snapshot_receive_total_duration_seconds",
+                "counter",
+                "From",
+                "Total latency distributions of v3 snapshot receives",
+                |p| p.snapshot_receive_seconds,
+            ),
+            (
+                "etcd_network_snapshot_send_inflights_total",
+                "gauge",
+                "To",
+                "Total number of inflight snapshot sends",
+                |p| p.snapshot_send_inflights as f64,
+            ),
+            (
+                "etcd_network_snapshot_receive_inflights_total",
+                "gauge",
+                "From",
+                "Total number of inflight snapshot receives",
+                |p| p.snapshot_receive_inflights as f64,
+            ),
         ];
+        if peers.is_empty() {
+            return;
+        }
         for (name, kind, label, help, field) in families {
-            if peers.is_empty() {
-                continue;
-            }
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for (id, counters) in &peers {
                 let _ = writeln!(out, "{name}{{{label}=\"{id:x}\"}} {}", field(counters));
             }
+        }
+        let name = "etcd_network_peer_round_trip_time_seconds";
+        let _ = writeln!(out, "# HELP {name} Round-Trip-Time histogram between peers");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (id, counters) in &peers {
+            let mut cumulative = 0;
+            for (bound, count) in ROUND_TRIP_BUCKETS_SECONDS
+                .iter()
+                .zip(&counters.round_trip_buckets)
+            {
+                cumulative += count;
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{To=\"{id:x}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            cumulative += counters.round_trip_buckets[ROUND_TRIP_BUCKETS_SECONDS.len()];
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{To=\"{id:x}\",le=\"+Inf\"}} {cumulative}"
+            );
+            let _ = writeln!(
+                out,
+                "{name}_sum{{To=\"{id:x}\"}} {}",
+                counters.round_trip_seconds
+            );
+            let _ = writeln!(out, "{name}_count{{To=\"{id:x}\"}} {cumulative}");
         }
     }
 }

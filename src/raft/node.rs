@@ -459,9 +459,8 @@ impl<D: Disk> DiskWriter<D> {
 /// What a queued write is for.
 #[derive(Debug)]
 enum WriteKind {
-    /// A Ready's entries, hard state or snapshot marker: raft hears of it by number.
+    /// A Ready's entries, hard state or snapshot marker.
     Ready {
-        number: u64,
         /// The highest entry index the write holds (0: none).
         last_entry: u64,
     },
@@ -474,6 +473,9 @@ enum WriteKind {
 #[derive(Debug)]
 struct PendingWrite {
     kind: WriteKind,
+    /// The newest Ready whose durability this write completes (raft hears of it by number):
+    /// its own, or a later one with nothing to write that came while it waited.
+    ready_number: Option<u64>,
     records: Vec<(RecordType, Vec<u8>)>,
     release_through: Option<u64>,
     /// Messages to send once this write and every one before it are durable (a follower's
@@ -585,6 +587,7 @@ impl<D: Disk> RaftNode<D> {
         )
         .map_err(|e| NodeError::Raft(e.to_string()))?;
         let durable_commit = recovered.log.hard_state().commit;
+        let last_index = recovered.log.last_index();
         let writer = DiskWriter {
             wal: recovered.wal,
             shared: shared.clone(),
@@ -604,7 +607,9 @@ impl<D: Disk> RaftNode<D> {
             durable_commit,
             writes: VecDeque::new(),
             in_flight: 0,
-            wal_marks: VecDeque::new(),
+            // What the WAL held at the restart counts as one write up to the last entry, so
+            // a checkpoint's release position never passes entries replay may still need.
+            wal_marks: VecDeque::from([(writer.wal.last_lsn(), last_index)]),
             wal_bytes: writer.wal.bytes_written(),
             checkpoint_index: recovered.checkpoint_index,
             checkpoint_state: CheckpointState::Idle,
@@ -869,25 +874,37 @@ impl<D: Disk> RaftNode<D> {
         if let Some(soft) = ready.ss() {
             self.on_soft_state(soft.leader_id, soft.raft_state);
         }
+        let number = ready.number();
+        let mut durable_now = false;
         if records.is_empty() {
-            // Nothing to write, but messages about earlier writes must not overtake them.
+            // Nothing to write, but this Ready and its messages must not overtake the writes
+            // before it: they complete with the last one.
             match self.writes.back_mut() {
-                Some(last) => last.messages.extend(persisted),
-                None if !persisted.is_empty() => outbox.send(persisted),
-                None => {}
+                Some(last) => {
+                    last.messages.extend(persisted);
+                    last.ready_number = Some(number);
+                }
+                None => {
+                    if !persisted.is_empty() {
+                        outbox.send(persisted);
+                    }
+                    durable_now = true;
+                }
             }
         } else {
             self.writes.push_back(PendingWrite {
-                kind: WriteKind::Ready {
-                    number: ready.number(),
-                    last_entry,
-                },
+                kind: WriteKind::Ready { last_entry },
+                ready_number: Some(number),
                 records,
                 release_through: None,
                 messages: persisted,
             });
         }
         self.raw.advance_append_async(ready);
+        if durable_now {
+            // raft keeps a record of every Ready until told it is durable.
+            self.raw.on_persist_ready(number);
+        }
         self.advance_applied();
         self.publish_progress();
         Ok(())
@@ -957,12 +974,11 @@ impl<D: Disk> RaftNode<D> {
         let mut checkpoints = Vec::new();
         for write in self.writes.drain(..written) {
             messages.extend(write.messages);
+            if write.ready_number.is_some() {
+                persisted_number = write.ready_number;
+            }
             match write.kind {
-                WriteKind::Ready {
-                    number,
-                    last_entry: last,
-                } => {
-                    persisted_number = Some(number);
+                WriteKind::Ready { last_entry: last } => {
                     last_entry = last_entry.max(last);
                 }
                 WriteKind::Checkpoint(info, checkpoint_lsn) => {
@@ -1310,7 +1326,13 @@ impl<D: Disk> RaftNode<D> {
 
     /// The encoding of the checkpoint begun by [`RaftNode::start_checkpoint`] ended (`ok`:
     /// the payload is ready to be saved). Physical compaction may go on again.
-    pub fn checkpoint_encoded(&mut self, ok: bool) {
+    /// An outcome for any other checkpoint (one a snapshot made moot) is ignored.
+    pub fn checkpoint_encoded(&mut self, index: u64, ok: bool) {
+        if !matches!(&self.checkpoint_state,
+            CheckpointState::Encoding { info, .. } if info.index == index)
+        {
+            return;
+        }
         let CheckpointState::Encoding { info, lsn, cancel } =
             std::mem::replace(&mut self.checkpoint_state, CheckpointState::Idle)
         else {
@@ -1333,7 +1355,14 @@ impl<D: Disk> RaftNode<D> {
     /// the WAL, and once that is durable the in-memory log is compacted behind it and the
     /// WAL released through the previous checkpoint. A failure is logged and retried at the
     /// next threshold: the WAL still holds everything.
-    pub fn checkpoint_saved(&mut self, result: Result<u64, String>) {
+    /// An outcome for any other checkpoint (one a snapshot made moot after it was encoded)
+    /// is ignored.
+    pub fn checkpoint_saved(&mut self, index: u64, result: Result<u64, String>) {
+        if !matches!(&self.checkpoint_state,
+            CheckpointState::Saving { info, .. } if info.index == index)
+        {
+            return;
+        }
         let CheckpointState::Saving { info, lsn } =
             std::mem::replace(&mut self.checkpoint_state, CheckpointState::Idle)
         else {
@@ -1355,11 +1384,14 @@ impl<D: Disk> RaftNode<D> {
         self.last_checkpoint_bytes = bytes;
         // The hard state is written again after the checkpoint, so the newest one always lies
         // after every position the WAL may release.
-        let hard_state = self.raw.raft.hard_state();
+        // The hard state as last handed to the log, whose commit index covers only entries
+        // already queued before this write (raft's own may cover entries not queued yet).
+        let hard_state = self.log.hard_state();
         self.durable_commit = self.durable_commit.max(hard_state.commit);
         self.checkpoint_state = CheckpointState::Logging;
         self.writes.push_back(PendingWrite {
             kind: WriteKind::Checkpoint(info, lsn),
+            ready_number: None,
             records: vec![(
                 RecordType::HardState,
                 records::encode_hard_state(&hard_state),

@@ -415,6 +415,45 @@ async fn forward_leases(
     }
 }
 
+impl PeerService {
+    /// Stores the chunks of one incoming snapshot; once the last is durable, hands the
+    /// snapshot message to raft. `from` is set from the first chunk on (for the metrics).
+    async fn receive_snapshot(
+        &self,
+        stream: &mut Streaming<peerpb::SnapshotChunk>,
+        state: &mut Option<IncomingSnapshot>,
+        from: &mut Option<u64>,
+    ) -> Result<Response<peerpb::SnapshotReceived>, Status> {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if from.is_none() {
+                *from = Some(chunk.from_member_id);
+                self.shared
+                    .metrics
+                    .peer(chunk.from_member_id, |p| p.snapshot_receive_inflights += 1);
+            }
+            if let Some((message, bytes)) =
+                store_snapshot_chunk(&self.snap_dir, &self.identity, chunk, state)?
+            {
+                let message = Message::parse_from_bytes(&message).map_err(|e| {
+                    Status::invalid_argument(format!("undecodable snapshot message: {e}"))
+                })?;
+                // The checkpoint file is durable: raft may now install it.
+                self.inbox
+                    .send(PeerInput::Messages(vec![message]))
+                    .await
+                    .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
+                return Ok(Response::new(peerpb::SnapshotReceived {
+                    bytes_received: bytes,
+                }));
+            }
+        }
+        Err(Status::invalid_argument(
+            "snapshot stream ended before its last chunk",
+        ))
+    }
+}
+
 /// Sends the snapshots raft asks for, one at a time, each on a connection of its own, and
 /// tells raft how each went.
 async fn send_snapshots(
@@ -429,6 +468,7 @@ async fn send_snapshots(
         let to = message.to;
         let index = message.get_snapshot().get_metadata().index;
         let started = std::time::Instant::now();
+        shared.metrics.peer(to, |p| p.snapshot_send_inflights += 1);
         let sent = match peers.get(&to) {
             Some(addr) => send_snapshot(&identity, *addr, &snap_dir, message).await,
             None => Err(anyhow::anyhow!("no address for member {to:x}")),
@@ -446,6 +486,7 @@ async fn send_snapshots(
         };
         let seconds = started.elapsed().as_secs_f64();
         shared.metrics.peer(to, |p| {
+            p.snapshot_send_inflights = p.snapshot_send_inflights.saturating_sub(1);
             if ok {
                 p.snapshot_send_success += 1;
                 p.snapshot_send_seconds += seconds;
@@ -670,32 +711,30 @@ impl Peer for PeerService {
     ) -> Result<Response<peerpb::SnapshotReceived>, Status> {
         let mut stream = request.into_inner();
         let mut state = None;
-        while let Some(chunk) = stream.next().await {
-            if let Some((message, bytes)) =
-                store_snapshot_chunk(&self.snap_dir, &self.identity, chunk?, &mut state)?
-            {
-                let message = Message::parse_from_bytes(&message).map_err(|e| {
-                    Status::invalid_argument(format!("undecodable snapshot message: {e}"))
-                })?;
-                self.shared
-                    .metrics
-                    .peer(message.from, |p| p.snapshot_receive_success += 1);
-                // The checkpoint file is durable: raft may now install it.
-                self.inbox
-                    .send(PeerInput::Messages(vec![message]))
-                    .await
-                    .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
-                return Ok(Response::new(peerpb::SnapshotReceived {
-                    bytes_received: bytes,
-                }));
+        let started = std::time::Instant::now();
+        let mut from = None;
+        let result = self
+            .receive_snapshot(&mut stream, &mut state, &mut from)
+            .await;
+        if let Some(from) = from {
+            let seconds = started.elapsed().as_secs_f64();
+            self.shared.metrics.peer(from, |p| {
+                p.snapshot_receive_inflights = p.snapshot_receive_inflights.saturating_sub(1);
+                match &result {
+                    Ok(_) => {
+                        p.snapshot_receive_success += 1;
+                        p.snapshot_receive_seconds += seconds;
+                    }
+                    Err(_) => p.snapshot_receive_failures += 1,
+                }
+            });
+        }
+        if result.is_err() {
+            if let Some(incoming) = state {
+                let _ = std::fs::remove_file(incoming.temp);
             }
         }
-        if let Some(incoming) = state {
-            let _ = std::fs::remove_file(incoming.temp);
-        }
-        Err(Status::invalid_argument(
-            "snapshot stream ended before its last chunk",
-        ))
+        result
     }
 
     async fn lease(

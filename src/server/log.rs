@@ -122,10 +122,11 @@ pub struct CoreChannels {
 /// What the checkpoint thread reports to the raft core.
 #[derive(Debug)]
 pub enum CheckpointOutcome {
-    /// The encoding ended (`true`: the payload is being saved).
-    Encoded(bool),
-    /// The file was saved (its size) or not.
-    Saved(Result<u64, String>),
+    /// The encoding of the checkpoint at this index ended (`true`: the payload is being
+    /// saved).
+    Encoded(u64, bool),
+    /// The file of the checkpoint at this index was saved (its size) or not.
+    Saved(u64, Result<u64, String>),
 }
 
 /// The checkpoint thread: encodes checkpoints from the shared store a slice at a time (each
@@ -155,6 +156,7 @@ impl Checkpointer {
                     }
                 };
                 while let Ok(mut work) = work_rx.recv().await {
+                    let index = work.index;
                     let encoded = loop {
                         match work.step(&shared, CHECKPOINT_SLICE_KEYS) {
                             Ok(true) => break work.finish(),
@@ -162,20 +164,25 @@ impl Checkpointer {
                             Err(error) => break Err(error),
                         }
                     };
-                    let (index, payload) = match encoded {
-                        Ok(done) => done,
+                    let payload = match encoded {
+                        Ok((_, payload)) => payload,
                         Err(error) => {
                             tracing::warn!(%error, "checkpoint encoding stopped");
-                            let _ = outcome_tx.send(CheckpointOutcome::Encoded(false)).await;
+                            let outcome = CheckpointOutcome::Encoded(index, false);
+                            let _ = outcome_tx.send(outcome).await;
                             continue;
                         }
                     };
-                    let _ = outcome_tx.send(CheckpointOutcome::Encoded(true)).await;
+                    let _ = outcome_tx
+                        .send(CheckpointOutcome::Encoded(index, true))
+                        .await;
                     let saved = checkpoint::save(&disk, index, &payload)
                         .await
                         .map(|()| payload.len() as u64)
                         .map_err(|e| e.to_string());
-                    let _ = outcome_tx.send(CheckpointOutcome::Saved(saved)).await;
+                    let _ = outcome_tx
+                        .send(CheckpointOutcome::Saved(index, saved))
+                        .await;
                 }
             })
             .map_err(|e| anyhow::anyhow!("starting the checkpoint thread: {e}"))?;
@@ -363,9 +370,10 @@ impl<O: Outbox> RaftCore<O> {
                 }
             }
             if let Some(work) = self.node.start_checkpoint() {
+                let index = work.index;
                 if self.checkpointer.work.send(work).await.is_err() {
                     tracing::error!("the checkpoint thread stopped; no more checkpoints");
-                    self.node.checkpoint_encoded(false);
+                    self.node.checkpoint_encoded(index, false);
                 }
             }
         }
@@ -414,8 +422,8 @@ impl<O: Outbox> RaftCore<O> {
 
     fn checkpoint_outcome(&mut self, outcome: CheckpointOutcome) {
         match outcome {
-            CheckpointOutcome::Encoded(ok) => self.node.checkpoint_encoded(ok),
-            CheckpointOutcome::Saved(result) => self.node.checkpoint_saved(result),
+            CheckpointOutcome::Encoded(index, ok) => self.node.checkpoint_encoded(index, ok),
+            CheckpointOutcome::Saved(index, result) => self.node.checkpoint_saved(index, result),
         }
     }
 

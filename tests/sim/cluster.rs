@@ -202,6 +202,8 @@ struct Running {
     held_write: Option<WriteJob>,
     /// The checkpoint being encoded.
     checkpoint: Option<CheckpointWork>,
+    /// An encoded checkpoint not saved yet: (index, payload).
+    unsaved: Option<(u64, Vec<u8>)>,
 }
 
 /// One member: its disks outlive its processes.
@@ -979,6 +981,7 @@ impl Sim {
             writer,
             held_write: None,
             checkpoint: None,
+            unsaved: None,
         });
         member.checked_commit = 0;
         member.checked_applied = u64::MAX;
@@ -1058,13 +1061,35 @@ impl Sim {
     }
 
     /// Starts member `i`'s checkpoint when one is due, or encodes a few more keys of the one
-    /// under way (so writes apply between the slices, as in the server), and saves it once
-    /// encoded.
+    /// under way (so writes apply between the slices, as in the server), or saves one encoded
+    /// earlier (so a snapshot may arrive between the encoding and the save, as in the server).
     fn checkpoint_slice(&mut self, i: usize) {
         let keys = 1 + self.rng.below(8) as usize;
+        let save_now = self.rng.chance(1, 2);
         let Some(run) = self.members[i].running.as_mut() else {
             return;
         };
+        if run.unsaved.is_some() {
+            if !save_now {
+                return;
+            }
+            let (index, payload) = run.unsaved.take().expect("checked");
+            let saved = block_on(checkpoint::save(
+                &self.members[i].snap_disk,
+                index,
+                &payload,
+            ))
+            .map(|()| payload.len() as u64)
+            .map_err(|e| e.to_string());
+            self.stats.checkpoints += u64::from(saved.is_ok());
+            self.note(format!("member {} checkpoint at {index}", i + 1));
+            if self.check_power(i) {
+                return;
+            }
+            let run = self.members[i].running.as_mut().expect("still running");
+            run.node.checkpoint_saved(index, saved);
+            return;
+        }
         if run.checkpoint.is_none() {
             run.checkpoint = run.node.start_checkpoint();
             return;
@@ -1072,6 +1097,7 @@ impl Sim {
         let Some(work) = run.checkpoint.as_mut() else {
             return;
         };
+        let index = work.index;
         let encoded = match work.step(&run.shared, keys) {
             Ok(false) => return,
             Ok(true) => run.checkpoint.take().expect("under way").finish(),
@@ -1080,24 +1106,10 @@ impl Sim {
                 Err(error)
             }
         };
-        run.node.checkpoint_encoded(encoded.is_ok());
-        let Ok((index, payload)) = encoded else {
-            return;
-        };
-        let saved = block_on(checkpoint::save(
-            &self.members[i].snap_disk,
-            index,
-            &payload,
-        ))
-        .map(|()| payload.len() as u64)
-        .map_err(|e| e.to_string());
-        self.stats.checkpoints += u64::from(saved.is_ok());
-        self.note(format!("member {} checkpoint at {index}", i + 1));
-        if self.check_power(i) {
-            return;
+        run.node.checkpoint_encoded(index, encoded.is_ok());
+        if let Ok((_, payload)) = encoded {
+            run.unsaved = Some((index, payload));
         }
-        let run = self.members[i].running.as_mut().expect("still running");
-        run.node.checkpoint_saved(saved);
     }
 
     /// Puts member `i`'s messages on the wire.
