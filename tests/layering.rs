@@ -4,6 +4,12 @@
 //! stay free of the network and of raft, must not reach tonic, prost, raft or tokio even
 //! transitively through its normal (non-dev) dependencies; `keel-bench` is a client and may
 //! import only `keel-proto`.
+//!
+//! Inside the `keel` crate, arrows run one way too: the API layer (`src/api/`) uses the server
+//! core, never the reverse, and the server core answers with typed errors rather than gRPC
+//! statuses. [`server_and_raft_core_know_nothing_of_grpc_or_the_api`] reads the sources of
+//! `src/server/` and the raft core (everything in `src/raft/` but the peer transport, itself a
+//! gRPC service) and fails if any of them mentions `tonic` or `crate::api`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -139,4 +145,62 @@ fn server_may_import_engine_and_proto() {
     let deps = graph.direct_workspace_deps("keel");
     let allowed: BTreeSet<String> = ["keel-engine", "keel-proto"].map(String::from).into();
     assert!(deps.is_subset(&allowed), "keel imports {deps:?}");
+}
+
+/// Every `.rs` file under `dir`, recursively, in path order.
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read source dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn server_and_raft_core_know_nothing_of_grpc_or_the_api() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    // The peer transport serves and calls Keel's Peer gRPC service: gRPC is its edge.
+    let allowed = [src.join("raft").join("transport.rs")];
+    let files: Vec<_> = rust_files(&src.join("server"))
+        .into_iter()
+        .chain(rust_files(&src.join("raft")))
+        .filter(|path| !allowed.contains(path))
+        .collect();
+    assert!(
+        files.iter().any(|p| p.ends_with("server/state.rs"))
+            && files.iter().any(|p| p.ends_with("raft/node.rs")),
+        "the source walk found {files:?}"
+    );
+    let forbidden = ["tonic", "crate::api", "keel::api"];
+    let mut found = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("read source");
+        for (number, line) in text.lines().enumerate() {
+            for word in forbidden {
+                if line.contains(word) {
+                    found.push(format!(
+                        "{}:{}: mentions `{word}`: {}",
+                        path.strip_prefix(&src).unwrap_or(path).display(),
+                        number + 1,
+                        line.trim()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the server core must not use the API layer or gRPC (convert at the API edge, \
+         src/api/error.rs):\n{}",
+        found.join("\n")
+    );
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use keel::config::Config;
-use keel::server::{start, ServerHandle};
+use keel::member::{start, ServerHandle};
 use keel_proto::etcdserverpb::kv_client::KvClient;
 use keel_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel_proto::etcdserverpb::{MoveLeaderRequest, PutRequest, StatusRequest};

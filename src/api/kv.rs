@@ -10,9 +10,10 @@ use keel_proto::etcdserverpb as pb;
 use keel_proto::etcdserverpb::kv_server::Kv;
 use tonic::{Request, Response, Status};
 
-use crate::api::convert;
+use crate::api::error::mvcc_status;
 use crate::server::apply::txn_writes;
 use crate::server::command::Command;
+use crate::server::convert;
 use crate::server::state::{Applied, SharedRef};
 
 /// The KV service.
@@ -57,13 +58,13 @@ impl Kv for KvService {
             self.shared.linearizable_barrier().await?;
         }
         let request = convert::range_request(request.get_ref())?;
-        mvcc::check_range_request(&request).map_err(|e| convert::status(&e))?;
+        mvcc::check_range_request(&request).map_err(mvcc_status)?;
         self.shared.metrics.range_total.inc();
         let response = self
             .shared
             .read_store()
             .range(&request)
-            .map_err(|e| convert::status(&e))?;
+            .map_err(mvcc_status)?;
         Ok(Response::new(convert::range_response(
             response,
             &self.shared.header(),
@@ -94,8 +95,7 @@ impl Kv for KvService {
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let request = request.into_inner();
-        mvcc::check_delete_request(&convert::delete_request(&request))
-            .map_err(|e| convert::status(&e))?;
+        mvcc::check_delete_request(&convert::delete_request(&request)).map_err(mvcc_status)?;
         self.shared.metrics.delete_total.inc();
         match self.shared.propose(Command::DeleteRange(request)).await? {
             Applied::DeleteRange(response) => Ok(Response::new(convert::delete_response(
@@ -112,8 +112,7 @@ impl Kv for KvService {
     ) -> Result<Response<pb::TxnResponse>, Status> {
         let request = request.into_inner();
         let txn = convert::txn_request(&request)?;
-        mvcc::check_txn_request(&txn, self.shared.limits.txn_ops_max)
-            .map_err(|e| convert::status(&e))?;
+        mvcc::check_txn_request(&txn, self.shared.limits.txn_ops_max).map_err(mvcc_status)?;
         self.shared.metrics.txn_total.inc();
         if !txn_writes(&request) {
             if !txn_serializable(&request) {
@@ -125,7 +124,7 @@ impl Kv for KvService {
                 .shared
                 .read_store()
                 .txn_read_only(&txn)
-                .map_err(|e| convert::status(&e))?;
+                .map_err(mvcc_status)?;
             if let Some(response) = answer {
                 return Ok(Response::new(convert::txn_response(
                     response,
@@ -155,10 +154,10 @@ impl Kv for KvService {
         {
             let store = self.shared.read_store();
             if request.revision > store.current_revision() {
-                return Err(convert::status(&mvcc::MvccError::FutureRevision));
+                return Err(mvcc_status(mvcc::MvccError::FutureRevision));
             }
             if request.revision <= store.compact_revision() {
-                return Err(convert::status(&mvcc::MvccError::Compacted));
+                return Err(mvcc_status(mvcc::MvccError::Compacted));
             }
         }
         match self.shared.propose(Command::Compact(request)).await? {

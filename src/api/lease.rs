@@ -12,7 +12,7 @@ use keel_proto::etcdserverpb as pb;
 use keel_proto::etcdserverpb::lease_server::Lease;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::api::convert;
+use crate::api::error::mvcc_status;
 use crate::server::command::Command;
 use crate::server::state::{Applied, SharedRef};
 
@@ -39,7 +39,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let mut request = request.into_inner();
         if request.ttl > mvcc::LEASE_TTL_MAX_SECONDS {
-            return Err(convert::status(&mvcc::MvccError::LeaseTtlTooLarge));
+            return Err(mvcc_status(mvcc::MvccError::LeaseTtlTooLarge));
         }
         if request.id == 0 {
             request.id = self.shared.ids.next_lease_id();
@@ -146,7 +146,7 @@ impl Lease for LeaseService {
                     keys: Vec::new(),
                 }))
             }
-            Err(other) => return Err(convert::status(&other)),
+            Err(other) => return Err(mvcc_status(other)),
         };
         let remaining = self
             .shared

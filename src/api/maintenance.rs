@@ -9,7 +9,7 @@ use keel_proto::etcdserverpb::maintenance_server::Maintenance;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
-use crate::api::convert;
+use crate::api::error::mvcc_status;
 use crate::server::command::Command;
 use crate::server::state::{Applied, SharedRef, ETCD_API_VERSION};
 
@@ -130,7 +130,7 @@ impl Maintenance for MaintenanceService {
         _request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
         let store = self.shared.read_store();
-        let hash = store.hash_kv(0).map_err(|e| convert::status(&e))?;
+        let hash = store.hash_kv(0).map_err(mvcc_status)?;
         Ok(Response::new(pb::HashResponse {
             header: self.shared.header().at(store.current_revision()),
             hash: hash.hash,
@@ -144,7 +144,7 @@ impl Maintenance for MaintenanceService {
         let store = self.shared.read_store();
         let hash = store
             .hash_kv(request.get_ref().revision)
-            .map_err(|e| convert::status(&e))?;
+            .map_err(mvcc_status)?;
         Ok(Response::new(pb::HashKvResponse {
             header: self.shared.header().at(store.current_revision()),
             hash: hash.hash,

@@ -21,7 +21,7 @@ use keel_proto::etcdserverpb::watch_server::Watch;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::api::convert;
+use crate::server::convert;
 use crate::server::state::{SharedRef, GRPC_OVERHEAD_BYTES};
 
 /// Responses buffered per stream before the stream's task waits for the client. Small on

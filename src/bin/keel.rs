@@ -23,7 +23,7 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    if let Err(error) = keel::server::run(&config) {
+    if let Err(error) = keel::member::run(&config) {
         eprintln!("keel: {error:#}");
         std::process::exit(1);
     }

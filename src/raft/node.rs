@@ -45,12 +45,12 @@ use keel_proto::etcdserverpb as pb;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message};
 use raft::{RawNode, StateRole};
-use tonic::Status;
 
 use crate::raft::log_store::{CheckpointInfo, LogStore};
 use crate::raft::records::{self, SnapshotMarker, StateMeta};
 use crate::server::apply::{apply, ApplyContext};
 use crate::server::command::{self, Command};
+use crate::server::error::ServerError;
 use crate::server::state::{
     no_leader_status, request_timeout_status, wal_failed_status, ApplyResult, Proposal, ReadReply,
     Shared,
@@ -730,7 +730,7 @@ impl<D: Disk> RaftNode<D> {
         let Proposal { command, reply } = proposal;
         if let Some(error) = &self.failed {
             if let Some(reply) = reply {
-                let _ = reply.send(Err(Status::internal(error.clone())));
+                let _ = reply.send(Err(ServerError::WalError(error.clone())));
             }
             return;
         }

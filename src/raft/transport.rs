@@ -34,8 +34,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::net::{self, ClientOptions, GrpcChannel, HttpHandler, ServeOptions};
 use crate::raft::node::Outbox;
+use crate::server::error::ServerError;
 use crate::server::log::PeerInput;
-use crate::server::state::{no_leader_status, LeaseClock, LeaseForward, SharedRef};
+use crate::server::state::{LeaseClock, LeaseForward, SharedRef};
 
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
@@ -370,7 +371,7 @@ async fn forward_leases(
         glommio::spawn_local(async move {
             let LeaseForward { id, renew, reply } = request;
             let Some(addr) = addr else {
-                let _ = reply.send(Err(no_leader_status()));
+                let _ = reply.send(Err(ServerError::NoLeader));
                 return;
             };
             let cached = channels
@@ -386,7 +387,7 @@ async fn forward_leases(
                         channel
                     }
                     Err(_) => {
-                        let _ = reply.send(Err(no_leader_status()));
+                        let _ = reply.send(Err(ServerError::NoLeader));
                         return;
                     }
                 },
@@ -408,7 +409,7 @@ async fn forward_leases(
                 }
                 // The member asked no longer leads (or cannot be reached): etcd's client
                 // retries on this error.
-                Err(_) => Err(Status::unavailable("etcdserver: leader changed")),
+                Err(_) => Err(ServerError::LeaderChanged),
             });
         })
         .detach();

@@ -5,13 +5,13 @@
 //! member and on every replay. Errors (an unknown lease, a compacted revision) are results,
 //! not failures: the entry stays in the log and applies to the same error again on replay.
 
-use keel_engine::mvcc::{self, Store};
+use keel_engine::mvcc::Store;
 use keel_proto::etcdserverpb as pb;
-use tonic::Status;
 
-use crate::api::convert;
 use crate::server::command::Command;
-use crate::server::state::{nospace_status, Applied, ApplyResult, LeaseClocks};
+use crate::server::convert;
+use crate::server::error::ServerError;
+use crate::server::state::{Applied, ApplyResult, LeaseClocks};
 
 /// What apply may touch besides the store.
 pub struct ApplyContext<'a> {
@@ -53,48 +53,40 @@ fn nospace(context: &ApplyContext<'_>) -> bool {
         .any(|a| a.alarm == pb::AlarmType::Nospace as i32)
 }
 
-fn engine(error: mvcc::MvccError) -> Status {
-    convert::status(&error)
-}
-
 /// Applies one command.
 pub fn apply(store: &mut Store, context: &mut ApplyContext<'_>, command: Command) -> ApplyResult {
     match command {
         Command::Put(request) => {
             // etcd's capped applier: with NOSPACE raised, nothing that adds data applies.
             if nospace(context) {
-                return Err(nospace_status());
+                return Err(ServerError::NoSpace);
             }
-            let response = store
-                .put(&convert::put_request_owned(request))
-                .map_err(engine)?;
+            let response = store.put(&convert::put_request_owned(request))?;
             Ok(Applied::Put(response))
         }
         Command::DeleteRange(request) => {
-            let response = store
-                .delete_range(&convert::delete_request_owned(request))
-                .map_err(engine)?;
+            let response = store.delete_range(&convert::delete_request_owned(request))?;
             Ok(Applied::DeleteRange(response))
         }
         Command::Txn(request) => {
             if nospace(context) && (has_put(&request.success) || has_put(&request.failure)) {
-                return Err(nospace_status());
+                return Err(ServerError::NoSpace);
             }
             let txn = convert::txn_request(&request)?;
-            let response = store.txn(&txn).map_err(engine)?;
+            let response = store.txn(&txn)?;
             Ok(Applied::Txn(response))
         }
         Command::Compact(request) => {
-            store.compact(request.revision).map_err(engine)?;
+            store.compact(request.revision)?;
             Ok(Applied::Compact {
                 revision: store.current_revision(),
             })
         }
         Command::LeaseGrant(request) => {
             if nospace(context) {
-                return Err(nospace_status());
+                return Err(ServerError::NoSpace);
             }
-            store.lease_grant(request.id, request.ttl).map_err(engine)?;
+            store.lease_grant(request.id, request.ttl)?;
             if let Some(clocks) = context.lease_clocks.as_deref_mut() {
                 clocks.start(request.id, request.ttl);
             }
@@ -104,7 +96,7 @@ pub fn apply(store: &mut Store, context: &mut ApplyContext<'_>, command: Command
             })
         }
         Command::LeaseRevoke(request) => {
-            let revoked = store.lease_revoke(request.id).map_err(engine)?;
+            let revoked = store.lease_revoke(request.id)?;
             if let Some(clocks) = context.lease_clocks.as_deref_mut() {
                 clocks.remove(request.id);
             }
@@ -151,10 +143,10 @@ fn apply_alarm(alarms: &mut Vec<pb::AlarmMember>, request: &pb::AlarmRequest) ->
                 Vec::new()
             }))
         }
-        Err(_) => Err(Status::invalid_argument(format!(
-            "etcdserver: invalid alarm action {}",
-            request.action
-        ))),
+        Err(_) => Err(ServerError::InvalidEnum {
+            field: "alarm action",
+            value: request.action,
+        }),
     }
 }
 
@@ -184,7 +176,7 @@ mod tests {
             lease_clocks: None,
         };
         let error = apply(&mut store, &mut context, put("a")).unwrap_err();
-        assert_eq!(error.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(error, ServerError::NoSpace);
         let delete = Command::DeleteRange(pb::DeleteRangeRequest {
             key: b"a".to_vec(),
             ..Default::default()

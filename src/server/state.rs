@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use futures::channel::oneshot;
 use keel_engine::mvcc::{self, Store};
 use keel_proto::etcdserverpb as pb;
-use tonic::Status;
 
 use crate::metrics::{Metrics, StoreGauges};
 use crate::server::command::Command;
+use crate::server::error::ServerError;
 
 /// The response header every reply carries.
 #[derive(Clone, Copy, Debug)]
@@ -87,10 +87,10 @@ pub enum Applied {
 }
 
 /// The result of applying a command.
-pub type ApplyResult = Result<Applied, Status>;
+pub type ApplyResult = Result<Applied, ServerError>;
 
 /// Where a linearizable read learns the index it must wait for (its ReadIndex).
-pub type ReadReply = oneshot::Sender<Result<u64, Status>>;
+pub type ReadReply = oneshot::Sender<Result<u64, ServerError>>;
 
 /// A lease's clock as the leader reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +109,7 @@ pub struct LeaseForward {
     /// True to renew it.
     pub renew: bool,
     /// The leader's answer: `None` when it has no clock for the lease.
-    pub reply: oneshot::Sender<Result<Option<LeaseClock>, Status>>,
+    pub reply: oneshot::Sender<Result<Option<LeaseClock>, ServerError>>,
 }
 
 /// A command waiting for the raft core, with the channel its result goes back on.
@@ -386,10 +386,10 @@ impl Shared {
     /// than `--max-request-bytes` as etcd does.
     pub async fn propose(&self, command: Command) -> ApplyResult {
         if command.body_len() + REQUEST_ENVELOPE_BYTES > self.limits.request_bytes_max {
-            return Err(Status::invalid_argument("etcdserver: request is too large"));
+            return Err(ServerError::RequestTooLarge);
         }
         if self.wal_failed.load(Ordering::Acquire) {
-            return Err(wal_failed_status());
+            return Err(ServerError::WalFailed);
         }
         let (reply, result) = oneshot::channel();
         self.metrics.proposals_pending.inc();
@@ -403,8 +403,8 @@ impl Shared {
         let outcome = match sent {
             // The raft core answers "request timed out" when the entry does not apply within
             // the request timeout (handler futures must be Send, so no local timer here).
-            Ok(()) => result.await.unwrap_or_else(|_| Err(stopped_status())),
-            Err(_) => Err(stopped_status()),
+            Ok(()) => result.await.unwrap_or(Err(ServerError::Stopped)),
+            Err(_) => Err(ServerError::Stopped),
         };
         self.metrics.proposals_pending.dec();
         outcome
@@ -433,19 +433,19 @@ impl Shared {
     /// ReadIndex round), so that a read that follows is linearizable. Reads that arrive
     /// together share one round. The only voter, leading, needs no round: it answers a write
     /// only after applying it, so its store already holds every acknowledged write.
-    pub async fn linearizable_barrier(&self) -> Result<(), Status> {
+    pub async fn linearizable_barrier(&self) -> Result<(), ServerError> {
         if self.is_leader() && self.voters.load(Ordering::Acquire) == 1 {
             return Ok(());
         }
         if !self.has_leader() {
-            return Err(no_leader_status());
+            return Err(ServerError::NoLeader);
         }
         let (reply, index) = oneshot::channel();
         if self.reads.send(reply).await.is_err() {
-            return Err(stopped_status());
+            return Err(ServerError::Stopped);
         }
         // The raft core answers "request timed out" when no ReadIndex comes back in time.
-        let index = index.await.unwrap_or_else(|_| Err(stopped_status()))?;
+        let index = index.await.unwrap_or(Err(ServerError::Stopped))?;
         self.wait_applied(index).await
     }
 
@@ -478,12 +478,16 @@ impl Shared {
     /// Lease `id`'s clock as the leader counts it, renewed first when `renew`: answered here
     /// when this member leads, else asked of the leader over the peer connection (only the
     /// leader expires leases, so only its clock counts).
-    pub async fn lease_clock(&self, id: i64, renew: bool) -> Result<Option<LeaseClock>, Status> {
+    pub async fn lease_clock(
+        &self,
+        id: i64,
+        renew: bool,
+    ) -> Result<Option<LeaseClock>, ServerError> {
         if self.is_leader() {
             return Ok(self.local_lease_clock(id, renew));
         }
         if !self.has_leader() {
-            return Err(no_leader_status());
+            return Err(ServerError::NoLeader);
         }
         let (reply, answer) = oneshot::channel();
         if self
@@ -492,20 +496,20 @@ impl Shared {
             .await
             .is_err()
         {
-            return Err(stopped_status());
+            return Err(ServerError::Stopped);
         }
-        answer.await.unwrap_or_else(|_| Err(stopped_status()))
+        answer.await.unwrap_or(Err(ServerError::Stopped))
     }
 
     /// Waits until the entry at `index` is applied here.
-    pub async fn wait_applied(&self, index: u64) -> Result<(), Status> {
+    pub async fn wait_applied(&self, index: u64) -> Result<(), ServerError> {
         loop {
             let listener = self.revision_changed.listen();
             if self.applied_index.load(Ordering::Acquire) >= index {
                 return Ok(());
             }
             if self.stopping.load(Ordering::Acquire) {
-                return Err(stopped_status());
+                return Err(ServerError::Stopped);
             }
             listener.await;
         }
@@ -555,9 +559,9 @@ impl Shared {
 
     /// Checks the backend quota before a write that adds data, raising NOSPACE (through
     /// the log, as etcd does) when the store is over `--quota-backend-bytes`.
-    pub async fn check_quota(&self, added_bytes: usize) -> Result<(), Status> {
+    pub async fn check_quota(&self, added_bytes: usize) -> Result<(), ServerError> {
         if self.nospace() {
-            return Err(nospace_status());
+            return Err(ServerError::NoSpace);
         }
         let used = self.read_store().stats().approximate_bytes;
         if used + added_bytes as u64 <= self.limits.quota_bytes {
@@ -569,7 +573,7 @@ impl Shared {
             alarm: pb::AlarmType::Nospace as i32,
         });
         self.propose(raise).await?;
-        Err(nospace_status())
+        Err(ServerError::NoSpace)
     }
 
     /// Begins shutdown.
@@ -586,32 +590,29 @@ impl Shared {
 /// Shared handle type.
 pub type SharedRef = Arc<Shared>;
 
-/// etcd's "database space exceeded" error.
-pub fn nospace_status() -> Status {
-    Status::resource_exhausted("etcdserver: mvcc: database space exceeded")
+// The raft core (`raft::node`, `server::log`) and the peer transport name these errors through
+// the functions below. They keep their names from when they built gRPC statuses so that the
+// raft core's call sites stay as they are while it is being rewritten; new code names the
+// `ServerError` variant directly.
+
+/// [`ServerError::Stopped`]: the request arrived while the server stops.
+pub fn stopped_status() -> ServerError {
+    ServerError::Stopped
 }
 
-/// The error for requests arriving while the server stops.
-pub fn stopped_status() -> Status {
-    Status::unavailable("etcdserver: server stopped")
+/// [`ServerError::NoLeader`]: no leader is known.
+pub fn no_leader_status() -> ServerError {
+    ServerError::NoLeader
 }
 
-/// etcd's error while no leader is known.
-pub fn no_leader_status() -> Status {
-    Status::unavailable("etcdserver: no leader")
+/// [`ServerError::RequestTimedOut`]: the request waited longer than the request timeout.
+pub fn request_timeout_status() -> ServerError {
+    ServerError::RequestTimedOut
 }
 
-/// etcd's error when a request waited longer than the request timeout.
-pub fn request_timeout_status() -> Status {
-    Status::unavailable("etcdserver: request timed out")
-}
-
-/// The error for writes after the WAL failed.
-pub fn wal_failed_status() -> Status {
-    Status::internal(
-        "etcdserver: the write-ahead log failed to sync; this member refuses writes until it is \
-         restarted",
-    )
+/// [`ServerError::WalFailed`]: the WAL failed; the member refuses writes until restarted.
+pub fn wal_failed_status() -> ServerError {
+    ServerError::WalFailed
 }
 
 #[cfg(test)]

@@ -38,8 +38,9 @@ use keel::raft::node::{
     recover, Bootstrap, CheckpointWork, DiskWriter, NodeConfig, Outbox, RaftNode, WriteJob,
 };
 use keel::server::command::Command;
+use keel::server::error::ServerError;
 use keel::server::state::{
-    no_leader_status, Applied, ApplyResult, Limits, MemberInfo, Proposal, Shared, SharedConfig,
+    Applied, ApplyResult, Limits, MemberInfo, Proposal, Shared, SharedConfig,
 };
 use keel_engine::checkpoint;
 use keel_engine::io::{SeededRng, SimDisk};
@@ -47,7 +48,6 @@ use keel_engine::mvcc::RangeRequest;
 use keel_engine::wal::WalOptions;
 use keel_proto::etcdserverpb as pb;
 use raft::eraftpb::{Message, MessageType};
-use tonic::Status;
 
 use super::history::{self, History, Read, Write, WriteOutcome};
 
@@ -247,7 +247,7 @@ struct PendingPut {
 
 enum ReadState {
     /// Waiting for the ReadIndex.
-    Index(oneshot::Receiver<Result<u64, Status>>),
+    Index(oneshot::Receiver<Result<u64, ServerError>>),
     /// Waiting until the member applied this index.
     Apply(u64),
 }
@@ -1263,7 +1263,7 @@ impl Sim {
                     WriteOutcome::Ok
                 }
                 Ok(Some(Ok(other))) => self.fail(format!("a put was answered with {other:?}")),
-                Ok(Some(Err(status))) if status.message() == no_leader_status().message() => {
+                Ok(Some(Err(ServerError::NoLeader))) => {
                     // Refused by raft before it entered the log.
                     self.stats.puts_failed += 1;
                     WriteOutcome::Failed

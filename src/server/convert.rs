@@ -2,20 +2,25 @@
 //!
 //! The engine mirrors etcd's messages field by field (see `keel_engine::mvcc::types`), so
 //! these functions only move fields. Enum values the engine does not know (a newer client
-//! sending a sort order from the future) become `InvalidArgument`, never a panic.
+//! sending a sort order from the future) become [`ServerError::InvalidEnum`], never a panic.
+//!
+//! Apply converts the requests in log entries with them; the API layer converts requests
+//! before it checks them, and answers with the response conversions.
 
 use keel_engine::mvcc;
 use keel_proto::etcdserverpb as pb;
 use keel_proto::mvccpb;
-use tonic::Status;
+
+use crate::server::error::ServerError;
+use crate::server::state::HeaderFields;
 
 /// A request field held a value etcd does not define.
-fn bad_enum(what: &str, value: i32) -> Status {
-    Status::invalid_argument(format!("etcdserver: invalid {what} {value}"))
+fn bad_enum(field: &'static str, value: i32) -> ServerError {
+    ServerError::InvalidEnum { field, value }
 }
 
 /// etcd's `RangeRequest` as the engine's.
-pub fn range_request(request: &pb::RangeRequest) -> Result<mvcc::RangeRequest, Status> {
+pub fn range_request(request: &pb::RangeRequest) -> Result<mvcc::RangeRequest, ServerError> {
     let sort_order = match request.sort_order {
         0 => mvcc::SortOrder::None,
         1 => mvcc::SortOrder::Ascend,
@@ -81,7 +86,7 @@ pub fn delete_request_owned(request: pb::DeleteRangeRequest) -> mvcc::DeleteRang
 
 /// Checks a put as etcd's API does (see `mvcc::check_put_request`) without copying its key
 /// and value.
-pub fn check_put(request: &mut pb::PutRequest) -> Result<(), Status> {
+pub fn check_put(request: &mut pb::PutRequest) -> Result<(), ServerError> {
     let borrowed = mvcc::PutRequest {
         key: std::mem::take(&mut request.key),
         value: std::mem::take(&mut request.value),
@@ -93,7 +98,7 @@ pub fn check_put(request: &mut pb::PutRequest) -> Result<(), Status> {
     let result = mvcc::check_put_request(&borrowed);
     request.key = borrowed.key;
     request.value = borrowed.value;
-    result.map_err(|e| status(&e))
+    result.map_err(ServerError::from)
 }
 
 /// etcd's `DeleteRangeRequest` as the engine's.
@@ -105,7 +110,7 @@ pub fn delete_request(request: &pb::DeleteRangeRequest) -> mvcc::DeleteRangeRequ
     }
 }
 
-fn compare(compare: &pb::Compare) -> Result<mvcc::Compare, Status> {
+fn compare(compare: &pb::Compare) -> Result<mvcc::Compare, ServerError> {
     use pb::compare::TargetUnion;
     let result = match compare.result {
         0 => mvcc::CompareResult::Equal,
@@ -148,7 +153,7 @@ fn compare(compare: &pb::Compare) -> Result<mvcc::Compare, Status> {
     })
 }
 
-fn request_op(op: &pb::RequestOp) -> Result<mvcc::RequestOp, Status> {
+fn request_op(op: &pb::RequestOp) -> Result<mvcc::RequestOp, ServerError> {
     use pb::request_op::Request;
     match &op.request {
         Some(Request::RequestRange(r)) => Ok(mvcc::RequestOp::Range(range_request(r)?)),
@@ -157,12 +162,12 @@ fn request_op(op: &pb::RequestOp) -> Result<mvcc::RequestOp, Status> {
         Some(Request::RequestTxn(r)) => Ok(mvcc::RequestOp::Txn(txn_request(r)?)),
         // etcd's apply treats an empty RequestOp as a no-op read of nothing; its validation
         // refuses it first with this text.
-        None => Err(Status::invalid_argument("etcdserver: key is not provided")),
+        None => Err(ServerError::EmptyTxnOp),
     }
 }
 
 /// etcd's `TxnRequest` as the engine's (nested txns included).
-pub fn txn_request(request: &pb::TxnRequest) -> Result<mvcc::TxnRequest, Status> {
+pub fn txn_request(request: &pb::TxnRequest) -> Result<mvcc::TxnRequest, ServerError> {
     Ok(mvcc::TxnRequest {
         compare: request
             .compare
@@ -209,8 +214,6 @@ pub fn event(event: mvcc::Event, with_prev_kv: bool) -> mvccpb::Event {
         },
     }
 }
-
-pub use crate::server::state::HeaderFields;
 
 /// The engine's range answer as etcd's.
 pub fn range_response(response: mvcc::RangeResponse, header: &HeaderFields) -> pb::RangeResponse {
@@ -272,24 +275,25 @@ pub fn txn_response(response: mvcc::TxnResponse, header: &HeaderFields) -> pb::T
     }
 }
 
-/// An engine error as the gRPC status etcd sends for it.
-pub fn status(error: &mvcc::MvccError) -> Status {
-    Status::new(tonic::Code::from(error.grpc_code()), error.grpc_message())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn unknown_enum_values_are_invalid_argument() {
+    fn unknown_enum_values_are_invalid_enum_errors() {
         let request = pb::RangeRequest {
             key: b"a".to_vec(),
             sort_order: 7,
             ..Default::default()
         };
         let error = range_request(&request).unwrap_err();
-        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            error,
+            ServerError::InvalidEnum {
+                field: "sort order",
+                value: 7
+            }
+        );
     }
 
     #[test]
@@ -306,15 +310,5 @@ mod tests {
         };
         let txn = txn_request(&request).unwrap();
         assert_eq!(txn.compare[0].target, mvcc::CompareTarget::ModRevision(0));
-    }
-
-    #[test]
-    fn errors_keep_etcd_codes_and_texts() {
-        let status = status(&mvcc::MvccError::Compacted);
-        assert_eq!(status.code(), tonic::Code::OutOfRange);
-        assert_eq!(
-            status.message(),
-            "etcdserver: mvcc: required revision has been compacted"
-        );
     }
 }

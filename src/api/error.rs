@@ -1,0 +1,181 @@
+//! The gRPC status a client gets for each server error: etcd's exact code and text.
+//!
+//! The server core answers with a typed [`ServerError`] and never builds a gRPC status; this
+//! is the one place a `ServerError` becomes a [`Status`], at the edge of the API layer (the
+//! services' `?` calls the `From` impl).
+
+use keel_engine::mvcc::MvccError;
+use tonic::{Code, Status};
+
+use crate::server::error::ServerError;
+
+impl From<ServerError> for Status {
+    fn from(error: ServerError) -> Status {
+        let code = match &error {
+            // The engine knows etcd's code and text for each of its errors.
+            ServerError::Mvcc(mvcc) => {
+                return Status::new(Code::from(mvcc.grpc_code()), mvcc.grpc_message())
+            }
+            ServerError::NoLeader
+            | ServerError::RequestTimedOut
+            | ServerError::Stopped
+            | ServerError::LeaderChanged => Code::Unavailable,
+            ServerError::WalFailed | ServerError::WalError(_) => Code::Internal,
+            ServerError::NoSpace => Code::ResourceExhausted,
+            ServerError::RequestTooLarge
+            | ServerError::InvalidEnum { .. }
+            | ServerError::EmptyTxnOp => Code::InvalidArgument,
+        };
+        // The `Display` of every other variant is etcd's text (see `server::error`).
+        Status::new(code, error.to_string())
+    }
+}
+
+/// An engine error as the gRPC status etcd sends for it (for checks the API layer runs
+/// before a request reaches the server core).
+pub fn mvcc_status(error: MvccError) -> Status {
+    Status::from(ServerError::Mvcc(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(error: ServerError) -> (Code, String) {
+        let status = Status::from(error);
+        (status.code(), status.message().to_string())
+    }
+
+    /// Each variant against the code and text Keel sent before errors were typed (they are
+    /// etcd's: `etcdserver/api/v3rpc/rpctypes/error.go`).
+    #[test]
+    fn every_variant_keeps_etcds_code_and_text() {
+        let cases = [
+            (
+                ServerError::NoLeader,
+                Code::Unavailable,
+                "etcdserver: no leader",
+            ),
+            (
+                ServerError::RequestTimedOut,
+                Code::Unavailable,
+                "etcdserver: request timed out",
+            ),
+            (
+                ServerError::Stopped,
+                Code::Unavailable,
+                "etcdserver: server stopped",
+            ),
+            (
+                ServerError::LeaderChanged,
+                Code::Unavailable,
+                "etcdserver: leader changed",
+            ),
+            (
+                ServerError::WalFailed,
+                Code::Internal,
+                "etcdserver: the write-ahead log failed to sync; this member refuses writes \
+                 until it is restarted",
+            ),
+            (
+                ServerError::WalError("writing segment 3: Input/output error".into()),
+                Code::Internal,
+                "writing segment 3: Input/output error",
+            ),
+            (
+                ServerError::NoSpace,
+                Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded",
+            ),
+            (
+                ServerError::RequestTooLarge,
+                Code::InvalidArgument,
+                "etcdserver: request is too large",
+            ),
+            (
+                ServerError::InvalidEnum {
+                    field: "sort order",
+                    value: 7,
+                },
+                Code::InvalidArgument,
+                "etcdserver: invalid sort order 7",
+            ),
+            (
+                ServerError::InvalidEnum {
+                    field: "alarm action",
+                    value: 5,
+                },
+                Code::InvalidArgument,
+                "etcdserver: invalid alarm action 5",
+            ),
+            (
+                ServerError::EmptyTxnOp,
+                Code::InvalidArgument,
+                "etcdserver: key is not provided",
+            ),
+        ];
+        for (error, code, text) in cases {
+            assert_eq!(status(error.clone()), (code, text.to_string()), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn mvcc_errors_keep_the_engines_code_and_text() {
+        let cases = [
+            (
+                MvccError::Compacted,
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
+            (
+                MvccError::FutureRevision,
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+            (
+                MvccError::KeyNotFound,
+                Code::InvalidArgument,
+                "etcdserver: key not found",
+            ),
+            (
+                MvccError::LeaseNotFound,
+                Code::NotFound,
+                "etcdserver: requested lease not found",
+            ),
+            (
+                MvccError::LeaseExists,
+                Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ),
+            (
+                MvccError::LeaseTtlTooLarge,
+                Code::OutOfRange,
+                "etcdserver: too large lease TTL",
+            ),
+            (
+                MvccError::DuplicateKey,
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request",
+            ),
+            (
+                MvccError::EmptyKey,
+                Code::InvalidArgument,
+                "etcdserver: key is not provided",
+            ),
+            (
+                MvccError::TooManyOps,
+                Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
+        ];
+        for (error, code, text) in cases {
+            assert_eq!(
+                status(ServerError::Mvcc(error.clone())),
+                (code, text.to_string()),
+                "{error:?}"
+            );
+            let direct = mvcc_status(error);
+            assert_eq!((direct.code(), direct.message()), (code, text));
+        }
+    }
+}
