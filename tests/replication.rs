@@ -508,4 +508,29 @@ fn a_member_behind_the_kept_log_is_caught_up_by_snapshot() {
         "the member caught up without a snapshot; logs:\n{}",
         cluster.logs()
     );
+    // etcd's snapshot receive metrics on the member that caught up, and the round trips
+    // measured to each peer.
+    let (status, text) = common::http_get(&endpoints[2], "/metrics").expect("metrics");
+    assert_eq!(status, 200);
+    let received = metric_values(&text, "etcd_network_snapshot_receive_success{From=");
+    assert!(received.iter().sum::<f64>() >= 1.0, "metrics:\n{text}");
+    let seconds = metric_values(
+        &text,
+        "etcd_network_snapshot_receive_total_duration_seconds{From=",
+    );
+    assert!(seconds.iter().sum::<f64>() > 0.0, "metrics:\n{text}");
+    let round_trips = metric_values(&text, "etcd_network_peer_round_trip_time_seconds_count{To=");
+    assert_eq!(round_trips.len(), 2, "metrics:\n{text}");
+    assert!(
+        round_trips.iter().all(|count| *count >= 1.0),
+        "metrics:\n{text}"
+    );
+}
+
+/// The values of the metric samples whose line starts with `prefix`.
+fn metric_values(text: &str, prefix: &str) -> Vec<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect()
 }

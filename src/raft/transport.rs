@@ -300,6 +300,13 @@ impl Sender {
                 futures::channel::mpsc::channel::<peerpb::RaftBatch>(64);
             let mut client = PeerClient::new(channel.clone());
             let call = glommio::spawn_local(async move { client.raft(stream_rx).await });
+            glommio::spawn_local(probe_round_trips(
+                channel.clone(),
+                self.identity.clone(),
+                self.peer_id,
+                self.shared.clone(),
+            ))
+            .detach();
             loop {
                 let first = match self.queue.recv().await {
                     Ok(message) => message,
@@ -352,6 +359,39 @@ impl Sender {
 
     fn unreachable(&self) {
         let _ = self.inbox.try_send(PeerInput::Unreachable(self.peer_id));
+    }
+}
+
+/// How often the round trip to each peer is measured (etcd probes every few seconds too).
+pub const ROUND_TRIP_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Measures the round trip to peer `peer_id` over `channel` (a Hello call) every
+/// [`ROUND_TRIP_PROBE_INTERVAL`], first right away, into
+/// `etcd_network_peer_round_trip_time_seconds`; ends with the connection.
+async fn probe_round_trips(
+    channel: GrpcChannel,
+    identity: PeerIdentity,
+    peer_id: u64,
+    shared: SharedRef,
+) {
+    let mut client = PeerClient::new(channel.clone());
+    while !channel.is_closed() && !shared.stopping.load(Ordering::Acquire) {
+        let request = peerpb::HelloRequest {
+            cluster_token: identity.cluster_token.clone(),
+            cluster_id: identity.cluster_id,
+            sender: None,
+            expected_member_id: peer_id,
+            protocol_version: keel_proto::PEER_PROTOCOL_VERSION,
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let started = std::time::Instant::now();
+        if client.hello(request).await.is_ok() {
+            let round_trip = started.elapsed();
+            shared
+                .metrics
+                .peer(peer_id, |p| p.observe_round_trip(round_trip));
+        }
+        glommio::timer::sleep(ROUND_TRIP_PROBE_INTERVAL).await;
     }
 }
 
