@@ -403,7 +403,7 @@ impl<O: Outbox> RaftCore<O> {
             }
         }
         drop(job_tx);
-        let _ = writer_task;
+        writer_task.await;
         while !self.node.compaction_step() {}
         self.node.stop();
         while let Ok(proposal) = self.proposals.try_recv() {
