@@ -69,6 +69,14 @@ impl ServerHandle {
     /// Shuts down: stops accepting, lets in-flight requests finish, drains the raft core, and
     /// waits for every thread. The data dir lock is released when this returns.
     pub fn stop(mut self) {
+        // A leader hands over first (as etcd does), so the others need not wait an election
+        // timeout.
+        if self.shared.hand_over_leadership() {
+            tracing::info!(
+                leader = %format!("{:x}", self.shared.leader_id.load(Ordering::Acquire)),
+                "handed leadership over before stopping"
+            );
+        }
         self.shared.stop();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -376,6 +384,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
                     proposals: inputs.proposals,
                     reads: inputs.reads,
                     peers: peers.inbox,
+                    transfers: inputs.transfers,
                 },
                 peers.senders,
                 tick_interval,

@@ -29,6 +29,30 @@ fn round_trip_and_retention() {
     });
 }
 
+/// Payloads that span several write chunks, with the chunk and block boundaries falling at
+/// the header, inside the payload and at its end, read back byte for byte.
+#[test]
+fn payloads_of_several_chunks_round_trip() {
+    block_on(async {
+        let disk = SimDisk::new(11);
+        let chunk = checkpoint::WRITE_CHUNK_BYTES;
+        for (index, len) in [chunk - 64, chunk, 3 * chunk + 4097, 2 * chunk - 63]
+            .into_iter()
+            .enumerate()
+        {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
+            checkpoint::save(&disk, index as u64 + 1, &payload)
+                .await
+                .unwrap();
+            assert_eq!(
+                checkpoint::load(&disk, index as u64 + 1).await.unwrap(),
+                payload,
+                "{len}"
+            );
+        }
+    });
+}
+
 #[test]
 fn corrupt_newest_falls_back_to_older_valid_one() {
     block_on(async {

@@ -130,7 +130,7 @@ proptest! {
             }
         }
         while !encoder.step(&store, 1).unwrap() {}
-        store.end_checkpoint();
+        store.end_checkpoint(encoder.instance());
         let bytes = encoder.finish().unwrap();
         prop_assert_eq!(&bytes, &expected);
         prop_assert_eq!(observe(&Store::decode_checkpoint(&bytes).unwrap()), at_begin);
@@ -174,6 +174,19 @@ fn an_unfinished_encoder_refuses_to_finish() {
         encoder.finish(),
         Err(MvccError::CheckpointTooLarge(_))
     ));
+}
+
+#[test]
+fn an_encoder_refuses_a_store_it_did_not_begin_on() {
+    let mut store = Store::new();
+    apply(&mut store, &Op::Put(1, 1, 0));
+    let mut encoder = store.begin_checkpoint();
+    let replaced = Store::decode_checkpoint(&store.encode_checkpoint().unwrap()).unwrap();
+    assert!(matches!(
+        encoder.step(&replaced, 10),
+        Err(MvccError::StoreReplaced)
+    ));
+    assert!(encoder.step(&store, 10).unwrap());
 }
 
 #[test]

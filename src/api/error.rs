@@ -19,7 +19,9 @@ impl From<ServerError> for Status {
             ServerError::NoLeader
             | ServerError::RequestTimedOut
             | ServerError::Stopped
-            | ServerError::LeaderChanged => Code::Unavailable,
+            | ServerError::LeaderChanged
+            | ServerError::LeaderTransferTimedOut => Code::Unavailable,
+            ServerError::NotLeader | ServerError::BadLeaderTransferee => Code::FailedPrecondition,
             ServerError::WalFailed | ServerError::WalError(_) => Code::Internal,
             ServerError::NoSpace => Code::ResourceExhausted,
             ServerError::RequestTooLarge

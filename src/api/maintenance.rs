@@ -19,6 +19,9 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
 /// refuses a snapshot whose body is not).
 pub const SNAPSHOT_ALIGN_BYTES: usize = 512;
 
+/// Keys encoded per slice of a Snapshot, each slice under the store's read lock.
+pub const SNAPSHOT_SLICE_KEYS: usize = 4096;
+
 /// The Maintenance service.
 pub struct MaintenanceService {
     shared: SharedRef,
@@ -162,52 +165,58 @@ impl Maintenance for MaintenanceService {
         // The snapshot is the MVCC checkpoint payload (engine/FORMAT.md), a self-checking
         // image of the whole keyspace and its leases at one revision, zero-padded to a
         // multiple of 512 bytes and followed by its SHA-256, the trailer etcdctl verifies
-        // (see "Snapshot files" in engine/FORMAT.md).
-        let (mut payload, revision) = {
-            let store = self.shared.read_store();
-            let payload = store
-                .encode_checkpoint()
-                .map_err(|e| Status::internal(format!("etcdserver: snapshot failed: {e}")))?;
-            (payload, store.current_revision())
+        // (see "Snapshot files" in engine/FORMAT.md). It is encoded from the store's view at
+        // the current revision a slice of keys at a time, each under the read lock, so writes
+        // go on meanwhile; then sent a chunk at a time.
+        let shared = self.shared.clone();
+        let (mut encoder, revision) = {
+            let mut store = shared.write_store();
+            let encoder = store.begin_checkpoint();
+            (encoder, store.current_revision())
         };
+        let encoded = loop {
+            let step = encoder.step(&shared.read_store(), SNAPSHOT_SLICE_KEYS);
+            match step {
+                Ok(true) => break Ok(()),
+                Ok(false) => futures_lite::future::yield_now().await,
+                Err(error) => break Err(error),
+            }
+        };
+        shared.write_store().end_checkpoint(encoder.instance());
+        let mut payload = encoded
+            .and_then(|()| encoder.finish())
+            .map_err(|e| Status::internal(format!("etcdserver: snapshot failed: {e}")))?;
         payload.resize(
             payload.len().div_ceil(SNAPSHOT_ALIGN_BYTES) * SNAPSHOT_ALIGN_BYTES,
             0,
         );
         let digest = Sha256::digest(&payload);
         payload.extend_from_slice(&digest);
-        let header = self.shared.header().at(revision);
-        let total = payload.len();
-        let chunks: Vec<Result<pb::SnapshotResponse, Status>> = payload
-            .chunks(SNAPSHOT_CHUNK_BYTES)
-            .enumerate()
-            .map(|(i, chunk)| {
-                let sent = (i * SNAPSHOT_CHUNK_BYTES + chunk.len()) as u64;
-                Ok(pb::SnapshotResponse {
+        let header = shared.header().at(revision);
+        let chunks =
+            futures::stream::unfold((payload, 0usize), move |(payload, sent)| async move {
+                if sent >= payload.len() {
+                    return None;
+                }
+                let end = (sent + SNAPSHOT_CHUNK_BYTES).min(payload.len());
+                let response = pb::SnapshotResponse {
                     header,
-                    remaining_bytes: total as u64 - sent,
-                    blob: chunk.to_vec(),
+                    remaining_bytes: (payload.len() - end) as u64,
+                    blob: payload[sent..end].to_vec(),
                     version: ETCD_API_VERSION.to_string(),
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+                };
+                Some((Ok(response), (payload, end)))
+            });
+        Ok(Response::new(Box::pin(chunks)))
     }
 
     async fn move_leader(
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        // Moving leadership to the member that leads is a no-op; transfers to another
-        // member come with the membership work (leader transfer).
-        if !self.shared.is_leader() {
-            return Err(Status::failed_precondition("etcdserver: not leader"));
-        }
-        if request.get_ref().target_id != self.shared.member_id {
-            return Err(Status::failed_precondition(
-                "etcdserver: bad leader transferee",
-            ));
-        }
+        // etcd: only the leader moves leadership, to a voter; the answer comes once the
+        // transferee leads.
+        self.shared.move_leader(request.get_ref().target_id).await?;
         Ok(Response::new(pb::MoveLeaderResponse {
             header: self.shared.header().at(self.shared.current_revision()),
         }))

@@ -52,8 +52,8 @@ use crate::server::apply::{apply, ApplyContext};
 use crate::server::command::{self, Command};
 use crate::server::error::ServerError;
 use crate::server::state::{
-    no_leader_status, request_timeout_status, wal_failed_status, ApplyResult, Proposal, ReadReply,
-    Shared,
+    no_leader_status, request_timeout_status, wal_failed_status, ApplyResult, LeaderTransfer,
+    Proposal, ReadReply, Shared,
 };
 
 /// Work units of physical compaction done per call of [`RaftNode::compaction_step`] (a few
@@ -493,6 +493,8 @@ enum CheckpointState {
         info: CheckpointInfo,
         lsn: u64,
         cancel: Arc<AtomicBool>,
+        /// The store the encoder pinned.
+        instance: u64,
     },
     /// The file is being written.
     Saving {
@@ -568,6 +570,9 @@ pub struct RaftNode<D: Disk> {
     wal_bytes_at_checkpoint: u64,
     last_checkpoint_bytes: u64,
     leader_id: u64,
+    /// Leadership transfers waiting for their transferee to lead: (transferee, tick asked,
+    /// reply).
+    transfers: Vec<(u64, u64, oneshot::Sender<Result<(), ServerError>>)>,
     failed: Option<String>,
 }
 
@@ -617,6 +622,7 @@ impl<D: Disk> RaftNode<D> {
             wal_bytes_at_checkpoint: writer.wal.bytes_written(),
             last_checkpoint_bytes: 0,
             leader_id: 0,
+            transfers: Vec::new(),
             failed: None,
         };
         node.shared
@@ -700,7 +706,53 @@ impl<D: Disk> RaftNode<D> {
                     let _ = reply.send(Err(request_timeout_status()));
                 }
             }
+            let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.transfers)
+                .into_iter()
+                .partition(|(_, since, _)| now - *since >= timeout);
+            for (_, _, reply) in expired {
+                let _ = reply.send(Err(ServerError::LeaderTransferTimedOut));
+            }
+            self.transfers = waiting;
         }
+    }
+
+    /// Starts handing leadership to `transfer.target` (0: the follower with the most of the
+    /// log); the reply comes when the transferee leads, or after the request timeout.
+    pub fn transfer_leader(&mut self, transfer: LeaderTransfer) {
+        let LeaderTransfer { target, reply } = transfer;
+        if !self.is_leader() {
+            let _ = reply.send(Err(ServerError::NotLeader));
+            return;
+        }
+        let me = self.config.id;
+        let voters = self.log.conf_state().voters;
+        let target = if target == 0 {
+            let progress = self.raw.raft.prs();
+            voters
+                .iter()
+                .copied()
+                .filter(|id| *id != me)
+                .max_by_key(|id| progress.get(*id).map_or(0, |p| p.matched))
+                .unwrap_or(0)
+        } else {
+            target
+        };
+        if target == me {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        if !voters.contains(&target) {
+            let _ = reply.send(Err(ServerError::BadLeaderTransferee));
+            return;
+        }
+        tracing::info!(
+            from = %format!("{me:x}"),
+            to = %format!("{target:x}"),
+            term = self.raw.raft.term,
+            "leadership transfer starting"
+        );
+        self.raw.transfer_leader(target);
+        self.transfers.push((target, self.ticks, reply));
     }
 
     /// Hands a peer's message to raft.
@@ -1047,6 +1099,13 @@ impl<D: Disk> RaftNode<D> {
                 "leader changed"
             );
             self.leader_id = leader_id;
+            let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.transfers)
+                .into_iter()
+                .partition(|(target, _, _)| *target == leader_id);
+            for (_, _, reply) in done {
+                let _ = reply.send(Ok(()));
+            }
+            self.transfers = waiting;
         }
         shared.leader_id.store(leader_id, Ordering::Release);
         let was_leader = shared
@@ -1296,6 +1355,7 @@ impl<D: Disk> RaftNode<D> {
             alarms: shared.alarms.lock().expect("alarm lock").clone(),
         };
         let encoder = shared.write_store().begin_checkpoint();
+        let instance = encoder.instance();
         // Where the WAL may later be released through for this checkpoint: the end of the
         // last completed write before the first one holding an entry above its index (entries
         // after the checkpoint must stay in the WAL).
@@ -1315,6 +1375,7 @@ impl<D: Disk> RaftNode<D> {
             },
             lsn,
             cancel: cancel.clone(),
+            instance,
         };
         Some(CheckpointWork {
             index,
@@ -1333,16 +1394,20 @@ impl<D: Disk> RaftNode<D> {
         {
             return;
         }
-        let CheckpointState::Encoding { info, lsn, cancel } =
-            std::mem::replace(&mut self.checkpoint_state, CheckpointState::Idle)
+        let CheckpointState::Encoding {
+            info,
+            lsn,
+            cancel,
+            instance,
+        } = std::mem::replace(&mut self.checkpoint_state, CheckpointState::Idle)
         else {
             return;
         };
+        // Nothing to unpin when a snapshot replaced the store (the pin went with it).
+        self.shared.write_store().end_checkpoint(instance);
         if cancel.load(Ordering::Acquire) {
-            // A snapshot replaced the store (and with it the pin).
             return;
         }
-        self.shared.write_store().end_checkpoint();
         if ok {
             self.checkpoint_state = CheckpointState::Saving { info, lsn };
         } else {
@@ -1428,6 +1493,9 @@ impl<D: Disk> RaftNode<D> {
 
     /// Answers every waiting client with "server stopped" (at shutdown).
     pub fn stop(&mut self) {
+        for (_, _, reply) in self.transfers.drain(..) {
+            let _ = reply.send(Err(ServerError::Stopped));
+        }
         for (_, (_, reply)) in self.waiters.drain() {
             let _ = reply.send(Err(crate::server::state::stopped_status()));
         }

@@ -57,6 +57,17 @@ pub enum ServerError {
     /// A txn holds an operation with no request in it. Code: `InvalidArgument`.
     #[error("etcdserver: key is not provided")]
     EmptyTxnOp,
+    /// The request needs the leader and this member does not lead. Code:
+    /// `FailedPrecondition`.
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    /// MoveLeader named a member that is not a voter (unknown, or a learner). Code:
+    /// `FailedPrecondition`.
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// The transferee did not take over within the request timeout. Code: `Unavailable`.
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimedOut,
     /// The MVCC store refused the request (a compacted or future revision, an unknown lease,
     /// a duplicate key in a txn...). Text and code are the engine's
     /// ([`MvccError::grpc_message`], [`MvccError::grpc_code`]).

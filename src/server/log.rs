@@ -19,7 +19,7 @@ use raft::eraftpb::Message;
 use crate::config::AutoCompaction;
 use crate::raft::node::{CheckpointWork, DiskWriter, Outbox, RaftNode, WriteDone, WriteJob};
 use crate::server::command::Command;
-use crate::server::state::{Proposal, ReadReply, Shared};
+use crate::server::state::{LeaderTransfer, Proposal, ReadReply, Shared};
 
 /// Most proposals handed to raft in one turn (one WAL write).
 pub const BATCH_ENTRIES_MAX: usize = 4096;
@@ -117,6 +117,8 @@ pub struct CoreChannels {
     pub reads: async_channel::Receiver<ReadReply>,
     /// Messages and reports from the peer transport.
     pub peers: async_channel::Receiver<PeerInput>,
+    /// Leadership transfers (MoveLeader, shutdown).
+    pub transfers: async_channel::Receiver<LeaderTransfer>,
 }
 
 /// What the checkpoint thread reports to the raft core.
@@ -201,6 +203,7 @@ pub struct RaftCore<O: Outbox> {
     proposals: async_channel::Receiver<Proposal>,
     reads: async_channel::Receiver<ReadReply>,
     peers: async_channel::Receiver<PeerInput>,
+    transfers: async_channel::Receiver<LeaderTransfer>,
     outbox: O,
     tick_interval: Duration,
     compactor: AutoCompactor,
@@ -225,6 +228,7 @@ impl<O: Outbox> RaftCore<O> {
             proposals,
             reads,
             peers,
+            transfers,
         } = channels;
         RaftCore {
             node,
@@ -233,6 +237,7 @@ impl<O: Outbox> RaftCore<O> {
             proposals,
             reads,
             peers,
+            transfers,
             outbox,
             tick_interval,
             compactor: AutoCompactor::new(auto_compaction),
@@ -303,6 +308,11 @@ impl<O: Outbox> RaftCore<O> {
                             }
                         }
                     },
+                    transfer = self.transfers.recv().fuse() => {
+                        if let Ok(transfer) = transfer {
+                            self.node.transfer_leader(transfer);
+                        }
+                    },
                     outcome = outcomes.recv().fuse() => {
                         if let Ok(outcome) = outcome {
                             self.checkpoint_outcome(outcome);
@@ -342,6 +352,9 @@ impl<O: Outbox> RaftCore<O> {
             }
             while let Ok(outcome) = outcomes.try_recv() {
                 self.checkpoint_outcome(outcome);
+            }
+            while let Ok(transfer) = self.transfers.try_recv() {
+                self.node.transfer_leader(transfer);
             }
             let now = Instant::now();
             while now >= next_tick {

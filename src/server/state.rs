@@ -112,6 +112,15 @@ pub struct LeaseForward {
     pub reply: oneshot::Sender<Result<Option<LeaseClock>, ServerError>>,
 }
 
+/// A request to hand leadership to another voter (Maintenance MoveLeader, or the leader's
+/// shutdown).
+pub struct LeaderTransfer {
+    /// The voter to hand over to; 0 for the most caught-up follower.
+    pub target: u64,
+    /// Answered once the transferee leads, or with etcd's error.
+    pub reply: oneshot::Sender<Result<(), ServerError>>,
+}
+
 /// A command waiting for the raft core, with the channel its result goes back on.
 pub struct Proposal {
     /// The command.
@@ -270,6 +279,8 @@ pub struct Shared {
     pub reads: async_channel::Sender<ReadReply>,
     /// Lease questions for the leader, sent by the peer thread.
     pub lease_forwards: async_channel::Sender<LeaseForward>,
+    /// Leadership transfers for the raft core.
+    pub transfers: async_channel::Sender<LeaderTransfer>,
     /// Request limits.
     pub limits: Limits,
     /// The raft core's inbox for proposals.
@@ -325,6 +336,8 @@ pub struct CoreInputs {
     pub reads: async_channel::Receiver<ReadReply>,
     /// Lease questions to forward to the leader (served by the peer thread).
     pub lease_forwards: async_channel::Receiver<LeaseForward>,
+    /// Leadership transfers.
+    pub transfers: async_channel::Receiver<LeaderTransfer>,
 }
 
 impl Shared {
@@ -341,6 +354,7 @@ impl Shared {
         let (reads, read_inbox) = async_channel::bounded(crate::server::PROPOSALS_QUEUED_MAX);
         let (lease_forwards, lease_forward_inbox) =
             async_channel::bounded(crate::server::PROPOSALS_QUEUED_MAX);
+        let (transfers, transfer_inbox) = async_channel::bounded(16);
         let ids = match config.id_seed {
             Some(seed) => IdGenerator::with_seed(config.member_id, seed),
             None => IdGenerator::new(config.member_id),
@@ -357,6 +371,7 @@ impl Shared {
             member: config.member,
             reads,
             lease_forwards,
+            transfers,
             limits: config.limits,
             proposals,
             revision_changed: event_listener::Event::new(),
@@ -378,8 +393,44 @@ impl Shared {
                 proposals: proposal_inbox,
                 reads: read_inbox,
                 lease_forwards: lease_forward_inbox,
+                transfers: transfer_inbox,
             },
         )
+    }
+
+    /// Hands leadership to voter `target` (MoveLeader) and waits until it leads. Errors
+    /// as etcd's: `not leader` on a member that does not lead, `bad leader transferee` for
+    /// a member that is not a voter, `leader transfer took too long` after the request
+    /// timeout. Moving leadership to the leader itself succeeds at once.
+    pub async fn move_leader(&self, target: u64) -> Result<(), ServerError> {
+        if !self.is_leader() {
+            return Err(ServerError::NotLeader);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.transfers
+            .send(LeaderTransfer { target, reply })
+            .await
+            .map_err(|_| ServerError::Stopped)?;
+        answer.await.unwrap_or(Err(ServerError::Stopped))
+    }
+
+    /// At shutdown, from a plain thread: if this member leads other voters, hands leadership
+    /// to the most caught-up follower and waits until it leads (at most the request timeout),
+    /// so the cluster need not wait an election timeout (etcd does the same). True when
+    /// leadership moved.
+    pub fn hand_over_leadership(&self) -> bool {
+        if !self.is_leader() || self.voters.load(Ordering::Acquire) < 2 {
+            return false;
+        }
+        let (reply, answer) = oneshot::channel();
+        if self
+            .transfers
+            .try_send(LeaderTransfer { target: 0, reply })
+            .is_err()
+        {
+            return false;
+        }
+        matches!(futures::executor::block_on(answer), Ok(Ok(())))
     }
 
     /// Sends `command` through the log and waits for its result. Refuses requests larger
@@ -583,6 +634,7 @@ impl Shared {
         self.proposals.close();
         self.reads.close();
         self.lease_forwards.close();
+        self.transfers.close();
         self.revision_changed.notify(usize::MAX);
     }
 }

@@ -93,6 +93,8 @@ pub(crate) fn encode(store: &Store) -> Result<Vec<u8>, MvccError> {
 /// when the encoder is made. The payload is byte for byte what [`Store::encode_checkpoint`]
 /// gave at that moment.
 pub struct CheckpointEncoder {
+    /// The store it began on (see `Store::instance`).
+    instance: u64,
     revision: i64,
     compact_revision: i64,
     out: Vec<u8>,
@@ -122,6 +124,7 @@ impl CheckpointEncoder {
         let mut out: Vec<u8> = Vec::with_capacity(capacity);
         out.resize(HEADER_LEN, 0);
         CheckpointEncoder {
+            instance: store.instance,
             revision: store.current_revision,
             compact_revision: store.compact_revision,
             out,
@@ -144,6 +147,11 @@ impl CheckpointEncoder {
         }
     }
 
+    /// The store this encoder began on (for [`Store::end_checkpoint`]).
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
     /// The store revision this encoder captures.
     pub fn revision(&self) -> i64 {
         self.revision
@@ -156,9 +164,13 @@ impl CheckpointEncoder {
 
     /// Encodes up to `keys_budget` more keys of `store`, which must be the store this encoder
     /// was made from (changed only by writes and logical compaction since). Returns true once
-    /// every key is encoded. Errors: [`MvccError::CheckpointTooLarge`].
+    /// every key is encoded. Errors: [`MvccError::CheckpointTooLarge`],
+    /// [`MvccError::StoreReplaced`] for any other store.
     pub fn step(&mut self, store: &Store, keys_budget: usize) -> Result<bool, MvccError> {
         use std::ops::Bound;
+        if store.instance != self.instance {
+            return Err(MvccError::StoreReplaced);
+        }
         if self.done {
             return Ok(true);
         }
@@ -484,6 +496,7 @@ fn build(index: &ArchivedIndexV1, blob: &[u8]) -> Result<Store, MvccError> {
         leases,
         stats,
         checkpoint_pins: 0,
+        instance: super::next_store_instance(),
     })
 }
 

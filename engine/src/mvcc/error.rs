@@ -59,6 +59,10 @@ pub enum MvccError {
     /// records, or a value above 4 GiB).
     #[error("mvcc checkpoint cannot be written: {0}")]
     CheckpointTooLarge(String),
+    /// A checkpoint encoder was stepped on a store other than the one it began on (the
+    /// store was replaced, e.g. by a snapshot from the leader).
+    #[error("mvcc checkpoint abandoned: the store was replaced while it was being encoded")]
+    StoreReplaced,
 }
 
 /// gRPC status codes used by [`MvccError::grpc_code`] (numbers from the gRPC spec), so the
@@ -108,7 +112,7 @@ impl MvccError {
             | MvccError::LeaseProvided
             | MvccError::TooManyOps => grpc_code::INVALID_ARGUMENT,
             MvccError::CorruptCheckpoint(_) => grpc_code::DATA_LOSS,
-            MvccError::CheckpointTooLarge(_) => grpc_code::INTERNAL,
+            MvccError::CheckpointTooLarge(_) | MvccError::StoreReplaced => grpc_code::INTERNAL,
         }
     }
 }

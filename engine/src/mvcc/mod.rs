@@ -238,7 +238,7 @@ pub struct LeaseRevoke {
 }
 
 /// The MVCC store. See the [module docs](self).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Store {
     /// Key → history, for point access without ordered-key comparisons.
     index: KeyIndex,
@@ -260,6 +260,35 @@ pub struct Store {
     /// Checkpoint encoders working from this store ([`Store::begin_checkpoint`]): physical
     /// compaction waits while there are any.
     checkpoint_pins: u32,
+    /// Tells this store from one that replaced it (a new store, a decoded checkpoint), so an
+    /// encoder is never stepped on a store it did not begin on.
+    instance: u64,
+}
+
+/// Source of [`Store`] instance numbers.
+static STORE_INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+pub(crate) fn next_store_instance() -> u64 {
+    STORE_INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Clone for Store {
+    /// A copy of the state: a store of its own, which no checkpoint encoder has begun on.
+    fn clone(&self) -> Store {
+        Store {
+            index: self.index.clone(),
+            order: self.order.clone(),
+            changes: self.changes.clone(),
+            current_revision: self.current_revision,
+            compact_revision: self.compact_revision,
+            compacted_front: self.compacted_front,
+            released: self.released.clone(),
+            leases: self.leases.clone(),
+            stats: self.stats,
+            checkpoint_pins: 0,
+            instance: next_store_instance(),
+        }
+    }
 }
 
 impl Default for Store {
@@ -300,6 +329,7 @@ impl Store {
             leases: LeaseTable::default(),
             stats: Stats::default(),
             checkpoint_pins: 0,
+            instance: next_store_instance(),
         }
     }
 
@@ -1266,8 +1296,13 @@ impl Store {
         CheckpointEncoder::new(self)
     }
 
-    /// Ends one checkpoint begun with [`Store::begin_checkpoint`] (finished or abandoned).
-    pub fn end_checkpoint(&mut self) {
+    /// Ends one checkpoint begun with [`Store::begin_checkpoint`] (finished or abandoned) by
+    /// the encoder of store `instance` ([`CheckpointEncoder::instance`]); nothing when this
+    /// store replaced that one (the pin went with it).
+    pub fn end_checkpoint(&mut self, instance: u64) {
+        if instance != self.instance {
+            return;
+        }
         debug_assert!(self.checkpoint_pins > 0, "end_checkpoint without begin");
         self.checkpoint_pins = self.checkpoint_pins.saturating_sub(1);
     }
