@@ -175,6 +175,7 @@ impl Maintenance for MaintenanceService {
             (encoder, store.current_revision())
         };
         let encoded = loop {
+            shared.let_store_writers_in();
             let step = encoder.step(&shared.read_store(), SNAPSHOT_SLICE_KEYS);
             match step {
                 Ok(true) => break Ok(()),

@@ -30,6 +30,85 @@ pub struct CheckpointInfo {
     pub conf_state: ConfState,
 }
 
+/// Entries per chunk of [`Entries`].
+pub const CHUNK_ENTRIES: usize = 4096;
+
+/// A sequence of entries in chunks of [`CHUNK_ENTRIES`], so that the log never moves what it
+/// holds as it grows (a double-the-capacity copy of a million entries stalled the raft core
+/// for a tenth of a second), and drops whole chunks from the front. The first `front` entries
+/// of the first chunk are dead (dropped from the log, freed with their chunk); every chunk but
+/// the last is full.
+#[derive(Debug, Default)]
+struct Entries {
+    chunks: VecDeque<Vec<Entry>>,
+    front: usize,
+    len: usize,
+}
+
+impl Entries {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, at: usize) -> Option<&Entry> {
+        if at >= self.len {
+            return None;
+        }
+        let position = self.front + at;
+        self.chunks
+            .get(position / CHUNK_ENTRIES)?
+            .get(position % CHUNK_ENTRIES)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        (0..self.len).filter_map(move |at| self.get(at))
+    }
+
+    fn push(&mut self, entry: Entry) {
+        if self.chunks.back().is_none_or(|c| c.len() == CHUNK_ENTRIES) {
+            self.chunks.push_back(Vec::with_capacity(CHUNK_ENTRIES));
+        }
+        self.chunks.back_mut().expect("pushed above").push(entry);
+        self.len += 1;
+    }
+
+    /// Keeps the first `keep` entries.
+    fn truncate(&mut self, keep: usize) {
+        if keep >= self.len {
+            return;
+        }
+        let position = self.front + keep;
+        self.chunks
+            .truncate(position.div_ceil(CHUNK_ENTRIES).max(1));
+        let before_last = self.chunks.len().saturating_sub(1) * CHUNK_ENTRIES;
+        if let Some(last) = self.chunks.back_mut() {
+            last.truncate(position - before_last);
+        }
+        self.len = keep;
+    }
+
+    /// Drops the first `count` entries; returns the chunks that hold only dropped entries,
+    /// for the caller to free when it suits it.
+    fn drop_front(&mut self, count: usize) -> Vec<Vec<Entry>> {
+        let count = count.min(self.len);
+        self.front += count;
+        self.len -= count;
+        let mut freed = Vec::new();
+        while self.front >= CHUNK_ENTRIES {
+            match self.chunks.pop_front() {
+                Some(chunk) => freed.push(chunk),
+                None => break,
+            }
+            self.front -= CHUNK_ENTRIES;
+        }
+        if self.len == 0 {
+            freed.extend(self.chunks.drain(..));
+            self.front = 0;
+        }
+        freed
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     hard_state: HardState,
@@ -39,7 +118,7 @@ struct Inner {
     /// Term of that entry.
     compacted_term: u64,
     /// Entries `compacted_index + 1 ..`, contiguous.
-    entries: VecDeque<Entry>,
+    entries: Entries,
     /// The checkpoint offered as a snapshot.
     checkpoint: Option<CheckpointInfo>,
 }
@@ -103,12 +182,13 @@ impl LogStore {
         );
         let keep = (first.index - inner.compacted_index - 1) as usize;
         inner.entries.truncate(keep);
-        inner.entries.extend(entries.iter().cloned());
-        debug_assert!(inner
-            .entries
-            .iter()
-            .zip(inner.entries.iter().skip(1))
-            .all(|(a, b)| b.index == a.index + 1));
+        for (expected, entry) in (first.index..).zip(entries) {
+            debug_assert_eq!(
+                entry.index, expected,
+                "entries to append are not contiguous"
+            );
+            inner.entries.push(entry.clone());
+        }
     }
 
     /// Sets the hard state (after it was written to the WAL, or to record a commit index).
@@ -138,25 +218,38 @@ impl LogStore {
 
     /// Records the newest checkpoint, offered to followers that need a snapshot, and drops
     /// entries more than `catch_up_entries` before it.
-    pub fn set_checkpoint(&self, checkpoint: CheckpointInfo, catch_up_entries: u64) {
+    ///
+    /// Returns the dropped entries' chunks: freeing a million entries at once would stall the
+    /// caller, which frees them a few chunks at a time instead.
+    pub fn set_checkpoint(
+        &self,
+        checkpoint: CheckpointInfo,
+        catch_up_entries: u64,
+    ) -> Vec<Vec<Entry>> {
         let mut inner = self.inner.borrow_mut();
         let keep_from = checkpoint.index.saturating_sub(catch_up_entries);
-        while let Some(front) = inner.entries.front() {
-            if front.index > keep_from {
-                break;
+        let mut freed = Vec::new();
+        if keep_from > inner.compacted_index {
+            let count = (keep_from - inner.compacted_index).min(inner.entries.len() as u64);
+            if count > 0 {
+                let last_dropped = inner
+                    .entries
+                    .get(count as usize - 1)
+                    .map(|e| (e.index, e.term))
+                    .expect("within the log");
+                freed = inner.entries.drop_front(count as usize);
+                (inner.compacted_index, inner.compacted_term) = last_dropped;
             }
-            let front = inner.entries.pop_front().expect("front exists");
-            inner.compacted_index = front.index;
-            inner.compacted_term = front.term;
         }
         inner.checkpoint = Some(checkpoint);
+        freed
     }
 
     /// Restarts the log after an installed snapshot: every entry is dropped and the log
     /// continues after (`index`, `term`).
     pub fn restart_after(&self, checkpoint: CheckpointInfo) {
         let mut inner = self.inner.borrow_mut();
-        inner.entries.clear();
+        inner.entries = Entries::default();
         inner.compacted_index = checkpoint.index;
         inner.compacted_term = checkpoint.term;
         inner.conf_state = checkpoint.conf_state.clone();
@@ -215,7 +308,10 @@ impl raft::Storage for LogStore {
         let mut out = Vec::new();
         let mut size = 0u64;
         for index in low..high {
-            let entry = &inner.entries[(index - inner.compacted_index - 1) as usize];
+            let entry = inner
+                .entries
+                .get((index - inner.compacted_index - 1) as usize)
+                .ok_or(raft::Error::Store(StorageError::Unavailable))?;
             size += protobuf::Message::compute_size(entry) as u64;
             // At least one entry, then as many as fit.
             if !out.is_empty() && size > max_size {
@@ -237,7 +333,11 @@ impl raft::Storage for LogStore {
         if index > inner.last_index() {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        Ok(inner.entries[(index - inner.compacted_index - 1) as usize].term)
+        inner
+            .entries
+            .get((index - inner.compacted_index - 1) as usize)
+            .map(|e| e.term)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
@@ -328,5 +428,42 @@ mod tests {
         );
         let snapshot = log.snapshot(0, 2).unwrap();
         assert_eq!(snapshot.get_metadata().index, CATCH_UP_ENTRIES + 50);
+    }
+
+    /// The chunked sequence behaves as a plain deque through pushes, truncations and front
+    /// drops that cross chunk boundaries.
+    #[test]
+    fn chunked_entries_match_a_plain_deque() {
+        let mut rng = keel_engine::io::SeededRng::new(7);
+        let mut chunked = Entries::default();
+        let mut model: VecDeque<u64> = VecDeque::new();
+        let mut next = 1u64;
+        for _ in 0..2_000 {
+            match rng.below(3) {
+                0 => {
+                    for _ in 0..rng.below(3 * CHUNK_ENTRIES as u64) {
+                        chunked.push(entry(next, 1));
+                        model.push_back(next);
+                        next += 1;
+                    }
+                }
+                1 => {
+                    let keep = rng.below(model.len() as u64 + 1) as usize;
+                    chunked.truncate(keep);
+                    model.truncate(keep);
+                }
+                _ => {
+                    let count = rng.below(model.len() as u64 + 1) as usize;
+                    let freed = chunked.drop_front(count);
+                    assert!(freed
+                        .iter()
+                        .all(|c| c.len() == CHUNK_ENTRIES || chunked.len() == 0));
+                    model.drain(..count);
+                }
+            }
+            assert_eq!(chunked.len(), model.len());
+            let held: Vec<u64> = chunked.iter().map(|e| e.index).collect();
+            assert_eq!(held, Vec::from(model.clone()));
+        }
     }
 }

@@ -60,6 +60,10 @@ use crate::server::state::{
 /// milliseconds), so a compaction never stalls writes for long.
 pub const COMPACTION_STEP_UNITS: usize = 10_000;
 
+/// Chunks of dropped log entries freed per [`RaftNode::compaction_step`] (4 × 4,096 entries,
+/// about a millisecond).
+pub const LOG_CHUNKS_FREED_PER_STEP: usize = 4;
+
 /// How many ticks a linearizable read waits before its ReadIndex is asked again: raft-rs drops
 /// a ReadIndex silently when there is no leader or the leader has not committed in its term
 /// (etcd retries every 500 ms).
@@ -520,6 +524,7 @@ impl CheckpointWork {
     /// Returns true when every key is encoded; an error when the encoding failed or a
     /// snapshot replaced the store meanwhile.
     pub fn step(&mut self, shared: &Shared, keys: usize) -> Result<bool, String> {
+        shared.let_store_writers_in();
         let store = shared.read_store();
         if self.cancel.load(Ordering::Acquire) {
             return Err("a snapshot from the leader replaced the store".into());
@@ -534,6 +539,9 @@ impl CheckpointWork {
         Ok((self.index, records::encode_state(&self.meta, &mvcc)))
     }
 }
+
+/// Where a leadership transfer is answered.
+type TransferReply = oneshot::Sender<Result<(), ServerError>>;
 
 /// The raft node of one member.
 pub struct RaftNode<D: Disk> {
@@ -572,7 +580,10 @@ pub struct RaftNode<D: Disk> {
     leader_id: u64,
     /// Leadership transfers waiting for their transferee to lead: (transferee, tick asked,
     /// reply).
-    transfers: Vec<(u64, u64, oneshot::Sender<Result<(), ServerError>>)>,
+    transfers: Vec<(u64, u64, TransferReply)>,
+    /// Chunks of log entries a checkpoint dropped, freed a few at a time
+    /// ([`RaftNode::compaction_step`]).
+    log_garbage: Vec<Vec<Entry>>,
     failed: Option<String>,
 }
 
@@ -623,6 +634,7 @@ impl<D: Disk> RaftNode<D> {
             last_checkpoint_bytes: 0,
             leader_id: 0,
             transfers: Vec::new(),
+            log_garbage: Vec::new(),
             failed: None,
         };
         node.shared
@@ -1310,6 +1322,13 @@ impl<D: Disk> RaftNode<D> {
     /// done now (a checkpoint is being encoded from the store). Clients waiting for a physical
     /// compaction are answered when none is left.
     pub fn compaction_step(&mut self) -> bool {
+        // Log entries a checkpoint dropped are freed here too, a few chunks at a time.
+        let garbage = self.log_garbage.len();
+        self.log_garbage
+            .truncate(garbage.saturating_sub(LOG_CHUNKS_FREED_PER_STEP));
+        if !self.log_garbage.is_empty() {
+            return false;
+        }
         let shared = &self.shared;
         let (pending, pinned) = {
             let store = shared.read_store();
@@ -1483,7 +1502,8 @@ impl<D: Disk> RaftNode<D> {
         }
         self.checkpoint_index = info.index;
         self.wal_bytes_at_checkpoint = self.wal_bytes;
-        self.log.set_checkpoint(info, self.config.catch_up_entries);
+        let freed = self.log.set_checkpoint(info, self.config.catch_up_entries);
+        self.log_garbage.extend(freed);
     }
 
     /// The checkpoint directory (the transport reads snapshot files from it).
