@@ -71,16 +71,31 @@ pub async fn save<D: Disk>(
     applied_index: u64,
     payload: &[u8],
 ) -> Result<(), CheckpointError> {
+    save_parts(disk, applied_index, &[payload]).await
+}
+
+/// [`save`] of a payload given as consecutive parts (written as their concatenation, which
+/// is never built in memory).
+pub async fn save_parts<D: Disk>(
+    disk: &D,
+    applied_index: u64,
+    parts: &[&[u8]],
+) -> Result<(), CheckpointError> {
+    let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut crc = crc32fast::Hasher::new();
+    for part in parts {
+        crc.update(part);
+    }
     let name = file_name(applied_index);
     let tmp_name = format!("{PREFIX}{applied_index:016x}{TMP_SUFFIX}");
-    let image_len = HEADER_BYTES + payload.len();
+    let image_len = HEADER_BYTES + payload_len;
     let total = image_len.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
     let mut header = [0u8; HEADER_BYTES];
     header[0..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     header[16..24].copy_from_slice(&applied_index.to_le_bytes());
-    header[24..32].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    header[32..36].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    header[24..32].copy_from_slice(&(payload_len as u64).to_le_bytes());
+    header[32..36].copy_from_slice(&crc.finalize().to_le_bytes());
     let header_crc = crc32fast::hash(&header[0..HEADER_CRC_OFFSET]);
     header[36..40].copy_from_slice(&header_crc.to_le_bytes());
     let file = disk.open(&tmp_name, OpenOptions::create()).await?;
@@ -92,14 +107,16 @@ pub async fn save<D: Disk>(
         let mut buf = file.alloc_buf(len);
         let bytes = buf.as_mut();
         bytes.fill(0);
-        if offset < HEADER_BYTES {
-            let n = (HEADER_BYTES - offset).min(len);
-            bytes[..n].copy_from_slice(&header[offset..offset + n]);
-        }
-        let (start, end) = (offset.max(HEADER_BYTES), (offset + len).min(image_len));
-        if start < end {
-            bytes[start - offset..end - offset]
-                .copy_from_slice(&payload[start - HEADER_BYTES..end - HEADER_BYTES]);
+        // Copy the part of each piece of the image that falls into [offset, offset + len).
+        let mut piece_start = 0;
+        for piece in std::iter::once(&header[..]).chain(parts.iter().copied()) {
+            let piece_end = piece_start + piece.len();
+            let (start, end) = (offset.max(piece_start), (offset + len).min(piece_end));
+            if start < end {
+                bytes[start - offset..end - offset]
+                    .copy_from_slice(&piece[start - piece_start..end - piece_start]);
+            }
+            piece_start = piece_end;
         }
         file.write_at(offset as u64, buf).await?;
         offset += len;

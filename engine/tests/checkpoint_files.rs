@@ -53,6 +53,31 @@ fn payloads_of_several_chunks_round_trip() {
     });
 }
 
+/// A payload saved from parts is the same file as the payload saved whole.
+#[test]
+fn parts_save_as_their_concatenation() {
+    block_on(async {
+        let (whole, parted) = (SimDisk::new(12), SimDisk::new(13));
+        let chunk = checkpoint::WRITE_CHUNK_BYTES;
+        let payload: Vec<u8> = (0..2 * chunk + 100).map(|i| (i % 251) as u8).collect();
+        checkpoint::save(&whole, 9, &payload).await.unwrap();
+        let (a, rest) = payload.split_at(37);
+        let (b, c) = rest.split_at(chunk);
+        checkpoint::save_parts(&parted, 9, &[a, &[], b, c])
+            .await
+            .unwrap();
+        assert_eq!(checkpoint::load(&parted, 9).await.unwrap(), payload);
+        let name = checkpoint::file_name(9);
+        let mut images = Vec::new();
+        for disk in [whole, parted] {
+            let file = disk.open(&name, OpenOptions::read()).await.unwrap();
+            let len = file.len().await.unwrap();
+            images.push(file.read_at(0, len as usize).await.unwrap());
+        }
+        assert_eq!(images[0], images[1]);
+    });
+}
+
 #[test]
 fn corrupt_newest_falls_back_to_older_valid_one() {
     block_on(async {

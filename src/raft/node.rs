@@ -534,9 +534,34 @@ impl CheckpointWork {
 
     /// The checkpoint file's payload (state metadata, then the MVCC payload), once
     /// [`CheckpointWork::step`] returned true.
-    pub fn finish(self) -> Result<(u64, Vec<u8>), String> {
+    pub fn finish(self) -> Result<EncodedCheckpoint, String> {
         let mvcc = self.encoder.finish().map_err(|e| e.to_string())?;
-        Ok((self.index, records::encode_state(&self.meta, &mvcc)))
+        Ok(EncodedCheckpoint {
+            index: self.index,
+            prefix: records::encode_state_prefix(&self.meta, mvcc.len()),
+            mvcc,
+        })
+    }
+}
+
+/// An encoded checkpoint: the file's payload is `prefix` then `mvcc` (kept apart so the MVCC
+/// payload, hundreds of megabytes for a large store, is never copied).
+pub struct EncodedCheckpoint {
+    /// The applied index it captures.
+    pub index: u64,
+    /// The state metadata (engine/FORMAT.md, "State-machine checkpoint payload").
+    pub prefix: Vec<u8>,
+    /// The MVCC payload.
+    pub mvcc: Vec<u8>,
+}
+
+impl EncodedCheckpoint {
+    /// Saves it as checkpoint file `index` on `disk`; returns the payload's size.
+    pub async fn save<D: Disk>(&self, disk: &D) -> Result<u64, String> {
+        checkpoint::save_parts(disk, self.index, &[&self.prefix, &self.mvcc])
+            .await
+            .map(|()| (self.prefix.len() + self.mvcc.len()) as u64)
+            .map_err(|e| e.to_string())
     }
 }
 

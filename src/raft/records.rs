@@ -227,6 +227,14 @@ const STATE_HEADER_BYTES: usize = 40;
 /// The state-machine checkpoint payload: a header, the sections of `meta`, zero padding to a
 /// multiple of 16, then the MVCC payload (kept 16-aligned so it decodes without a copy).
 pub fn encode_state(meta: &StateMeta, mvcc: &[u8]) -> Vec<u8> {
+    let mut out = encode_state_prefix(meta, mvcc.len());
+    out.extend_from_slice(mvcc);
+    out
+}
+
+/// What [`encode_state`] puts before the MVCC payload (of `mvcc_len` bytes), so that a large
+/// checkpoint can be written from its two parts without copying the MVCC payload.
+pub fn encode_state_prefix(meta: &StateMeta, mvcc_len: usize) -> Vec<u8> {
     let conf = meta
         .conf_state
         .write_to_bytes()
@@ -243,7 +251,7 @@ pub fn encode_state(meta: &StateMeta, mvcc: &[u8]) -> Vec<u8> {
     .encode_to_vec();
     let sections = conf.len() + members.len() + alarms.len();
     let mvcc_offset = (STATE_HEADER_BYTES + sections).div_ceil(16) * 16;
-    let mut out = Vec::with_capacity(mvcc_offset + mvcc.len());
+    let mut out = Vec::with_capacity(mvcc_offset + mvcc_len);
     out.extend_from_slice(STATE_MAGIC);
     out.extend_from_slice(&STATE_FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&(conf.len() as u32).to_le_bytes());
@@ -256,7 +264,6 @@ pub fn encode_state(meta: &StateMeta, mvcc: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&members);
     out.extend_from_slice(&alarms);
     out.resize(mvcc_offset, 0);
-    out.extend_from_slice(mvcc);
     out
 }
 

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use keel_engine::checkpoint;
 use keel_engine::io::GlommioDisk;
 use keel_proto::etcdserverpb as pb;
 use raft::eraftpb::Message;
@@ -167,8 +166,8 @@ impl Checkpointer {
                             Err(error) => break Err(error),
                         }
                     };
-                    let payload = match encoded {
-                        Ok((_, payload)) => payload,
+                    let encoded = match encoded {
+                        Ok(encoded) => encoded,
                         Err(error) => {
                             tracing::warn!(%error, "checkpoint encoding stopped");
                             let outcome = CheckpointOutcome::Encoded(index, false);
@@ -179,10 +178,8 @@ impl Checkpointer {
                     let _ = outcome_tx
                         .send(CheckpointOutcome::Encoded(index, true))
                         .await;
-                    let saved = checkpoint::save(&disk, index, &payload)
-                        .await
-                        .map(|()| payload.len() as u64)
-                        .map_err(|e| e.to_string());
+                    let saved = encoded.save(&disk).await;
+                    drop(encoded);
                     let _ = outcome_tx
                         .send(CheckpointOutcome::Saved(index, saved))
                         .await;

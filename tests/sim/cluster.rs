@@ -35,7 +35,8 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use futures::executor::block_on;
 use keel::raft::node::{
-    recover, Bootstrap, CheckpointWork, DiskWriter, NodeConfig, Outbox, RaftNode, WriteJob,
+    recover, Bootstrap, CheckpointWork, DiskWriter, EncodedCheckpoint, NodeConfig, Outbox,
+    RaftNode, WriteJob,
 };
 use keel::server::command::Command;
 use keel::server::error::ServerError;
@@ -203,7 +204,7 @@ struct Running {
     /// The checkpoint being encoded.
     checkpoint: Option<CheckpointWork>,
     /// An encoded checkpoint not saved yet: (index, payload).
-    unsaved: Option<(u64, Vec<u8>)>,
+    unsaved: Option<EncodedCheckpoint>,
 }
 
 /// One member: its disks outlive its processes.
@@ -1073,14 +1074,9 @@ impl Sim {
             if !save_now {
                 return;
             }
-            let (index, payload) = run.unsaved.take().expect("checked");
-            let saved = block_on(checkpoint::save(
-                &self.members[i].snap_disk,
-                index,
-                &payload,
-            ))
-            .map(|()| payload.len() as u64)
-            .map_err(|e| e.to_string());
+            let encoded = run.unsaved.take().expect("checked");
+            let index = encoded.index;
+            let saved = block_on(encoded.save(&self.members[i].snap_disk));
             self.stats.checkpoints += u64::from(saved.is_ok());
             self.note(format!("member {} checkpoint at {index}", i + 1));
             if self.check_power(i) {
@@ -1107,8 +1103,8 @@ impl Sim {
             }
         };
         run.node.checkpoint_encoded(index, encoded.is_ok());
-        if let Ok((_, payload)) = encoded {
-            run.unsaved = Some((index, payload));
+        if let Ok(encoded) = encoded {
+            run.unsaved = Some(encoded);
         }
     }
 
