@@ -537,15 +537,7 @@ impl FrontCore {
                 Routes::default()
             };
             let shared = self.shared.clone();
-            let shutdown = async move {
-                loop {
-                    let listener = shared.stop_event.listen();
-                    if shared.stopping.load(Ordering::Acquire) {
-                        return;
-                    }
-                    listener.await;
-                }
-            };
+            let shutdown = async move { shared.stopped().await };
             let serving = net::serve(listener, grpc, http.clone(), options.clone(), shutdown);
             tasks.push(glommio::spawn_local(async move {
                 if let Err(error) = serving.await {

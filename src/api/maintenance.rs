@@ -169,11 +169,7 @@ impl Maintenance for MaintenanceService {
         // the current revision a slice of keys at a time, each under the read lock, so writes
         // go on meanwhile; then sent a chunk at a time.
         let shared = self.shared.clone();
-        let (mut encoder, revision) = {
-            let mut store = shared.write_store();
-            let encoder = store.begin_checkpoint();
-            (encoder, store.current_revision())
-        };
+        let (pin, mut encoder, revision) = shared.begin_checkpoint();
         let encoded = loop {
             shared.let_store_writers_in();
             let step = encoder.step(&shared.read_store(), SNAPSHOT_SLICE_KEYS);
@@ -183,7 +179,7 @@ impl Maintenance for MaintenanceService {
                 Err(error) => break Err(error),
             }
         };
-        shared.write_store().end_checkpoint(encoder.instance());
+        drop(pin);
         let mut payload = encoded
             .and_then(|()| encoder.finish())
             .map_err(|e| Status::internal(format!("etcdserver: snapshot failed: {e}")))?;

@@ -193,15 +193,7 @@ pub fn start(
                     PeerServer::new(service).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX),
                 );
                 let shared = shared.clone();
-                let shutdown = async move {
-                    loop {
-                        let listener = shared.stop_event.listen();
-                        if shared.stopping.load(Ordering::Acquire) {
-                            return;
-                        }
-                        listener.await;
-                    }
-                };
+                let shutdown = async move { shared.stopped().await };
                 let options = ServeOptions {
                     shutdown_timeout: Duration::from_millis(200),
                     ..ServeOptions::default()

@@ -645,6 +645,17 @@ impl Shared {
         Err(ServerError::NoSpace)
     }
 
+    /// Resolves once shutdown has begun (for servers to stop accepting).
+    pub async fn stopped(&self) {
+        loop {
+            let listener = self.stop_event.listen();
+            if self.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
+    }
+
     /// Begins shutdown.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
@@ -659,6 +670,36 @@ impl Shared {
 
 /// Shared handle type.
 pub type SharedRef = Arc<Shared>;
+
+/// Holds the store's physical compaction off while a checkpoint encoder works from it
+/// ([`Shared::begin_checkpoint`]); released when dropped, also when the encoding is abandoned
+/// half way (a Snapshot client that went away).
+pub struct CheckpointPin {
+    shared: SharedRef,
+    instance: u64,
+}
+
+impl Drop for CheckpointPin {
+    fn drop(&mut self) {
+        self.shared.write_store().end_checkpoint(self.instance);
+    }
+}
+
+impl Shared {
+    /// Starts encoding the store as it is now (see `Store::begin_checkpoint`): the pin, the
+    /// encoder, and the revision it captures.
+    pub fn begin_checkpoint(
+        self: &Arc<Self>,
+    ) -> (CheckpointPin, keel_engine::mvcc::CheckpointEncoder, i64) {
+        let mut store = self.write_store();
+        let encoder = store.begin_checkpoint();
+        let pin = CheckpointPin {
+            shared: self.clone(),
+            instance: encoder.instance(),
+        };
+        (pin, encoder, store.current_revision())
+    }
+}
 
 // The raft core (`raft::node`, `server::log`) and the peer transport name these errors through
 // the functions below. They keep their names from when they built gRPC statuses so that the
