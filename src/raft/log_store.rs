@@ -1,8 +1,9 @@
-//! The raft log in memory: raft-rs' `Storage`, a read-only view for raft over what the WAL
-//! has made durable.
+//! The raft log in memory: raft-rs' `Storage`, a read-only view for raft over the log the WAL
+//! holds or is about to hold.
 //!
-//! The node appends entries here only after (or, for the leader, in the same turn as) it wrote
-//! them to the WAL, and raft reads them back through [`raft::Storage`]. The log starts after a
+//! The node appends a Ready's entries here when it queues them for the WAL (raft-rs'
+//! asynchronous Ready reads them from the storage from then on, and counts them as durable only
+//! once the write reports back), and raft reads them back through [`raft::Storage`]. The log starts after a
 //! *compaction point* (index and term of the last entry no longer held, the checkpoint a
 //! lagging follower is sent instead); after each checkpoint the node drops entries older than
 //! [`CATCH_UP_ENTRIES`] before it.
@@ -194,11 +195,6 @@ impl LogStore {
     /// Sets the hard state (after it was written to the WAL, or to record a commit index).
     pub fn set_hard_state(&self, state: HardState) {
         self.inner.borrow_mut().hard_state = state;
-    }
-
-    /// Sets only the commit index.
-    pub fn set_commit(&self, commit: u64) {
-        self.inner.borrow_mut().hard_state.commit = commit;
     }
 
     /// The hard state.

@@ -245,6 +245,12 @@ pub async fn recover<D: Disk>(
                     format1_last = format1_last.max(entry.index);
                 }
                 if entry.index <= checkpoint_index {
+                    // An entry is written at an index the log holds only when the log was
+                    // replaced from there (a new leader overwrote this member's tail): every
+                    // entry after the checkpoint that an earlier record holds is gone too.
+                    // (Found by the simulation, seed 2933: entries of an old term written
+                    // before the replacement came back after a restart.)
+                    entries.clear();
                     continue;
                 }
                 let last = checkpoint_index + entries.len() as u64;
@@ -1531,11 +1537,6 @@ impl<D: Disk> RaftNode<D> {
         self.log_garbage.extend(freed);
     }
 
-    /// The checkpoint directory (the transport reads snapshot files from it).
-    pub fn snap_disk(&self) -> &D {
-        &self.snap
-    }
-
     /// Answers every waiting client with "server stopped" (at shutdown).
     pub fn stop(&mut self) {
         for (_, _, reply) in self.transfers.drain(..) {
@@ -1707,6 +1708,73 @@ mod tests {
             assert_eq!(held[0], old[0]);
             assert_eq!(&held[1..], &new[..]);
             assert_eq!(recovered.log.hard_state().commit, 2);
+        });
+    }
+
+    /// Regression (simulation seed 2933): a follower wrote entries 2..4 of term 1, then a new
+    /// leader replaced its log from index 2 with term 2, and it took a checkpoint at 2. Replay
+    /// skips records at or below the checkpoint, but the stale 3..4 written before the
+    /// replacement must not come back.
+    #[test]
+    fn a_replacement_at_or_below_the_checkpoint_drops_the_older_tail() {
+        block_on(async {
+            let (wal_disk, snap) = (SimDisk::new(5), SimDisk::new(6));
+            let mut boot = bootstrap();
+            for id in [7, 9] {
+                boot.members.push(pb::Member {
+                    id,
+                    ..Default::default()
+                });
+            }
+            let first = recover(wal_disk.clone(), snap.clone(), options(), &boot)
+                .await
+                .unwrap();
+            drop(first);
+            let (mut wal, _) = Wal::open(wal_disk.clone(), options()).await.unwrap();
+            let old: Vec<Entry> = (1..=4)
+                .map(|i| entry(i, 1, i, &put("k", &format!("old{i}"))))
+                .collect();
+            let new = entry(2, 2, 20, &put("k", "new2"));
+            let state = HardState {
+                term: 2,
+                commit: 2,
+                ..Default::default()
+            };
+            let mut payloads: Vec<(RecordType, Vec<u8>)> = old
+                .iter()
+                .chain(std::iter::once(&new))
+                .map(|e| (RecordType::Entry, records::encode_entry(e)))
+                .collect();
+            payloads.push((RecordType::HardState, records::encode_hard_state(&state)));
+            let records: Vec<(RecordType, &[u8])> =
+                payloads.iter().map(|(t, p)| (*t, p.as_slice())).collect();
+            wal.append(&records).await.unwrap();
+            drop(wal);
+            // The checkpoint at 2 (its state is what applying 1 and the new 2 gives).
+            let mut store = Store::new();
+            let (mut alarms, mut members) = (Vec::new(), boot.members.clone());
+            let mut context = ApplyContext {
+                alarms: &mut alarms,
+                members: &mut members,
+                lease_clocks: None,
+            };
+            apply(&mut store, &mut context, put("k", "old1")).unwrap();
+            apply(&mut store, &mut context, put("k", "new2")).unwrap();
+            let meta = StateMeta {
+                term: 2,
+                conf_state: ConfState::from((vec![ME, 7, 9], vec![])),
+                members: boot.members.clone(),
+                alarms: Vec::new(),
+            };
+            let mvcc = store.encode_checkpoint().unwrap();
+            checkpoint::save(&snap, 2, &records::encode_state(&meta, &mvcc))
+                .await
+                .unwrap();
+
+            let recovered = recover(wal_disk, snap, options(), &boot).await.unwrap();
+            assert_eq!(recovered.checkpoint_index, 2);
+            assert_eq!(recovered.log.last_index(), 2, "the stale tail came back");
+            assert_eq!(value_of(&recovered.store, "k"), Some(b"new2".to_vec()));
         });
     }
 }
