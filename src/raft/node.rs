@@ -32,7 +32,7 @@
 //! simulation (`tests/raft_sim.rs`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -498,11 +498,11 @@ struct PendingWrite {
 #[derive(Debug)]
 enum CheckpointState {
     Idle,
-    /// The encoder pins the store; `cancel` is set when a snapshot replaces the store.
+    /// The encoder pins the store (a snapshot that replaces the store ends the encoding at
+    /// its next slice: the encoder refuses any store but its own).
     Encoding {
         info: CheckpointInfo,
         lsn: u64,
-        cancel: Arc<AtomicBool>,
         /// The store the encoder pinned.
         instance: u64,
     },
@@ -522,7 +522,6 @@ pub struct CheckpointWork {
     pub index: u64,
     meta: StateMeta,
     encoder: keel_engine::mvcc::CheckpointEncoder,
-    cancel: Arc<AtomicBool>,
 }
 
 impl CheckpointWork {
@@ -532,9 +531,6 @@ impl CheckpointWork {
     pub fn step(&mut self, shared: &Shared, keys: usize) -> Result<bool, String> {
         shared.let_store_writers_in();
         let store = shared.read_store();
-        if self.cancel.load(Ordering::Acquire) {
-            return Err("a snapshot from the leader replaced the store".into());
-        }
         self.encoder.step(&store, keys).map_err(|e| e.to_string())
     }
 
@@ -1317,10 +1313,6 @@ impl<D: Disk> RaftNode<D> {
             term: meta.term,
             conf_state: meta.get_conf_state().clone(),
         };
-        if let CheckpointState::Encoding { cancel, .. } = &self.checkpoint_state {
-            // The encoder works from the store being replaced: it stops at its next slice.
-            cancel.store(true, Ordering::Release);
-        }
         {
             let shared = &self.shared;
             *shared.write_store() = store;
@@ -1416,7 +1408,6 @@ impl<D: Disk> RaftNode<D> {
             }
             lsn = *end;
         }
-        let cancel = Arc::new(AtomicBool::new(false));
         self.checkpoint_state = CheckpointState::Encoding {
             info: CheckpointInfo {
                 index,
@@ -1424,14 +1415,12 @@ impl<D: Disk> RaftNode<D> {
                 conf_state: meta.conf_state.clone(),
             },
             lsn,
-            cancel: cancel.clone(),
             instance,
         };
         Some(CheckpointWork {
             index,
             meta,
             encoder,
-            cancel,
         })
     }
 
@@ -1447,7 +1436,6 @@ impl<D: Disk> RaftNode<D> {
         let CheckpointState::Encoding {
             info,
             lsn,
-            cancel,
             instance,
         } = std::mem::replace(&mut self.checkpoint_state, CheckpointState::Idle)
         else {
@@ -1455,7 +1443,8 @@ impl<D: Disk> RaftNode<D> {
         };
         // Nothing to unpin when a snapshot replaced the store (the pin went with it).
         self.shared.write_store().end_checkpoint(instance);
-        if cancel.load(Ordering::Acquire) {
+        if info.index <= self.checkpoint_index {
+            // A snapshot from the leader installed a newer state meanwhile.
             return;
         }
         if ok {
@@ -1657,26 +1646,46 @@ mod tests {
         }
     }
 
+    /// A bootstrapped member of three voters (this one, 7 and 9) on `wal_disk` and `snap`, so
+    /// that the commit index recorded is what counts.
+    async fn three_voters(wal_disk: &SimDisk, snap: &SimDisk) -> Bootstrap {
+        let mut boot = bootstrap();
+        for id in [7, 9] {
+            boot.members.push(pb::Member {
+                id,
+                ..Default::default()
+            });
+        }
+        // Bootstrap writes the first checkpoint.
+        drop(
+            recover(wal_disk.clone(), snap.clone(), options(), &boot)
+                .await
+                .unwrap(),
+        );
+        boot
+    }
+
+    /// Appends `entries`, then `state`, to the WAL on `wal_disk` as one batch.
+    async fn write_wal<'a>(
+        wal_disk: &SimDisk,
+        entries: impl Iterator<Item = &'a Entry>,
+        state: &HardState,
+    ) {
+        let (mut wal, _) = Wal::open(wal_disk.clone(), options()).await.unwrap();
+        let mut payloads: Vec<(RecordType, Vec<u8>)> = entries
+            .map(|e| (RecordType::Entry, records::encode_entry(e)))
+            .collect();
+        payloads.push((RecordType::HardState, records::encode_hard_state(state)));
+        let records: Vec<(RecordType, &[u8])> =
+            payloads.iter().map(|(t, p)| (*t, p.as_slice())).collect();
+        wal.append(&records).await.unwrap();
+    }
+
     #[test]
     fn replay_replaces_an_overwritten_tail_and_applies_only_what_was_committed() {
         block_on(async {
             let (wal_disk, snap) = (SimDisk::new(3), SimDisk::new(4));
-            // Three voters, so the commit index recorded is what counts.
-            let mut boot = bootstrap();
-            boot.members.push(pb::Member {
-                id: 7,
-                ..Default::default()
-            });
-            boot.members.push(pb::Member {
-                id: 9,
-                ..Default::default()
-            });
-            // Bootstrap writes the first checkpoint.
-            let first = recover(wal_disk.clone(), snap.clone(), options(), &boot)
-                .await
-                .unwrap();
-            drop(first);
-            let (mut wal, _) = Wal::open(wal_disk.clone(), options()).await.unwrap();
+            let boot = three_voters(&wal_disk, &snap).await;
             let old: Vec<Entry> = (1..=3)
                 .map(|i| entry(i, 1, i, &put("k", &format!("old{i}"))))
                 .collect();
@@ -1689,16 +1698,7 @@ mod tests {
                 commit: 2,
                 ..Default::default()
             };
-            let mut payloads: Vec<(RecordType, Vec<u8>)> = old
-                .iter()
-                .chain(&new)
-                .map(|e| (RecordType::Entry, records::encode_entry(e)))
-                .collect();
-            payloads.push((RecordType::HardState, records::encode_hard_state(&state)));
-            let records: Vec<(RecordType, &[u8])> =
-                payloads.iter().map(|(t, p)| (*t, p.as_slice())).collect();
-            wal.append(&records).await.unwrap();
-            drop(wal);
+            write_wal(&wal_disk, old.iter().chain(&new), &state).await;
 
             let recovered = recover(wal_disk, snap, options(), &boot).await.unwrap();
             assert_eq!(recovered.applied_index, 2);
@@ -1719,18 +1719,7 @@ mod tests {
     fn a_replacement_at_or_below_the_checkpoint_drops_the_older_tail() {
         block_on(async {
             let (wal_disk, snap) = (SimDisk::new(5), SimDisk::new(6));
-            let mut boot = bootstrap();
-            for id in [7, 9] {
-                boot.members.push(pb::Member {
-                    id,
-                    ..Default::default()
-                });
-            }
-            let first = recover(wal_disk.clone(), snap.clone(), options(), &boot)
-                .await
-                .unwrap();
-            drop(first);
-            let (mut wal, _) = Wal::open(wal_disk.clone(), options()).await.unwrap();
+            let boot = three_voters(&wal_disk, &snap).await;
             let old: Vec<Entry> = (1..=4)
                 .map(|i| entry(i, 1, i, &put("k", &format!("old{i}"))))
                 .collect();
@@ -1740,16 +1729,7 @@ mod tests {
                 commit: 2,
                 ..Default::default()
             };
-            let mut payloads: Vec<(RecordType, Vec<u8>)> = old
-                .iter()
-                .chain(std::iter::once(&new))
-                .map(|e| (RecordType::Entry, records::encode_entry(e)))
-                .collect();
-            payloads.push((RecordType::HardState, records::encode_hard_state(&state)));
-            let records: Vec<(RecordType, &[u8])> =
-                payloads.iter().map(|(t, p)| (*t, p.as_slice())).collect();
-            wal.append(&records).await.unwrap();
-            drop(wal);
+            write_wal(&wal_disk, old.iter().chain(std::iter::once(&new)), &state).await;
             // The checkpoint at 2 (its state is what applying 1 and the new 2 gives).
             let mut store = Store::new();
             let (mut alarms, mut members) = (Vec::new(), boot.members.clone());
