@@ -129,6 +129,23 @@ pub struct Config {
     )]
     pub experimental_snapshot_catchup_entries: u64,
 
+    /// Reject reconfiguration requests that would cause quorum loss (too few started or
+    /// connected voters afterwards).
+    #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub strict_reconfig_check: bool,
+
+    /// Maximum number of learners the cluster may hold at once (etcd 3.5 fixes it at 1;
+    /// 3.6 names the flag --max-learners).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_MAX_LEARNERS", default_value_t = 1)]
+    pub experimental_max_learners: usize,
+
+    /// Keel only: the leader promotes a learner to a voter on its own once the learner's log
+    /// holds 90% of the leader's (the check MemberPromote makes). Off by default, as in etcd.
+    #[arg(long, env = "KEEL_AUTO_PROMOTE_LEARNERS", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub auto_promote_learners: bool,
+
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,

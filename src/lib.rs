@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod config;
 pub mod datadir;
 pub mod http;
+pub mod join;
 pub mod member;
 pub mod metrics;
 pub mod net;

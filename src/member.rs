@@ -157,6 +157,19 @@ fn addrs(flag: &'static str, urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
         .collect()
 }
 
+/// True when the data dir holds a checkpoint (every member that ever started wrote one).
+fn has_checkpoint(data_dir: &DataDir) -> bool {
+    let name = keel_engine::checkpoint::file_name(0);
+    let suffix = &name[name.rfind('.').unwrap_or(0)..];
+    std::fs::read_dir(data_dir.snap_dir())
+        .map(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(suffix)))
+        })
+        .unwrap_or(false)
+}
+
 /// Starts a member with `config`. Returns when it serves clients.
 pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     config.validate()?;
@@ -190,19 +203,29 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     let initial_cluster = cluster::parse_initial_cluster(&initial_cluster_text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", cluster::INITIAL_CLUSTER_ERROR_CONTEXT))?;
     cluster::validate_bootstrap(&config.name, &peer_urls, &initial_cluster)?;
-    if config.initial_cluster_state == "existing" {
-        bail!(
-            "--initial-cluster-state existing: joining a running cluster is not implemented yet \
-             (membership changes come with MemberAdd)"
-        );
-    }
-    let (cluster_id, bootstrap_members) =
+    let (mut cluster_id, bootstrap_members) =
         cluster::bootstrap_members(&initial_cluster, &config.initial_cluster_token)?;
-    let own_id = cluster::member_id(&peer_urls, &config.initial_cluster_token, None);
+    let mut own_id = cluster::member_id(&peer_urls, &config.initial_cluster_token, None);
 
     let data_dir_path = config.data_dir();
     let data_dir = DataDir::open(&data_dir_path)
         .with_context(|| format!("opening data dir {}", data_dir_path.display()))?;
+    // A member joining a running cluster (`existing`) with a data dir that holds no state yet
+    // learns the cluster from its peers (etcd's GetClusterFromRemotePeers): the ids are the
+    // cluster's, its own the one MemberAdd gave its peer URLs. With state on disk the flags are
+    // ignored, as etcd ignores them.
+    let joining = config.initial_cluster_state == "existing" && !has_checkpoint(&data_dir);
+    let mut remote_members = Vec::new();
+    if joining {
+        let joined = crate::join::fetch_cluster(
+            &config.initial_cluster_token,
+            &peer_urls,
+            &initial_cluster,
+        )?;
+        cluster_id = joined.cluster_id;
+        own_id = joined.member_id;
+        remote_members = joined.members;
+    }
     let wal_dir: PathBuf = match &config.wal_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)
@@ -220,44 +243,27 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             member_id: own_id,
         },
     )?;
-    let members: Vec<pb::Member> = bootstrap_members
-        .iter()
-        .map(|m| pb::Member {
-            id: m.id,
-            name: m.name.clone(),
-            peer_ur_ls: m.peer_urls.clone(),
-            client_ur_ls: if m.id == identity.member_id {
-                client_urls.clone()
-            } else {
-                Vec::new()
-            },
-            is_learner: m.is_learner,
-        })
-        .collect();
-    // Where the other members listen for peers, by id.
-    let mut peer_addrs = Vec::new();
-    for member in &bootstrap_members {
-        if member.id == identity.member_id {
-            continue;
-        }
-        let url = member
-            .peer_urls
-            .first()
-            .ok_or_else(|| anyhow::anyhow!("member {} has no peer URL", member.name))?;
-        let parsed = parse_urls("initial-cluster", url)?;
-        let addr = parsed
-            .first()
-            .map(|u| u.socket_addr())
-            .transpose()?
-            .ok_or_else(|| anyhow::anyhow!("member {} has no peer URL", member.name))?;
-        peer_addrs.push((member.id, addr));
-    }
-    let peer_listen = if bootstrap_members.len() > 1 {
-        addrs("listen-peer-urls", &config.listen_peer_urls)?
+    let members: Vec<pb::Member> = if joining {
+        remote_members
     } else {
-        // A single member needs no peer port (etcd binds it anyway; nothing talks to it).
-        Vec::new()
+        bootstrap_members
+            .iter()
+            .map(|m| pb::Member {
+                id: m.id,
+                name: m.name.clone(),
+                peer_ur_ls: m.peer_urls.clone(),
+                client_ur_ls: if m.id == identity.member_id {
+                    client_urls.clone()
+                } else {
+                    Vec::new()
+                },
+                is_learner: m.is_learner,
+            })
+            .collect()
     };
+    // The peer port is always bound (a single member may be joined by others later), as etcd
+    // binds it. The peers are the members the log names, told to the transport by the raft core.
+    let peer_listen = addrs("listen-peer-urls", &config.listen_peer_urls)?;
 
     // etcd's minimum lease TTL: 1.5 election timeouts, rounded up to whole seconds.
     let heartbeat_ms = config.heartbeat_interval.max(1);
@@ -268,6 +274,8 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         txn_ops_max: config.max_txn_ops as usize,
         quota_bytes: config.quota_bytes(),
         lease_ttl_min_seconds: (min_ttl_ms as i64 + 999) / 1000,
+        strict_reconfig_check: config.strict_reconfig_check,
+        max_learners: config.experimental_max_learners,
     };
     let member = MemberInfo {
         name: config.name.clone(),
@@ -286,11 +294,15 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         snapshot_count: config.snapshot_count,
         catch_up_entries: config.experimental_snapshot_catchup_entries,
         election_ticks_range: None,
+        max_learners: config.experimental_max_learners,
     };
     let bootstrap = Bootstrap {
         member_id: identity.member_id,
         members,
+        joining,
+        max_learners: config.experimental_max_learners,
     };
+    let auto_promote = config.auto_promote_learners;
     let tick_interval = Duration::from_millis(heartbeat_ms);
 
     // The raft core: recover, publish the shared state, start the peer thread, run the loop.
@@ -368,9 +380,9 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             let peers = match transport::start(
                 peer_identity,
                 peer_listen,
-                peer_addrs,
                 shared.clone(),
                 inputs.lease_forwards,
+                inputs.promote_forwards,
                 snap_dir_for_peers,
             ) {
                 Ok(peers) => peers,
@@ -391,6 +403,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
                 auto_compaction,
                 checkpointer,
             );
+            core.set_auto_promote(auto_promote);
             core.prime().await;
             let _ = ready_tx.send(Ok(shared.clone()));
             glommio::spawn_local(publish_attributes(shared.clone())).detach();
@@ -565,6 +578,15 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         mask
     };
     let server = start(config)?;
+    // A member that stops on its own (removed from the cluster) ends the wait below as a
+    // signal would.
+    let watched = server.shared.clone();
+    std::thread::spawn(move || {
+        futures::executor::block_on(watched.stopped());
+        // SAFETY: signalling this process; SIGTERM is blocked in every thread, so only the
+        // sigwait below receives it.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    });
     let mut signal: libc::c_int = 0;
     // SAFETY: `mask` is a valid signal set and `signal` a valid out-pointer.
     unsafe { libc::sigwait(&mask, &mut signal) };

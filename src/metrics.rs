@@ -175,6 +175,17 @@ pub struct Metrics {
     pub slow_apply: Counter,
     /// `etcd_server_slow_read_indexes_total`: ReadIndex rounds that had to be asked again.
     pub slow_read_indexes: Counter,
+    /// `etcd_server_is_learner`: 1 while this member is a learner.
+    pub is_learner: Counter,
+    /// `etcd_server_learner_promote_successes`: promotions this member made as leader.
+    pub learner_promote_successes: Counter,
+    /// `etcd_server_learner_promote_failures{Reason}`: promotions this member refused as
+    /// leader, by error text.
+    pub learner_promote_failures: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// This member's id (`etcd_server_id{server_id}`); 0 until set.
+    pub server_id: Counter,
+    /// Peers the transport is connected to (`etcd_network_active_peers{Local,Remote}`).
+    pub active_peers: std::sync::Mutex<std::collections::BTreeSet<u64>>,
     /// Per-peer network figures (`etcd_network_*`), by member id.
     pub peers: std::sync::Mutex<std::collections::BTreeMap<u64, PeerCounters>>,
 }
@@ -440,6 +451,48 @@ impl Metrics {
             "The total number of slow apply requests (likely overloaded from slow disk).",
             self.slow_apply.get(),
         );
+        scalar(
+            &mut out,
+            "etcd_server_is_learner",
+            "gauge",
+            "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+            self.is_learner.get(),
+        );
+        scalar(
+            &mut out,
+            "etcd_server_learner_promote_successes",
+            "counter",
+            "The total number of successful learner promotions while this member is leader.",
+            self.learner_promote_successes.get(),
+        );
+        let _ = writeln!(out, "# HELP etcd_server_learner_promote_failures The total number of failed learner promotions (likely learner not ready) while this member is leader.");
+        let _ = writeln!(out, "# TYPE etcd_server_learner_promote_failures counter");
+        for (reason, count) in self
+            .learner_promote_failures
+            .lock()
+            .expect("promote metrics lock")
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "etcd_server_learner_promote_failures{{Reason=\"{reason}\"}} {count}"
+            );
+        }
+        let server_id = self.server_id.get();
+        let _ = writeln!(out, "# HELP etcd_server_id Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.");
+        let _ = writeln!(out, "# TYPE etcd_server_id gauge");
+        let _ = writeln!(out, "etcd_server_id{{server_id=\"{server_id:x}\"}} 1");
+        let _ = writeln!(
+            out,
+            "# HELP etcd_network_active_peers The current number of active peer connections."
+        );
+        let _ = writeln!(out, "# TYPE etcd_network_active_peers gauge");
+        for remote in self.active_peers.lock().expect("peer metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "etcd_network_active_peers{{Local=\"{server_id:x}\",Remote=\"{remote:x}\"}} 1"
+            );
+        }
         let _ = writeln!(out, "# HELP etcd_server_version Which version is running. 1 for 'server_version' label with current version.");
         let _ = writeln!(out, "# TYPE etcd_server_version gauge");
         let _ = writeln!(

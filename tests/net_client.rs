@@ -85,6 +85,20 @@ impl Peer for TestPeer {
     ) -> Result<Response<keel_proto::keelpeerpb::LeaseResponse>, Status> {
         Err(Status::unimplemented("not used by these tests"))
     }
+
+    async fn promote(
+        &self,
+        _request: Request<keel_proto::keelpeerpb::PromoteRequest>,
+    ) -> Result<Response<keel_proto::keelpeerpb::PromoteResponse>, Status> {
+        Err(Status::unimplemented("not used by these tests"))
+    }
+
+    async fn members(
+        &self,
+        _request: Request<keel_proto::keelpeerpb::MembersRequest>,
+    ) -> Result<Response<keel_proto::keelpeerpb::MembersResponse>, Status> {
+        Err(Status::unimplemented("not used by these tests"))
+    }
 }
 
 /// Answers every plain-HTTP request with 404; these tests speak gRPC only.

@@ -71,6 +71,8 @@ const EXPECTED_METHODS: &[(&str, Shape)] = &[
     ("/keelpeerpb.Peer/Snapshot", CLIENT_STREAM),
     ("/keelpeerpb.Peer/Hello", UNARY),
     ("/keelpeerpb.Peer/Lease", UNARY),
+    ("/keelpeerpb.Peer/Promote", UNARY),
+    ("/keelpeerpb.Peer/Members", UNARY),
 ];
 
 fn descriptor_set() -> FileDescriptorSet {

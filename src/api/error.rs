@@ -21,7 +21,19 @@ impl From<ServerError> for Status {
             | ServerError::Stopped
             | ServerError::LeaderChanged
             | ServerError::LeaderTransferTimedOut => Code::Unavailable,
-            ServerError::NotLeader | ServerError::BadLeaderTransferee => Code::FailedPrecondition,
+            ServerError::NotLeader
+            | ServerError::BadLeaderTransferee
+            | ServerError::MemberExists
+            | ServerError::PeerUrlExists
+            | ServerError::MemberNotLearner
+            | ServerError::TooManyLearners
+            | ServerError::LearnerNotReady => Code::FailedPrecondition,
+            ServerError::MemberNotFound => Code::NotFound,
+            ServerError::Unhealthy | ServerError::NotSupportedForLearner => Code::Unavailable,
+            // etcd's error table maps it to a client-side error value, so it leaves the
+            // server as `Unknown` (clientv3 recognizes it by its text).
+            ServerError::NotEnoughStartedMembers => Code::Unknown,
+            ServerError::MemberBadUrls => Code::InvalidArgument,
             ServerError::WalFailed | ServerError::WalError(_) => Code::Internal,
             ServerError::NoSpace => Code::ResourceExhausted,
             ServerError::RequestTooLarge
@@ -109,6 +121,56 @@ mod tests {
                 },
                 Code::InvalidArgument,
                 "etcdserver: invalid alarm action 5",
+            ),
+            (
+                ServerError::MemberExists,
+                Code::FailedPrecondition,
+                "etcdserver: member ID already exist",
+            ),
+            (
+                ServerError::PeerUrlExists,
+                Code::FailedPrecondition,
+                "etcdserver: Peer URLs already exists",
+            ),
+            (
+                ServerError::MemberNotFound,
+                Code::NotFound,
+                "etcdserver: member not found",
+            ),
+            (
+                ServerError::MemberNotLearner,
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member",
+            ),
+            (
+                ServerError::TooManyLearners,
+                Code::FailedPrecondition,
+                "etcdserver: too many learner members in cluster",
+            ),
+            (
+                ServerError::LearnerNotReady,
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader",
+            ),
+            (
+                ServerError::Unhealthy,
+                Code::Unavailable,
+                "etcdserver: unhealthy cluster",
+            ),
+            (
+                ServerError::NotEnoughStartedMembers,
+                Code::Unknown,
+                "etcdserver: re-configuration failed due to not enough started members",
+            ),
+            (
+                ServerError::MemberBadUrls,
+                Code::InvalidArgument,
+                "etcdserver: given member URLs are invalid",
+            ),
+            (
+                ServerError::NotSupportedForLearner,
+                Code::Unavailable,
+                "etcdserver: rpc not supported for learner",
             ),
             (
                 ServerError::EmptyTxnOp,

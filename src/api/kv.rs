@@ -54,7 +54,8 @@ impl Kv for KvService {
     ) -> Result<Response<pb::RangeResponse>, Status> {
         if !request.get_ref().serializable {
             // A linearizable read waits for a ReadIndex round; a serializable one is served
-            // from this member's store as it is.
+            // from this member's store as it is (a learner serves only those, as etcd's).
+            self.shared.refuse_if_learner()?;
             self.shared.linearizable_barrier().await?;
         }
         let request = convert::range_request(request.get_ref())?;
@@ -75,6 +76,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         let mut request = request.into_inner();
         convert::check_put(&mut request)?;
         self.shared
@@ -94,6 +96,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         let request = request.into_inner();
         mvcc::check_delete_request(&convert::delete_request(&request)).map_err(mvcc_status)?;
         self.shared.metrics.delete_total.inc();
@@ -110,6 +113,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         let request = request.into_inner();
         let txn = convert::txn_request(&request)?;
         mvcc::check_txn_request(&txn, self.shared.limits.txn_ops_max).map_err(mvcc_status)?;
@@ -148,6 +152,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         let request = request.into_inner();
         // Refuse a future or already-compacted revision before it enters the log, with the
         // errors etcd returns for them.

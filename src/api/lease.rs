@@ -37,6 +37,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         let mut request = request.into_inner();
         if request.ttl > mvcc::LEASE_TTL_MAX_SECONDS {
             return Err(mvcc_status(mvcc::MvccError::LeaseTtlTooLarge));
@@ -67,6 +68,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         let request = request.into_inner();
         match self.shared.propose(Command::LeaseRevoke(request)).await? {
             Applied::LeaseRevoke { revision } => {
@@ -87,6 +89,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        self.shared.refuse_if_learner()?;
         let shared = self.shared.clone();
         let requests = request.into_inner();
         // One response per request, in order; the stream ends when the client closes its
@@ -124,6 +127,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         let request = request.into_inner();
         let (info, revision) = {
             let store = self.shared.read_store();
@@ -166,6 +170,7 @@ impl Lease for LeaseService {
         &self,
         _request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         let store = self.shared.read_store();
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: self.shared.header().at(store.current_revision()),

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::error::mvcc_status;
 use crate::server::command::Command;
+use crate::server::membership;
 use crate::server::state::{Applied, SharedRef, ETCD_API_VERSION};
 
 /// Size of one Snapshot response chunk (etcd sends 32 KiB chunks).
@@ -51,6 +52,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         let request = request.into_inner();
         let alarms = if request.action == pb::alarm_request::AlarmAction::Get as i32 {
             let alarms = self.shared.alarms.lock().expect("alarm lock").clone();
@@ -109,7 +111,10 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: applied,
             errors,
             db_size_in_use: gauges.db_total_size_bytes as i64,
-            is_learner: false,
+            is_learner: self
+                .shared
+                .is_learner
+                .load(std::sync::atomic::Ordering::Acquire),
             storage_version: String::new(),
             db_size_quota: self.shared.limits.quota_bytes as i64,
             downgrade_info: None,
@@ -120,6 +125,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         // Keel's store keeps no free pages: compaction already returned the memory and the
         // WAL is trimmed at checkpoints. Defragment has nothing left to do and returns at once
         // (etcd's defragment blocks the member while it rewrites the whole file).
@@ -132,6 +138,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         let store = self.shared.read_store();
         let hash = store.hash_kv(0).map_err(mvcc_status)?;
         Ok(Response::new(pb::HashResponse {
@@ -144,6 +151,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         let store = self.shared.read_store();
         let hash = store
             .hash_kv(request.get_ref().revision)
@@ -211,6 +219,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         // etcd: only the leader moves leadership, to a voter; the answer comes once the
         // transferee leads.
         self.shared.move_leader(request.get_ref().target_id).await?;
@@ -223,13 +232,15 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        self.shared.refuse_if_learner()?;
         Err(Status::unimplemented(
             "keel: Downgrade is not implemented (see README)",
         ))
     }
 }
 
-/// The Cluster service: the members, as the log last set them.
+/// The Cluster service: the members, as the log last set them, and etcd's membership
+/// changes (`server::membership`).
 pub struct ClusterService {
     shared: SharedRef,
 }
@@ -240,59 +251,74 @@ impl ClusterService {
         ClusterService { shared }
     }
 
-    /// Every member, sorted by id as etcd lists them.
-    fn members(&self) -> Vec<pb::Member> {
-        let mut members = self.shared.members.lock().expect("members lock").clone();
-        members.sort_by_key(|m| m.id);
-        members
+    /// etcd's cluster service header: no revision.
+    fn header(&self) -> Option<pb::ResponseHeader> {
+        self.shared.header().at(0)
     }
-}
-
-fn membership_unimplemented() -> Status {
-    Status::unimplemented("keel: membership changes need replication, which is not built yet")
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _request: Request<pb::MemberAddRequest>,
+        request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(membership_unimplemented())
+        let request = request.into_inner();
+        let (member, members) =
+            membership::add(&self.shared, &request.peer_ur_ls, request.is_learner).await?;
+        Ok(Response::new(pb::MemberAddResponse {
+            header: self.header(),
+            member: Some(member),
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
-        _request: Request<pb::MemberRemoveRequest>,
+        request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(membership_unimplemented())
+        let members = membership::remove(&self.shared, request.get_ref().id).await?;
+        Ok(Response::new(pb::MemberRemoveResponse {
+            header: self.header(),
+            members,
+        }))
     }
 
     async fn member_update(
         &self,
-        _request: Request<pb::MemberUpdateRequest>,
+        request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(membership_unimplemented())
+        let request = request.into_inner();
+        let members = membership::update(&self.shared, request.id, &request.peer_ur_ls).await?;
+        Ok(Response::new(pb::MemberUpdateResponse {
+            header: self.header(),
+            members,
+        }))
     }
 
     async fn member_list(
         &self,
         request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        // etcd's learners serve no MemberList.
+        self.shared.refuse_if_learner()?;
         if request.get_ref().linearizable {
             self.shared.linearizable_barrier().await?;
         }
-        // etcd's cluster service fills the header without a revision.
         Ok(Response::new(pb::MemberListResponse {
-            header: self.shared.header().at(0),
-            members: self.members(),
+            header: self.header(),
+            members: self.shared.member_list(),
         }))
     }
 
     async fn member_promote(
         &self,
-        _request: Request<pb::MemberPromoteRequest>,
+        request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(membership_unimplemented())
+        let members = membership::promote(&self.shared, request.get_ref().id).await?;
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: self.header(),
+            members,
+        }))
     }
 }

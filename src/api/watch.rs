@@ -58,6 +58,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.shared.refuse_if_learner()?;
         let (sender, receiver) = mpsc::channel(STREAM_RESPONSES_MAX);
         let stream = WatchStream {
             shared: self.shared.clone(),

@@ -43,7 +43,7 @@ use keel_engine::mvcc::Store;
 use keel_engine::wal::{RecordType, Wal, WalOptions};
 use keel_proto::etcdserverpb as pb;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message};
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, HardState, Message};
 use raft::{RawNode, StateRole};
 
 use crate::raft::log_store::{CheckpointInfo, LogStore};
@@ -51,6 +51,7 @@ use crate::raft::records::{self, SnapshotMarker, StateMeta};
 use crate::server::apply::{apply, ApplyContext};
 use crate::server::command::{self, Command};
 use crate::server::error::ServerError;
+use crate::server::membership;
 use crate::server::state::{
     no_leader_status, request_timeout_status, wal_failed_status, ApplyResult, LeaderTransfer,
     Proposal, ReadReply, Shared,
@@ -72,11 +73,19 @@ pub const READ_RETRY_TICKS: u64 = 5;
 /// A batch whose apply takes longer than this counts as a slow apply.
 pub const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// A learner may be promoted once its log holds this fraction of the leader's (etcd's
+/// `readyPercent`).
+pub const LEARNER_READY_FRACTION: f64 = 0.9;
+
 /// Where a node's raft messages go: the peer transport, or the simulated network.
 pub trait Outbox {
     /// Sends `messages` (to any members) without waiting; a message that cannot be sent is
     /// dropped (raft retries).
     fn send(&mut self, messages: Vec<Message>);
+
+    /// The members changed (a configuration change or a MemberUpdate applied, a snapshot
+    /// installed, or the node started): messages to each go to its peer URLs from now on.
+    fn set_peers(&mut self, _members: &[pb::Member]) {}
 }
 
 /// The settings of a node.
@@ -99,16 +108,33 @@ pub struct NodeConfig {
     /// `[election_ticks, 2 * election_ticks)`. raft-rs draws from the thread's random
     /// generator, so a simulation that must replay exactly passes a range of one value.
     pub election_ticks_range: Option<(usize, usize)>,
+    /// `--experimental-max-learners`: learners the cluster may hold at once.
+    pub max_learners: usize,
 }
 
-/// The bootstrap facts of a new member: used only when its data dir is empty.
+/// The bootstrap facts of a new member (used only when its data dir is empty), and what replay
+/// needs to know.
 #[derive(Clone, Debug)]
 pub struct Bootstrap {
     /// This member's id.
     pub member_id: u64,
-    /// The initial voters and their attributes.
+    /// A new cluster: the initial voters and their attributes. A member joining a running
+    /// cluster: the members its peers listed (where to reach them until the leader's snapshot
+    /// brings the real membership).
     pub members: Vec<pb::Member>,
+    /// True for a member joining a running cluster (`--initial-cluster-state existing`): it
+    /// starts with no raft configuration and waits for the leader's snapshot.
+    pub joining: bool,
+    /// `--experimental-max-learners` (replayed configuration changes are checked with it).
+    pub max_learners: usize,
 }
+
+/// Index of the checkpoint a new cluster's members bootstrap with: the initial membership is
+/// committed at index 1 in term 1 on every initial member (etcd commits its bootstrap
+/// configuration entries in term 1 too). A member that joins later holds no entry at all, so
+/// the leader can never send it entries from index 1, which no log holds: it is sent a
+/// snapshot, which carries the membership.
+pub const BOOTSTRAP_INDEX: u64 = 1;
 
 /// A node's durable state as recovery found it.
 pub struct Recovered<D: Disk> {
@@ -151,6 +177,21 @@ pub enum NodeError {
 
 fn corrupt(e: impl std::fmt::Display) -> NodeError {
     NodeError::Corrupt(e.to_string())
+}
+
+/// The membership command a `ConfChangeV2` entry carries (its context) and its request id.
+fn conf_change_command(entry: &Entry) -> Result<(u64, Command), String> {
+    let change = ConfChangeV2::parse_from_bytes(&entry.data)
+        .map_err(|e| format!("entry {}: configuration change: {e}", entry.index))?;
+    let (request_id, command) = command::decode_data(&change.context)
+        .map_err(|e| format!("entry {}: configuration change context: {e}", entry.index))?;
+    if !command.is_conf_change() {
+        return Err(format!(
+            "entry {}: a configuration change carrying {command:?}",
+            entry.index
+        ));
+    }
+    Ok((request_id, command))
 }
 
 /// Loads the newest checkpoint from `snap`, if any: its index, metadata and store.
@@ -199,22 +240,29 @@ pub async fn recover<D: Disk>(
     let (checkpoint_index, meta, mut store) = match loaded {
         Some(found) => found,
         None if records.is_empty() => {
-            // A new member: its first checkpoint, at index 0, records the initial membership.
-            let voters: Vec<u64> = bootstrap.members.iter().map(|m| m.id).collect();
+            // A new member: its first checkpoint records the initial membership, at
+            // [`BOOTSTRAP_INDEX`] for a new cluster; a joining member's, at index 0, has no
+            // configuration (the leader's snapshot brings it).
+            let (index, term, conf_state) = if bootstrap.joining {
+                (0, 0, ConfState::default())
+            } else {
+                let voters: Vec<u64> = bootstrap.members.iter().map(|m| m.id).collect();
+                (BOOTSTRAP_INDEX, 1, ConfState::from((voters, vec![])))
+            };
             let meta = StateMeta {
-                term: 0,
-                conf_state: ConfState::from((voters, vec![])),
+                term,
+                conf_state,
                 members: bootstrap.members.clone(),
-                alarms: Vec::new(),
+                ..Default::default()
             };
             let store = Store::new();
             let mvcc = store
                 .encode_checkpoint()
                 .map_err(|e| NodeError::Checkpoint(e.to_string()))?;
-            checkpoint::save(&snap, 0, &records::encode_state(&meta, &mvcc))
+            checkpoint::save(&snap, index, &records::encode_state(&meta, &mvcc))
                 .await
                 .map_err(|e| NodeError::Checkpoint(format!("writing the first checkpoint: {e}")))?;
-            (0, meta, store)
+            (index, meta, store)
         }
         // A format-1 data dir that never took a checkpoint.
         None => (
@@ -223,13 +271,18 @@ pub async fn recover<D: Disk>(
                 term: 0,
                 conf_state: ConfState::from((vec![member_id], vec![])),
                 members: bootstrap.members.clone(),
-                alarms: Vec::new(),
+                ..Default::default()
             },
             Store::new(),
         ),
     };
     let mut meta = meta;
     if meta.members.is_empty() {
+        meta.members = bootstrap.members.clone();
+    }
+    if meta.conf_state.voters.is_empty() && meta.conf_state.learners.is_empty() {
+        // A joining member restarted before its snapshot arrived: its peers are still those
+        // the join found.
         meta.members = bootstrap.members.clone();
     }
 
@@ -297,11 +350,6 @@ pub async fn recover<D: Disk>(
         }
         hard_state.commit = hard_state.commit.max(format1_last);
     }
-    let voters = meta.conf_state.voters.clone();
-    if voters == [member_id] && meta.conf_state.learners.is_empty() {
-        // The only voter: whatever it made durable is committed (a quorum of one).
-        hard_state.commit = last_index;
-    }
     hard_state.commit = hard_state.commit.clamp(checkpoint_index, last_index);
     if hard_state.term < meta.term {
         hard_state.term = meta.term;
@@ -314,10 +362,21 @@ pub async fn recover<D: Disk>(
 
     let mut alarms = meta.alarms.clone();
     let mut members = meta.members.clone();
+    let mut replayed_conf = meta.conf_state.clone();
+    let mut removed = meta.removed.clone();
     let mut applied_index = checkpoint_index;
     let mut applied_term = meta.term;
     let mut replayed = 0;
-    for entry in entries.iter().take_while(|e| e.index <= hard_state.commit) {
+    for entry in &entries {
+        if entry.index > hard_state.commit {
+            // The only voter: whatever it made durable is committed (a quorum of one), up to
+            // a configuration change that gave it company (later entries needed the new
+            // quorum; raft commits them again if they were).
+            if replayed_conf.voters != [member_id] {
+                break;
+            }
+            hard_state.commit = entry.index;
+        }
         match entry.get_entry_type() {
             EntryType::EntryNormal => {
                 if let Some((_, command)) = records::entry_command(entry).map_err(corrupt)? {
@@ -331,9 +390,21 @@ pub async fn recover<D: Disk>(
                     let _ = apply(&mut store, &mut context, command);
                 }
             }
-            EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+            EntryType::EntryConfChangeV2 => {
+                let (_, change) = conf_change_command(entry).map_err(corrupt)?;
+                // The same check as when it first applied: a change refused then is refused
+                // now.
+                if membership::apply(&mut members, &mut removed, &change, bootstrap.max_learners)
+                    .is_ok()
+                {
+                    if let Some(single) = membership::raft_change(&change) {
+                        replayed_conf = membership::conf_state_after(&replayed_conf, single);
+                    }
+                }
+            }
+            EntryType::EntryConfChange => {
                 return Err(corrupt(format!(
-                    "entry {} is a configuration change, which this build does not apply yet",
+                    "entry {} is a version-1 configuration change, which Keel never writes",
                     entry.index
                 )));
             }
@@ -343,10 +414,11 @@ pub async fn recover<D: Disk>(
         replayed += 1;
     }
     let (compacted_term, conf_state) = (meta.term, meta.conf_state.clone());
+    hard_state.commit = hard_state.commit.max(applied_index);
     let log = LogStore::new(
         checkpoint_index,
         compacted_term,
-        conf_state.clone(),
+        replayed_conf.clone(),
         HardState::default(),
     );
     log.append(&entries);
@@ -365,6 +437,8 @@ pub async fn recover<D: Disk>(
     }
     meta.alarms = alarms;
     meta.members = members;
+    meta.conf_state = replayed_conf;
+    meta.removed = removed;
     Ok(Recovered {
         wal,
         snap,
@@ -612,6 +686,10 @@ pub struct RaftNode<D: Disk> {
     /// ([`RaftNode::compaction_step`]).
     log_garbage: Vec<Vec<Entry>>,
     failed: Option<String>,
+    /// Set when the members changed since the outbox last heard of them.
+    members_changed: bool,
+    /// Set once this member applied its own removal: it must stop.
+    removed: bool,
 }
 
 impl<D: Disk> RaftNode<D> {
@@ -663,6 +741,8 @@ impl<D: Disk> RaftNode<D> {
             transfers: Vec::new(),
             log_garbage: Vec::new(),
             failed: None,
+            members_changed: true,
+            removed: false,
         };
         node.shared
             .applied_index
@@ -671,9 +751,7 @@ impl<D: Disk> RaftNode<D> {
             .raft_term
             .store(node.raw.raft.term, Ordering::Release);
         let conf = node.log.conf_state();
-        node.shared
-            .voters
-            .store(conf.voters.len(), Ordering::Release);
+        node.shared.set_conf_state(&conf);
         if conf.voters == [node.config.id] {
             // The only voter need not wait an election timeout to lead.
             let _ = node.raw.campaign();
@@ -759,12 +837,18 @@ impl<D: Disk> RaftNode<D> {
     /// log); the reply comes when the transferee leads, or after the request timeout.
     pub fn transfer_leader(&mut self, transfer: LeaderTransfer) {
         let LeaderTransfer { target, reply } = transfer;
-        if !self.is_leader() {
-            let _ = reply.send(Err(ServerError::NotLeader));
-            return;
-        }
         let me = self.config.id;
         let voters = self.log.conf_state().voters;
+        if !self.is_leader() {
+            if target == me && voters.contains(&me) && self.leader_id() != 0 {
+                // A follower asking to take over: raft forwards the request to the leader.
+                self.raw.transfer_leader(me);
+                self.transfers.push((me, self.ticks, reply));
+            } else {
+                let _ = reply.send(Err(ServerError::NotLeader));
+            }
+            return;
+        }
         let target = if target == 0 {
             let progress = self.raw.raft.prs();
             voters
@@ -830,8 +914,23 @@ impl<D: Disk> RaftNode<D> {
         } else {
             0
         };
+        if let Command::MemberPromote(request) = &command {
+            // etcd's check on the leader: the learner's log must hold at least 90% of the
+            // leader's. A member that does not lead answers `not leader`; the caller asks the
+            // leader.
+            if let Err(error) = self.learner_ready(request.id) {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
+                return;
+            }
+        }
         let data = command::encode_data(request_id, &command);
-        match self.raw.propose(Vec::new(), data) {
+        let proposed = match membership::conf_change(&command, data.clone()) {
+            Some(change) => self.raw.propose_conf_change(Vec::new(), change),
+            None => self.raw.propose(Vec::new(), data),
+        };
+        match proposed {
             Ok(()) => {
                 if let Some(reply) = reply {
                     self.waiters.insert(request_id, (self.ticks, reply));
@@ -844,6 +943,75 @@ impl<D: Disk> RaftNode<D> {
                 }
             }
         }
+    }
+
+    /// etcd's `isLearnerReady`: on the leader, the learner's match index is at least 90% of
+    /// the leader's own.
+    fn learner_ready(&self, id: u64) -> Result<(), ServerError> {
+        if !self.is_leader() {
+            return Err(ServerError::NotLeader);
+        }
+        let progress = self.raw.raft.prs();
+        let learner = progress.get(id).ok_or(ServerError::MemberNotFound)?.matched;
+        let leader = progress.get(self.config.id).map_or(0, |p| p.matched);
+        if (learner as f64) < (leader as f64) * LEARNER_READY_FRACTION {
+            return Err(ServerError::LearnerNotReady);
+        }
+        Ok(())
+    }
+
+    /// Voters this leader heard from within the last `ticks` ticks (itself included), for
+    /// the strict reconfiguration check; `None` on a member that does not lead.
+    pub fn recently_active_voters(&self) -> Option<Vec<u64>> {
+        if !self.is_leader() {
+            return None;
+        }
+        let conf = self.log.conf_state();
+        let progress = self.raw.raft.prs();
+        Some(
+            conf.voters
+                .iter()
+                .copied()
+                .filter(|id| {
+                    *id == self.config.id || progress.get(*id).is_some_and(|p| p.recent_active)
+                })
+                .collect(),
+        )
+    }
+
+    /// Hands the members to the outbox if they changed since it last heard.
+    fn tell_peers(&mut self, outbox: &mut dyn Outbox) {
+        if self.members_changed {
+            self.members_changed = false;
+            let members = self.shared.members.lock().expect("members lock").clone();
+            outbox.set_peers(&members);
+        }
+    }
+
+    /// Learners whose log holds 90% of this leader's, when no configuration change is
+    /// pending (Keel's automatic promotion).
+    pub fn promotable_learners(&self) -> Vec<u64> {
+        if !self.is_leader() || self.raw.raft.has_pending_conf() {
+            return Vec::new();
+        }
+        self.log
+            .conf_state()
+            .learners
+            .iter()
+            .copied()
+            .filter(|id| self.learner_ready(*id).is_ok())
+            .collect()
+    }
+
+    /// A peer said this member was removed from the cluster (it missed the entry, or was down
+    /// when it applied).
+    pub fn mark_removed(&mut self) {
+        self.removed = true;
+    }
+
+    /// True once this member applied its own removal from the cluster.
+    pub fn removed(&self) -> bool {
+        self.removed
     }
 
     /// Starts one ReadIndex round for every read in `replies`: they share it.
@@ -908,6 +1076,7 @@ impl<D: Disk> RaftNode<D> {
         if let Some(error) = &self.failed {
             return Err(NodeError::Wal(error.clone()));
         }
+        self.tell_peers(outbox);
         if !self.raw.has_ready() {
             return Ok(());
         }
@@ -997,6 +1166,7 @@ impl<D: Disk> RaftNode<D> {
             self.raw.on_persist_ready(number);
         }
         self.advance_applied();
+        self.tell_peers(outbox);
         self.publish_progress();
         Ok(())
     }
@@ -1191,6 +1361,7 @@ impl<D: Disk> RaftNode<D> {
             let mut store = shared.write_store();
             let mut alarms = shared.alarms.lock().expect("alarm lock");
             let mut members = shared.members.lock().expect("members lock");
+            let mut removed = shared.removed_members.lock().expect("members lock");
             let mut clocks = shared.lease_clocks.lock().expect("lease clock lock");
             for entry in entries {
                 debug_assert!(
@@ -1228,8 +1399,34 @@ impl<D: Disk> RaftNode<D> {
                             tracing::error!(%error, "a committed entry does not decode");
                         }
                     },
-                    EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                        conf_changes.push(entry.clone());
+                    EntryType::EntryConfChangeV2 => match conf_change_command(&entry) {
+                        Ok((request_id, change)) => {
+                            // Checked against the members as of this entry, on every member
+                            // alike; a refused change leaves raft's configuration as it was.
+                            let result = membership::apply(
+                                &mut members,
+                                &mut removed,
+                                &change,
+                                self.config.max_learners,
+                            );
+                            if let Err(error) = &result {
+                                tracing::warn!(%error, index = entry.index, ?change,
+                                    "configuration change refused");
+                            } else {
+                                conf_changes.push((entry.clone(), change));
+                            }
+                            self.members_changed = true;
+                            results.push((request_id, false, result));
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "a committed configuration change does not decode")
+                        }
+                    },
+                    EntryType::EntryConfChange => {
+                        tracing::error!(
+                            index = entry.index,
+                            "a version-1 configuration change (Keel never writes them) is ignored"
+                        );
                     }
                 }
                 self.applied_index = entry.index;
@@ -1239,8 +1436,8 @@ impl<D: Disk> RaftNode<D> {
                 .applied_index
                 .store(self.applied_index, Ordering::Release);
         }
-        for entry in conf_changes {
-            self.apply_conf_change(&entry);
+        for (entry, change) in conf_changes {
+            self.apply_conf_change(&entry, &change);
         }
         let apply_time = applying.elapsed();
         shared.metrics.backend_commit.observe(apply_time);
@@ -1264,25 +1461,41 @@ impl<D: Disk> RaftNode<D> {
         }
     }
 
-    fn apply_conf_change(&mut self, entry: &Entry) {
-        let applied = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
-            ConfChangeV2::parse_from_bytes(&entry.data)
-                .map_err(|e| e.to_string())
-                .and_then(|cc| self.raw.apply_conf_change(&cc).map_err(|e| e.to_string()))
-        } else {
-            ConfChange::parse_from_bytes(&entry.data)
-                .map_err(|e| e.to_string())
-                .and_then(|cc| self.raw.apply_conf_change(&cc).map_err(|e| e.to_string()))
-        };
+    /// Hands an applied (and accepted) membership change to raft.
+    fn apply_conf_change(&mut self, entry: &Entry, change: &Command) {
+        let applied = ConfChangeV2::parse_from_bytes(&entry.data)
+            .map_err(|e| e.to_string())
+            .and_then(|cc| self.raw.apply_conf_change(&cc).map_err(|e| e.to_string()));
         match applied {
             Ok(conf_state) => {
-                self.shared
-                    .voters
-                    .store(conf_state.voters.len(), Ordering::Release);
+                let conf_state = membership::sorted(&conf_state);
+                if let Some(single) = membership::raft_change(change) {
+                    // Replay computes the configuration without raft: both must agree.
+                    debug_assert_eq!(
+                        conf_state,
+                        membership::conf_state_after(&self.log.conf_state(), single),
+                        "raft-rs and replay disagree on entry {}",
+                        entry.index
+                    );
+                }
+                tracing::info!(index = entry.index, ?change, voters = ?conf_state.voters,
+                    learners = ?conf_state.learners, "membership changed");
+                self.shared.set_conf_state(&conf_state);
                 self.log.set_conf_state(conf_state);
+                if let Command::MemberRemove(request) = change {
+                    if request.id == self.config.id {
+                        self.removed = true;
+                    }
+                }
             }
             Err(error) => {
-                tracing::error!(%error, index = entry.index, "configuration change refused")
+                // Every member checked the change the same way before handing it to raft, so
+                // raft refusing it is a bug; the member list already moved, so stop rather than
+                // diverge.
+                self.fail(format!(
+                    "raft refused configuration change {}: {error}",
+                    entry.index
+                ));
             }
         }
     }
@@ -1318,10 +1531,9 @@ impl<D: Disk> RaftNode<D> {
             *shared.write_store() = store;
             *shared.alarms.lock().expect("alarm lock") = state_meta.alarms.clone();
             *shared.members.lock().expect("members lock") = state_meta.members.clone();
+            *shared.removed_members.lock().expect("members lock") = state_meta.removed.clone();
             shared.restart_lease_clocks();
-            shared
-                .voters
-                .store(marker.conf_state.voters.len(), Ordering::Release);
+            shared.set_conf_state(&marker.conf_state);
             shared.applied_index.store(index, Ordering::Release);
         }
         self.log.restart_after(CheckpointInfo {
@@ -1332,6 +1544,14 @@ impl<D: Disk> RaftNode<D> {
         self.applied_index = index;
         self.applied_term = meta.term;
         self.checkpoint_index = index;
+        self.members_changed = true;
+        if !marker.conf_state.voters.contains(&self.config.id)
+            && !marker.conf_state.learners.contains(&self.config.id)
+            && state_meta.members.iter().all(|m| m.id != self.config.id)
+        {
+            // The snapshot's cluster no longer holds this member.
+            self.removed = true;
+        }
         self.shared.revision_changed.notify(usize::MAX);
         tracing::info!(
             index,
@@ -1395,6 +1615,7 @@ impl<D: Disk> RaftNode<D> {
             conf_state: self.log.conf_state(),
             members: shared.members.lock().expect("members lock").clone(),
             alarms: shared.alarms.lock().expect("alarm lock").clone(),
+            removed: shared.removed_members.lock().expect("members lock").clone(),
         };
         let encoder = shared.write_store().begin_checkpoint();
         let instance = encoder.instance();
@@ -1560,6 +1781,8 @@ mod tests {
                 peer_ur_ls: vec!["http://localhost:2380".into()],
                 ..Default::default()
             }],
+            joining: false,
+            max_learners: 1,
         }
     }
 
@@ -1686,28 +1909,30 @@ mod tests {
         block_on(async {
             let (wal_disk, snap) = (SimDisk::new(3), SimDisk::new(4));
             let boot = three_voters(&wal_disk, &snap).await;
+            // The log starts after the bootstrap checkpoint.
+            let base = BOOTSTRAP_INDEX;
             let old: Vec<Entry> = (1..=3)
-                .map(|i| entry(i, 1, i, &put("k", &format!("old{i}"))))
+                .map(|i| entry(base + i, 1, i, &put("k", &format!("old{i}"))))
                 .collect();
             // A new leader of term 2 overwrote entries 2 and 3; only 2 is committed.
             let new: Vec<Entry> = (2..=3)
-                .map(|i| entry(i, 2, 10 + i, &put("k", &format!("new{i}"))))
+                .map(|i| entry(base + i, 2, 10 + i, &put("k", &format!("new{i}"))))
                 .collect();
             let state = HardState {
                 term: 2,
-                commit: 2,
+                commit: base + 2,
                 ..Default::default()
             };
             write_wal(&wal_disk, old.iter().chain(&new), &state).await;
 
             let recovered = recover(wal_disk, snap, options(), &boot).await.unwrap();
-            assert_eq!(recovered.applied_index, 2);
+            assert_eq!(recovered.applied_index, base + 2);
             assert_eq!(value_of(&recovered.store, "k"), Some(b"new2".to_vec()));
-            assert_eq!(recovered.log.last_index(), 3);
-            let held = recovered.log.entries_between(1, 3);
+            assert_eq!(recovered.log.last_index(), base + 3);
+            let held = recovered.log.entries_between(base + 1, base + 3);
             assert_eq!(held[0], old[0]);
             assert_eq!(&held[1..], &new[..]);
-            assert_eq!(recovered.log.hard_state().commit, 2);
+            assert_eq!(recovered.log.hard_state().commit, base + 2);
         });
     }
 
@@ -1744,7 +1969,7 @@ mod tests {
                 term: 2,
                 conf_state: ConfState::from((vec![ME, 7, 9], vec![])),
                 members: boot.members.clone(),
-                alarms: Vec::new(),
+                ..Default::default()
             };
             let mvcc = store.encode_checkpoint().unwrap();
             checkpoint::save(&snap, 2, &records::encode_state(&meta, &mvcc))

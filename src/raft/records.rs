@@ -219,6 +219,17 @@ pub struct StateMeta {
     pub members: Vec<pb::Member>,
     /// Active alarms.
     pub alarms: Vec<pb::AlarmMember>,
+    /// Ids of the members removed from the cluster (their messages are refused).
+    pub removed: Vec<u64>,
+}
+
+/// The removed member ids, carried in the members section as field 15 of the
+/// `MemberListResponse` message (a field etcd's message does not define, so the section still
+/// decodes as etcd's message; checkpoints written before it decode with none).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RemovedMembers {
+    #[prost(uint64, repeated, tag = "15")]
+    removed: Vec<u64>,
 }
 
 /// Bytes of the state-machine checkpoint header before its sections.
@@ -239,11 +250,16 @@ pub fn encode_state_prefix(meta: &StateMeta, mvcc_len: usize) -> Vec<u8> {
         .conf_state
         .write_to_bytes()
         .expect("encoding a ConfState cannot fail");
-    let members = pb::MemberListResponse {
+    let mut members = pb::MemberListResponse {
         members: meta.members.clone(),
         ..Default::default()
     }
     .encode_to_vec();
+    RemovedMembers {
+        removed: meta.removed.clone(),
+    }
+    .encode(&mut members)
+    .expect("encoding into a Vec cannot fail");
     let alarms = pb::AlarmResponse {
         alarms: meta.alarms.clone(),
         ..Default::default()
@@ -305,9 +321,13 @@ pub fn decode_state(payload: &[u8]) -> Result<(Option<StateMeta>, usize), Record
     let conf_state = ConfState::parse_from_bytes(&payload[at..at + conf_len])
         .map_err(|e| bad(format!("checkpoint ConfState: {e}")))?;
     at += conf_len;
-    let members = pb::MemberListResponse::decode(&payload[at..at + members_len])
+    let members_bytes = &payload[at..at + members_len];
+    let members = pb::MemberListResponse::decode(members_bytes)
         .map_err(|e| bad(format!("checkpoint members: {e}")))?
         .members;
+    let removed = RemovedMembers::decode(members_bytes)
+        .map_err(|e| bad(format!("checkpoint removed members: {e}")))?
+        .removed;
     at += members_len;
     let alarms = pb::AlarmResponse::decode(&payload[at..at + alarms_len])
         .map_err(|e| bad(format!("checkpoint alarms: {e}")))?
@@ -318,6 +338,7 @@ pub fn decode_state(payload: &[u8]) -> Result<(Option<StateMeta>, usize), Record
             conf_state,
             members,
             alarms,
+            removed,
         }),
         mvcc_offset as usize,
     ))
@@ -415,7 +436,15 @@ mod tests {
                 member_id: 1,
                 alarm: 1,
             }],
+            removed: vec![7, 9],
         };
+        // The members section still reads as etcd's MemberListResponse.
+        let prefix = encode_state_prefix(&meta, 0);
+        let members_len = u32_at(&prefix, 24) as usize;
+        let conf_len = u32_at(&prefix, 12) as usize;
+        let at = STATE_HEADER_BYTES + conf_len;
+        let section = pb::MemberListResponse::decode(&prefix[at..at + members_len]).unwrap();
+        assert_eq!(section.members, meta.members);
         let mvcc = b"KEELMVCC and the rest".to_vec();
         let payload = encode_state(&meta, &mvcc);
         let (decoded, offset) = decode_state(&payload).unwrap();

@@ -24,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use futures::StreamExt;
+use keel_proto::etcdserverpb as pb;
 use keel_proto::keelpeerpb as peerpb;
 use keel_proto::keelpeerpb::peer_client::PeerClient;
 use keel_proto::keelpeerpb::peer_server::{Peer, PeerServer};
@@ -36,7 +37,8 @@ use crate::net::{self, ClientOptions, GrpcChannel, HttpHandler, ServeOptions};
 use crate::raft::node::Outbox;
 use crate::server::error::ServerError;
 use crate::server::log::PeerInput;
-use crate::server::state::{LeaseClock, LeaseForward, SharedRef};
+use crate::server::membership;
+use crate::server::state::{LeaseClock, LeaseForward, PromoteForward, SharedRef};
 
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
@@ -52,6 +54,10 @@ pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub const SNAPSHOTS_QUEUED_MAX: usize = 16;
 /// Bytes of checkpoint file per snapshot chunk.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// What a member answers a removed member's raft stream with (etcd answers 410 Gone,
+/// "removed member"); the removed member stops when it reads it.
+pub const REMOVED_MEMBER_TEXT: &str = "removed member";
+
 /// Largest raft message accepted from a peer (raft caps appends at 1 MiB per message; a
 /// batch is at most a few of them). Bounds what protobuf 2 is asked to decode.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -59,11 +65,69 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// The raft core's outbox: one bounded queue per peer, and one for snapshots (which travel
 /// on connections of their own, so heartbeats never queue behind a checkpoint file).
 pub struct PeerSenders {
+    member_id: u64,
     queues: HashMap<u64, async_channel::Sender<Message>>,
+    addrs: HashMap<u64, SocketAddr>,
     snapshots: async_channel::Sender<Message>,
+    control: async_channel::Sender<PeerControl>,
+}
+
+/// What the raft core tells the peer thread when the members change.
+enum PeerControl {
+    /// Send `queue` to member `id` at `addr` (a new member, or new URLs).
+    Connect {
+        id: u64,
+        addr: SocketAddr,
+        queue: async_channel::Receiver<Message>,
+    },
+    /// Member `id` left.
+    Forget(u64),
+}
+
+/// Where a member listens for peers: its first peer URL that parses.
+fn peer_addr(member: &pb::Member) -> Option<SocketAddr> {
+    member.peer_ur_ls.iter().find_map(|url| {
+        crate::config::Url::parse("initial-cluster", url)
+            .ok()
+            .and_then(|u| u.socket_addr().ok())
+    })
 }
 
 impl Outbox for PeerSenders {
+    fn set_peers(&mut self, members: &[pb::Member]) {
+        let wanted: HashMap<u64, SocketAddr> = members
+            .iter()
+            .filter(|m| m.id != self.member_id)
+            .filter_map(|m| peer_addr(m).map(|addr| (m.id, addr)))
+            .collect();
+        let gone: Vec<u64> = self
+            .addrs
+            .keys()
+            .filter(|id| !wanted.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            // Dropping the queue's sender ends the peer's sender task.
+            self.queues.remove(&id);
+            self.addrs.remove(&id);
+            let _ = self.control.try_send(PeerControl::Forget(id));
+        }
+        for (id, addr) in wanted {
+            if self.addrs.get(&id) == Some(&addr) {
+                continue;
+            }
+            let (tx, rx) = async_channel::bounded(PEER_QUEUE_MESSAGES_MAX);
+            self.queues.insert(id, tx);
+            self.addrs.insert(id, addr);
+            tracing::info!(peer = %format!("{id:x}"), %addr, "peer added");
+            let _ = self.control.try_send(PeerControl::Connect {
+                id,
+                addr,
+                queue: rx,
+            });
+        }
+    }
+
     fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
             if message.get_msg_type() == MessageType::MsgSnapshot {
@@ -114,26 +178,21 @@ pub struct PeerThread {
     pub thread: std::thread::JoinHandle<()>,
 }
 
-/// Starts the peer thread: binds `listen` (resolving port 0), and connects to `peers` (member
-/// id, peer address). Returns once the listeners are bound.
+/// Starts the peer thread: binds `listen` (resolving port 0). It connects to the members the
+/// raft core names through its outbox ([`Outbox::set_peers`]). Returns once the listeners are
+/// bound.
 pub fn start(
     identity: PeerIdentity,
     listen: Vec<SocketAddr>,
-    peers: Vec<(u64, SocketAddr)>,
     shared: SharedRef,
     lease_forwards: async_channel::Receiver<LeaseForward>,
+    promote_forwards: async_channel::Receiver<PromoteForward>,
     snap_dir: PathBuf,
 ) -> anyhow::Result<PeerThread> {
-    let peer_addrs: HashMap<u64, SocketAddr> = peers.iter().copied().collect();
     let (snapshots, snapshot_queue) = async_channel::bounded(SNAPSHOTS_QUEUED_MAX);
     let (inbox_tx, inbox) = async_channel::bounded(CORE_INBOX_MAX);
-    let mut queues = HashMap::new();
-    let mut receivers = Vec::new();
-    for (id, addr) in &peers {
-        let (tx, rx) = async_channel::bounded(PEER_QUEUE_MESSAGES_MAX);
-        queues.insert(*id, tx);
-        receivers.push((*id, *addr, rx));
-    }
+    let (control, control_rx) = async_channel::unbounded();
+    let member_id = identity.member_id;
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<anyhow::Result<Vec<SocketAddr>>>();
     let thread = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("keel-peer")
@@ -155,32 +214,36 @@ pub fn start(
                 }
             }
             let _ = bound_tx.send(Ok(bound));
-            let mut tasks = Vec::new();
-            for (id, addr, rx) in receivers {
-                let sender = Sender {
-                    identity: identity.clone(),
-                    peer_id: id,
-                    addr,
-                    queue: rx,
-                    inbox: inbox_tx.clone(),
-                    shared: shared.clone(),
-                };
-                tasks.push(glommio::spawn_local(sender.run()));
-            }
-            tasks.push(glommio::spawn_local(forward_leases(
-                lease_forwards,
-                identity.cluster_id,
-                peer_addrs.clone(),
-                shared.clone(),
-            )));
-            tasks.push(glommio::spawn_local(send_snapshots(
-                snapshot_queue,
-                identity.clone(),
-                peer_addrs,
-                snap_dir.clone(),
-                inbox_tx.clone(),
-                shared.clone(),
-            )));
+            let peer_addrs: PeerAddrs = Rc::default();
+            let mut tasks = vec![
+                glommio::spawn_local(follow_members(
+                    control_rx,
+                    identity.clone(),
+                    peer_addrs.clone(),
+                    inbox_tx.clone(),
+                    shared.clone(),
+                )),
+                glommio::spawn_local(forward_leases(
+                    lease_forwards,
+                    identity.cluster_id,
+                    peer_addrs.clone(),
+                    shared.clone(),
+                )),
+                glommio::spawn_local(forward_promotes(
+                    promote_forwards,
+                    identity.cluster_id,
+                    peer_addrs.clone(),
+                    shared.clone(),
+                )),
+                glommio::spawn_local(send_snapshots(
+                    snapshot_queue,
+                    identity.clone(),
+                    peer_addrs,
+                    snap_dir.clone(),
+                    inbox_tx.clone(),
+                    shared.clone(),
+                )),
+            ];
             let http: Rc<dyn HttpHandler> = Rc::new(NotFound);
             for listener in listeners {
                 let service = PeerService {
@@ -222,13 +285,52 @@ pub fn start(
         }
     };
     Ok(PeerThread {
-        senders: PeerSenders { queues, snapshots },
+        senders: PeerSenders {
+            member_id,
+            queues: HashMap::new(),
+            addrs: HashMap::new(),
+            snapshots,
+            control,
+        },
         inbox,
         listen_addrs,
         thread: std::thread::spawn(move || {
             let _ = thread.join();
         }),
     })
+}
+
+/// Where each other member listens for peers, as the raft core last named them.
+type PeerAddrs = Rc<RefCell<HashMap<u64, SocketAddr>>>;
+
+/// Starts and ends the sender of each member as the raft core's outbox names them.
+async fn follow_members(
+    control: async_channel::Receiver<PeerControl>,
+    identity: PeerIdentity,
+    addrs: PeerAddrs,
+    inbox: async_channel::Sender<PeerInput>,
+    shared: SharedRef,
+) {
+    while let Ok(change) = control.recv().await {
+        match change {
+            PeerControl::Connect { id, addr, queue } => {
+                addrs.borrow_mut().insert(id, addr);
+                let sender = Sender {
+                    identity: identity.clone(),
+                    peer_id: id,
+                    addr,
+                    queue,
+                    inbox: inbox.clone(),
+                    shared: shared.clone(),
+                };
+                glommio::spawn_local(sender.run()).detach();
+            }
+            PeerControl::Forget(id) => {
+                addrs.borrow_mut().remove(&id);
+                shared.set_peer_active(id, None);
+            }
+        }
+    }
 }
 
 /// Plain HTTP on the peer port: nothing is served there.
@@ -263,7 +365,7 @@ impl Sender {
         let options = ClientOptions::default();
         let mut reported = false;
         loop {
-            if self.shared.stopping.load(Ordering::Acquire) {
+            if self.shared.stopping.load(Ordering::Acquire) || self.queue.is_closed() {
                 return;
             }
             let channel = match net::connect(self.addr, &options).await {
@@ -288,6 +390,8 @@ impl Sender {
                 reported = false;
             }
             backoff = RECONNECT_BACKOFF_MIN;
+            self.shared
+                .set_peer_active(self.peer_id, Some(std::time::Instant::now()));
             let (mut stream_tx, stream_rx) =
                 futures::channel::mpsc::channel::<peerpb::RaftBatch>(64);
             let mut client = PeerClient::new(channel.clone());
@@ -302,7 +406,11 @@ impl Sender {
             loop {
                 let first = match self.queue.recv().await {
                     Ok(message) => message,
-                    Err(_) => return,
+                    Err(_) => {
+                        // The member left the cluster.
+                        self.shared.set_peer_active(self.peer_id, None);
+                        return;
+                    }
                 };
                 if channel.is_closed() {
                     break;
@@ -344,7 +452,13 @@ impl Sender {
             drop(stream_tx);
             if let Err(status) = call.await {
                 tracing::debug!(peer = %format!("{:x}", self.peer_id), %status, "raft stream ended");
+                if status.code() == tonic::Code::PermissionDenied
+                    && status.message() == REMOVED_MEMBER_TEXT
+                {
+                    let _ = self.inbox.send(PeerInput::Removed).await;
+                }
             }
+            self.shared.set_peer_active(self.peer_id, None);
             self.unreachable();
         }
     }
@@ -392,14 +506,14 @@ async fn probe_round_trips(
 async fn forward_leases(
     requests: async_channel::Receiver<LeaseForward>,
     cluster_id: u64,
-    peers: HashMap<u64, SocketAddr>,
+    peers: PeerAddrs,
     shared: SharedRef,
 ) {
     let channels: Rc<RefCell<HashMap<u64, GrpcChannel>>> = Rc::default();
     while let Ok(request) = requests.recv().await {
         let channels = channels.clone();
         let leader = shared.leader_id.load(Ordering::Acquire);
-        let addr = peers.get(&leader).copied();
+        let addr = peers.borrow().get(&leader).copied();
         glommio::spawn_local(async move {
             let LeaseForward { id, renew, reply } = request;
             let Some(addr) = addr else {
@@ -448,6 +562,76 @@ async fn forward_leases(
     }
 }
 
+/// Asks the leader to promote learners for clients of this member (MemberPromote reached a
+/// follower), one task per request.
+async fn forward_promotes(
+    requests: async_channel::Receiver<PromoteForward>,
+    cluster_id: u64,
+    peers: PeerAddrs,
+    shared: SharedRef,
+) {
+    while let Ok(request) = requests.recv().await {
+        let leader = shared.leader_id.load(Ordering::Acquire);
+        let addr = peers.borrow().get(&leader).copied();
+        glommio::spawn_local(async move {
+            let PromoteForward { id, reply } = request;
+            let Some(addr) = addr else {
+                let _ = reply.send(Err(ServerError::NoLeader));
+                return;
+            };
+            let answer = match net::connect(addr, &ClientOptions::default()).await {
+                Ok(channel) => {
+                    PeerClient::new(channel)
+                        .promote(peerpb::PromoteRequest {
+                            cluster_id,
+                            member_id: id,
+                        })
+                        .await
+                }
+                Err(_) => {
+                    let _ = reply.send(Err(ServerError::NoLeader));
+                    return;
+                }
+            };
+            let _ = reply.send(match answer {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    if response.error.is_empty() {
+                        Ok(response.members.into_iter().map(member_of).collect())
+                    } else {
+                        Err(ServerError::from_text(&response.error)
+                            .unwrap_or(ServerError::LeaderChanged))
+                    }
+                }
+                Err(_) => Err(ServerError::LeaderChanged),
+            });
+        })
+        .detach();
+    }
+}
+
+/// A member as the peer protocol carries it.
+pub fn member_info(member: &pb::Member) -> peerpb::MemberInfo {
+    peerpb::MemberInfo {
+        member_id: member.id,
+        name: member.name.clone(),
+        peer_urls: member.peer_ur_ls.clone(),
+        client_urls: member.client_ur_ls.clone(),
+        is_learner: member.is_learner,
+    }
+}
+
+/// A member from the peer protocol.
+pub fn member_of(info: peerpb::MemberInfo) -> pb::Member {
+    pb::Member {
+        id: info.member_id,
+        name: info.name,
+        peer_ur_ls: info.peer_urls,
+        client_ur_ls: info.client_urls,
+        is_learner: info.is_learner,
+    }
+}
+
 impl PeerService {
     /// Stores the chunks of one incoming snapshot; once the last is durable, hands the
     /// snapshot message to raft. `from` is set from the first chunk on (for the metrics).
@@ -492,7 +676,7 @@ impl PeerService {
 async fn send_snapshots(
     queue: async_channel::Receiver<Message>,
     identity: PeerIdentity,
-    peers: HashMap<u64, SocketAddr>,
+    peers: PeerAddrs,
     snap_dir: PathBuf,
     inbox: async_channel::Sender<PeerInput>,
     shared: SharedRef,
@@ -502,8 +686,9 @@ async fn send_snapshots(
         let index = message.get_snapshot().get_metadata().index;
         let started = std::time::Instant::now();
         shared.metrics.peer(to, |p| p.snapshot_send_inflights += 1);
-        let sent = match peers.get(&to) {
-            Some(addr) => send_snapshot(&identity, *addr, &snap_dir, message).await,
+        let addr = peers.borrow().get(&to).copied();
+        let sent = match addr {
+            Some(addr) => send_snapshot(&identity, addr, &snap_dir, message).await,
             None => Err(anyhow::anyhow!("no address for member {to:x}")),
         };
         let ok = match sent {
@@ -702,6 +887,17 @@ impl Peer for PeerService {
                     self.identity.cluster_id, batch.cluster_id
                 )));
             }
+            if self
+                .shared
+                .removed_members
+                .lock()
+                .expect("members lock")
+                .contains(&batch.from_member_id)
+            {
+                tracing::warn!(remote = %format!("{:x}", batch.from_member_id),
+                    "rejected stream from remote peer because it was removed");
+                return Err(Status::permission_denied(REMOVED_MEMBER_TEXT));
+            }
             if batch.to_member_id != self.identity.member_id {
                 return Err(Status::failed_precondition(format!(
                     "member ID mismatch: this member is {:x}, the batch is for {:x}",
@@ -789,6 +985,45 @@ impl Peer for PeerService {
             found: clock.is_some(),
             granted_ttl: clock.map_or(0, |c| c.granted_ttl),
             remaining_seconds: clock.map_or(-1, |c| c.remaining_seconds),
+        }))
+    }
+
+    async fn promote(
+        &self,
+        request: Request<peerpb::PromoteRequest>,
+    ) -> Result<Response<peerpb::PromoteResponse>, Status> {
+        let request = request.into_inner();
+        if request.cluster_id != self.identity.cluster_id {
+            return Err(Status::failed_precondition("cluster ID mismatch"));
+        }
+        let response = match membership::promote_here(&self.shared, request.member_id).await {
+            Ok(members) => peerpb::PromoteResponse {
+                error: String::new(),
+                members: members.iter().map(member_info).collect(),
+            },
+            Err(error) => peerpb::PromoteResponse {
+                error: error.to_string(),
+                members: Vec::new(),
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn members(
+        &self,
+        request: Request<peerpb::MembersRequest>,
+    ) -> Result<Response<peerpb::MembersResponse>, Status> {
+        if request.get_ref().cluster_token != self.identity.cluster_token {
+            return Err(Status::failed_precondition(format!(
+                "cluster token mismatch: this cluster's --initial-cluster-token is {:?}, the \
+                 joining member's {:?}",
+                self.identity.cluster_token,
+                request.get_ref().cluster_token
+            )));
+        }
+        Ok(Response::new(peerpb::MembersResponse {
+            cluster_id: self.identity.cluster_id,
+            members: self.shared.member_list().iter().map(member_info).collect(),
         }))
     }
 

@@ -11,6 +11,7 @@ use keel_proto::etcdserverpb as pb;
 use crate::server::command::Command;
 use crate::server::convert;
 use crate::server::error::ServerError;
+use crate::server::membership;
 use crate::server::state::{Applied, ApplyResult, LeaseClocks};
 
 /// What apply may touch besides the store.
@@ -112,6 +113,14 @@ pub fn apply(store: &mut Store, context: &mut ApplyContext<'_>, command: Command
                 member.client_ur_ls = published.client_ur_ls;
             }
             Ok(Applied::MemberAttributes)
+        }
+        Command::MemberUpdate(_) => {
+            membership::apply(context.members, &mut Vec::new(), &command, usize::MAX)
+        }
+        // Configuration changes apply from their own entries (`raft::node`), never from a
+        // normal entry: one found here was not written by Keel and changes nothing.
+        Command::MemberAdd(_) | Command::MemberRemove(_) | Command::MemberPromote(_) => {
+            Err(ServerError::MemberNotFound)
         }
     }
 }

@@ -39,6 +39,16 @@ pub enum Command {
     /// A member publishing its name and client URLs (etcd's `ClusterMemberAttrSetRequest`):
     /// `id`, `name` and `client_ur_ls` are set.
     MemberAttributes(pb::Member),
+    /// A member added (MemberAdd): `id`, `peer_ur_ls` and `is_learner` are set. Travels as a
+    /// raft configuration change (see [`Command::is_conf_change`]).
+    MemberAdd(pb::Member),
+    /// A member removed (MemberRemove); a configuration change.
+    MemberRemove(pb::MemberRemoveRequest),
+    /// A learner made a voter (MemberPromote); a configuration change.
+    MemberPromote(pb::MemberPromoteRequest),
+    /// A member's peer URLs changed (MemberUpdate). raft's configuration does not change, so
+    /// this is a normal entry.
+    MemberUpdate(pb::MemberUpdateRequest),
 }
 
 impl Command {
@@ -52,7 +62,20 @@ impl Command {
             Command::LeaseRevoke(_) => 6,
             Command::Alarm(_) => 7,
             Command::MemberAttributes(_) => 8,
+            Command::MemberAdd(_) => 9,
+            Command::MemberRemove(_) => 10,
+            Command::MemberPromote(_) => 11,
+            Command::MemberUpdate(_) => 12,
         }
+    }
+
+    /// True for the commands that change raft's configuration: they travel as the context of
+    /// a `ConfChangeV2` entry (one change each), not as a normal entry.
+    pub fn is_conf_change(&self) -> bool {
+        matches!(
+            self,
+            Command::MemberAdd(_) | Command::MemberRemove(_) | Command::MemberPromote(_)
+        )
     }
 
     /// Size of the request body as etcd measures it for `--max-request-bytes`.
@@ -66,6 +89,10 @@ impl Command {
             Command::LeaseRevoke(r) => r.encoded_len(),
             Command::Alarm(r) => r.encoded_len(),
             Command::MemberAttributes(r) => r.encoded_len(),
+            Command::MemberAdd(r) => r.encoded_len(),
+            Command::MemberRemove(r) => r.encoded_len(),
+            Command::MemberPromote(r) => r.encoded_len(),
+            Command::MemberUpdate(r) => r.encoded_len(),
         }
     }
 
@@ -91,6 +118,10 @@ impl Command {
             Command::LeaseRevoke(r) => r.encode(out),
             Command::Alarm(r) => r.encode(out),
             Command::MemberAttributes(r) => r.encode(out),
+            Command::MemberAdd(r) => r.encode(out),
+            Command::MemberRemove(r) => r.encode(out),
+            Command::MemberPromote(r) => r.encode(out),
+            Command::MemberUpdate(r) => r.encode(out),
         };
     }
 }
@@ -132,6 +163,10 @@ fn decode_command(tag: u8, body: &[u8]) -> Result<Command, EntryDecodeError> {
         6 => Command::LeaseRevoke(pb::LeaseRevokeRequest::decode(body).map_err(bad)?),
         7 => Command::Alarm(pb::AlarmRequest::decode(body).map_err(bad)?),
         8 => Command::MemberAttributes(pb::Member::decode(body).map_err(bad)?),
+        9 => Command::MemberAdd(pb::Member::decode(body).map_err(bad)?),
+        10 => Command::MemberRemove(pb::MemberRemoveRequest::decode(body).map_err(bad)?),
+        11 => Command::MemberPromote(pb::MemberPromoteRequest::decode(body).map_err(bad)?),
+        12 => Command::MemberUpdate(pb::MemberUpdateRequest::decode(body).map_err(bad)?),
         tag => return Err(EntryDecodeError(format!("unknown tag {tag}"))),
     })
 }

@@ -68,11 +68,73 @@ pub enum ServerError {
     /// The transferee did not take over within the request timeout. Code: `Unavailable`.
     #[error("etcdserver: request timed out, leader transfer took too long")]
     LeaderTransferTimedOut,
+    /// MemberAdd for an id already in the cluster (etcd's `ErrIDExists`). Code:
+    /// `FailedPrecondition`.
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    /// A peer URL another member already uses (etcd's `ErrPeerURLexists`). Code:
+    /// `FailedPrecondition`.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    /// The member id is not in the cluster (or was removed). Code: `NotFound`.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// MemberPromote of a member that is already a voter. Code: `FailedPrecondition`.
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    /// A learner beyond `--experimental-max-learners`. Code: `FailedPrecondition`.
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    /// MemberPromote of a learner whose log is behind 90% of the leader's. Code:
+    /// `FailedPrecondition`.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// The strict reconfiguration check: after the change too few voters would be connected
+    /// to this member. Code: `Unavailable`.
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    /// The strict reconfiguration check: after the change too few voters would have started
+    /// (published their name). etcd sends this text with code `Unknown` (its error table
+    /// maps it to a client-side error, not a status); Keel does the same.
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// MemberAdd or MemberUpdate with peer URLs etcd cannot parse. Code: `InvalidArgument`.
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    /// A learner asked for anything but a serializable Range, Status or Snapshot. Code:
+    /// `Unavailable`.
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
     /// The MVCC store refused the request (a compacted or future revision, an unknown lease,
     /// a duplicate key in a txn...). Text and code are the engine's
     /// ([`MvccError::grpc_message`], [`MvccError::grpc_code`]).
     #[error("{}", .0.grpc_message())]
     Mvcc(#[from] MvccError),
+}
+
+impl ServerError {
+    /// The error whose text is `text`, for errors that crossed the peer transport as text
+    /// (a forwarded MemberPromote); `None` for a text no variant without fields has.
+    pub fn from_text(text: &str) -> Option<ServerError> {
+        [
+            ServerError::NoLeader,
+            ServerError::RequestTimedOut,
+            ServerError::Stopped,
+            ServerError::LeaderChanged,
+            ServerError::NotLeader,
+            ServerError::MemberExists,
+            ServerError::PeerUrlExists,
+            ServerError::MemberNotFound,
+            ServerError::MemberNotLearner,
+            ServerError::TooManyLearners,
+            ServerError::LearnerNotReady,
+            ServerError::Unhealthy,
+            ServerError::NotEnoughStartedMembers,
+            ServerError::NotSupportedForLearner,
+        ]
+        .into_iter()
+        .find(|e| e.to_string() == text)
+    }
 }
 
 #[cfg(test)]
@@ -83,6 +145,14 @@ mod tests {
     fn mvcc_errors_read_as_clients_see_them() {
         let error = ServerError::from(MvccError::LeaseNotFound);
         assert_eq!(error.to_string(), "etcdserver: requested lease not found");
+    }
+
+    #[test]
+    fn membership_errors_come_back_from_their_text() {
+        for error in [ServerError::LearnerNotReady, ServerError::MemberNotFound] {
+            assert_eq!(ServerError::from_text(&error.to_string()), Some(error));
+        }
+        assert_eq!(ServerError::from_text("something else"), None);
     }
 
     #[test]

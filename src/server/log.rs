@@ -7,6 +7,7 @@
 //! compaction between batches, and takes checkpoints.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,8 @@ pub enum PeerInput {
     Messages(Vec<Message>),
     /// A peer could not be reached (raft slows its appends to it).
     Unreachable(u64),
+    /// A peer refused this member's messages because it was removed from the cluster.
+    Removed,
     /// A snapshot sent to peer `to` was stored by it (`ok`) or failed.
     SnapshotStatus {
         /// The peer.
@@ -230,7 +233,12 @@ pub struct RaftCore<O: Outbox> {
     tick_interval: Duration,
     compactor: AutoCompactor,
     checkpointer: Checkpointer,
+    auto_promote: bool,
 }
+
+/// How long a member that applied its own removal goes on before it stops (etcd waits a
+/// second too), so that its answer to the MemberRemove and its last messages go out.
+pub const REMOVED_STOP_DELAY: Duration = Duration::from_secs(1);
 
 impl<O: Outbox> RaftCore<O> {
     /// A core driving `node`, whose WAL `writer` runs as a task of its own once the core
@@ -264,7 +272,14 @@ impl<O: Outbox> RaftCore<O> {
             tick_interval,
             compactor: AutoCompactor::new(auto_compaction),
             checkpointer,
+            auto_promote: false,
         }
+    }
+
+    /// Keel's `--auto-promote-learners`: while leading, promote each learner once its log
+    /// holds 90% of the leader's (the check MemberPromote makes).
+    pub fn set_auto_promote(&mut self, on: bool) {
+        self.auto_promote = on;
     }
 
     /// Processes what raft has ready before the member serves clients: the only voter
@@ -302,6 +317,7 @@ impl<O: Outbox> RaftCore<O> {
         let mut timer = glommio::timer::Timer::new(self.tick_interval).fuse();
         let mut proposals = Vec::new();
         let mut reads = Vec::new();
+        let mut removed_at: Option<Instant> = None;
         'turn: loop {
             glommio::yield_if_needed().await;
             let idle = !self.node.has_ready() && self.node.compaction_step();
@@ -388,6 +404,22 @@ impl<O: Outbox> RaftCore<O> {
                 if self.node.is_leader() {
                     self.expire_leases(&mut proposals);
                     self.auto_compact(&mut proposals);
+                    if self.auto_promote {
+                        self.auto_promote(&mut proposals);
+                    }
+                }
+                if self.node.removed() {
+                    let at = *removed_at.get_or_insert_with(|| {
+                        tracing::warn!(
+                            "the member has been permanently removed from the cluster; it stops"
+                        );
+                        tracing::warn!("data-dir used by this member must be removed");
+                        now
+                    });
+                    if now >= at + REMOVED_STOP_DELAY {
+                        self.shared.removed.store(true, Ordering::Release);
+                        break 'turn;
+                    }
                 }
             }
             for proposal in proposals.drain(..) {
@@ -471,6 +503,7 @@ impl<O: Outbox> RaftCore<O> {
             }
             PeerInput::Unreachable(id) => self.node.report_unreachable(id),
             PeerInput::SnapshotStatus { to, ok } => self.node.report_snapshot(to, ok),
+            PeerInput::Removed => self.node.mark_removed(),
         }
     }
 
@@ -484,6 +517,21 @@ impl<O: Outbox> RaftCore<O> {
         for id in expired {
             batch.push(Proposal {
                 command: Command::LeaseRevoke(pb::LeaseRevokeRequest { id }),
+                reply: None,
+            });
+        }
+    }
+
+    fn auto_promote(&mut self, batch: &mut Vec<Proposal>) {
+        for id in self.node.promotable_learners() {
+            if self.shared.limits.strict_reconfig_check
+                && crate::server::membership::may_promote(&self.shared, id).is_err()
+            {
+                continue;
+            }
+            tracing::info!(learner = %format!("{id:x}"), "promoting a learner that caught up");
+            batch.push(Proposal {
+                command: Command::MemberPromote(pb::MemberPromoteRequest { id }),
                 reply: None,
             });
         }

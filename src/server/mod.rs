@@ -19,6 +19,7 @@ pub mod command;
 pub mod convert;
 pub mod error;
 pub mod log;
+pub mod membership;
 pub mod state;
 
 use std::sync::atomic::Ordering;

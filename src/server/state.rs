@@ -84,6 +84,8 @@ pub enum Applied {
     Alarm(Vec<pb::AlarmMember>),
     /// A member's published attributes were recorded.
     MemberAttributes,
+    /// A membership change applied; the members after it, sorted by id.
+    Members(Vec<pb::Member>),
 }
 
 /// The result of applying a command.
@@ -121,6 +123,14 @@ pub struct LeaderTransfer {
     pub reply: oneshot::Sender<Result<(), ServerError>>,
 }
 
+/// A MemberPromote for the leader, from a member that does not lead (see `raft::transport`).
+pub struct PromoteForward {
+    /// The learner.
+    pub id: u64,
+    /// The leader's answer: the members after the promotion.
+    pub reply: oneshot::Sender<Result<Vec<pb::Member>, ServerError>>,
+}
+
 /// A command waiting for the raft core, with the channel its result goes back on.
 pub struct Proposal {
     /// The command.
@@ -151,6 +161,11 @@ pub struct Limits {
     pub quota_bytes: u64,
     /// Smallest lease TTL granted, in seconds (etcd: 1.5 election timeouts, rounded up).
     pub lease_ttl_min_seconds: i64,
+    /// `--strict-reconfig-check`: refuse membership changes that would leave too few started
+    /// or connected voters.
+    pub strict_reconfig_check: bool,
+    /// `--experimental-max-learners`.
+    pub max_learners: usize,
 }
 
 /// When each lease expires. Kept beside the store because expiry is clock-based and local
@@ -271,6 +286,16 @@ pub struct Shared {
     pub is_leader: AtomicBool,
     /// Number of voting members.
     pub voters: AtomicUsize,
+    /// Ids of the members removed from the cluster: their peer messages are refused, which
+    /// tells a removed member that missed its own removal to stop.
+    pub removed_members: Mutex<Vec<u64>>,
+    /// True while this member is a learner.
+    pub is_learner: AtomicBool,
+    /// When the peer transport's stream to each member came up (etcd's `ActiveSince`); a
+    /// member with no entry is not connected.
+    pub peers_active_since: Mutex<HashMap<u64, Instant>>,
+    /// MemberPromotes for the leader, sent by the peer thread.
+    pub promote_forwards: async_channel::Sender<PromoteForward>,
     /// Every member, as the log last set them (attributes published by each member).
     pub members: Mutex<Vec<pb::Member>>,
     /// This member.
@@ -304,6 +329,8 @@ pub struct Shared {
     /// Set once this member's attributes (name, client URLs) are applied through the log;
     /// until then it is not ready (etcd serves no client before it has published them).
     pub published: AtomicBool,
+    /// Set when this member stopped because it was removed from the cluster.
+    pub removed: AtomicBool,
     /// Set when shutdown begins; watch and keep-alive streams end.
     pub stopping: AtomicBool,
     /// Threads waiting in [`Shared::write_store`].
@@ -340,6 +367,8 @@ pub struct CoreInputs {
     pub lease_forwards: async_channel::Receiver<LeaseForward>,
     /// Leadership transfers.
     pub transfers: async_channel::Receiver<LeaderTransfer>,
+    /// MemberPromotes to forward to the leader (served by the peer thread).
+    pub promote_forwards: async_channel::Receiver<PromoteForward>,
 }
 
 impl Shared {
@@ -357,6 +386,7 @@ impl Shared {
         let (lease_forwards, lease_forward_inbox) =
             async_channel::bounded(crate::server::PROPOSALS_QUEUED_MAX);
         let (transfers, transfer_inbox) = async_channel::bounded(16);
+        let (promote_forwards, promote_forward_inbox) = async_channel::bounded(16);
         let ids = match config.id_seed {
             Some(seed) => IdGenerator::with_seed(config.member_id, seed),
             None => IdGenerator::new(config.member_id),
@@ -369,6 +399,10 @@ impl Shared {
             leader_id: AtomicU64::new(0),
             is_leader: AtomicBool::new(false),
             voters: AtomicUsize::new(meta.conf_state.voters.len()),
+            is_learner: AtomicBool::new(meta.conf_state.learners.contains(&config.member_id)),
+            peers_active_since: Mutex::new(HashMap::new()),
+            removed_members: Mutex::new(meta.removed.clone()),
+            promote_forwards,
             members: Mutex::new(meta.members.clone()),
             member: config.member,
             reads,
@@ -385,11 +419,17 @@ impl Shared {
             ids,
             wal_failed: AtomicBool::new(false),
             published: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             store_writers_waiting: AtomicUsize::new(0),
             stop_event: event_listener::Event::new(),
             watch_progress_interval: config.watch_progress_interval,
         });
+        shared.metrics.server_id.set(config.member_id);
+        shared
+            .metrics
+            .is_learner
+            .set(u64::from(shared.is_learner.load(Ordering::Acquire)));
         (
             shared,
             CoreInputs {
@@ -397,8 +437,49 @@ impl Shared {
                 reads: read_inbox,
                 lease_forwards: lease_forward_inbox,
                 transfers: transfer_inbox,
+                promote_forwards: promote_forward_inbox,
             },
         )
+    }
+
+    /// Publishes raft's configuration: the number of voters and whether this member is a
+    /// learner (`etcd_server_is_learner`).
+    pub fn set_conf_state(&self, conf: &raft::eraftpb::ConfState) {
+        self.voters.store(conf.voters.len(), Ordering::Release);
+        let learner = conf.learners.contains(&self.member_id);
+        self.is_learner.store(learner, Ordering::Release);
+        self.metrics.is_learner.set(u64::from(learner));
+    }
+
+    /// etcd's learner filter: a learner serves only serializable Range, Status and Snapshot.
+    pub fn refuse_if_learner(&self) -> Result<(), ServerError> {
+        if self.is_learner.load(Ordering::Acquire) {
+            return Err(ServerError::NotSupportedForLearner);
+        }
+        Ok(())
+    }
+
+    /// The members, sorted by id as etcd lists them.
+    pub fn member_list(&self) -> Vec<pb::Member> {
+        let mut members = self.members.lock().expect("members lock").clone();
+        members.sort_by_key(|m| m.id);
+        members
+    }
+
+    /// Records that the peer stream to `id` came up (`Some(now)`) or broke (`None`).
+    pub fn set_peer_active(&self, id: u64, since: Option<Instant>) {
+        let mut active = self.peers_active_since.lock().expect("peer activity lock");
+        let mut gauge = self.metrics.active_peers.lock().expect("peer metrics lock");
+        match since {
+            Some(at) => {
+                active.entry(id).or_insert(at);
+                gauge.insert(id);
+            }
+            None => {
+                active.remove(&id);
+                gauge.remove(&id);
+            }
+        }
     }
 
     /// Hands leadership to voter `target` (MoveLeader) and waits until it leads. Errors
@@ -409,6 +490,18 @@ impl Shared {
         if !self.is_leader() {
             return Err(ServerError::NotLeader);
         }
+        let (reply, answer) = oneshot::channel();
+        self.transfers
+            .send(LeaderTransfer { target, reply })
+            .await
+            .map_err(|_| ServerError::Stopped)?;
+        answer.await.unwrap_or(Err(ServerError::Stopped))
+    }
+
+    /// Hands leadership to `target` and waits until it leads: on the leader, to any voter
+    /// (0: the most caught-up follower); on a follower, only to itself (raft forwards the
+    /// request to the leader).
+    pub async fn transfer_leadership(&self, target: u64) -> Result<(), ServerError> {
         let (reply, answer) = oneshot::channel();
         self.transfers
             .send(LeaderTransfer { target, reply })
@@ -664,6 +757,7 @@ impl Shared {
         self.reads.close();
         self.lease_forwards.close();
         self.transfers.close();
+        self.promote_forwards.close();
         self.revision_changed.notify(usize::MAX);
     }
 }

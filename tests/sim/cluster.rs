@@ -919,6 +919,8 @@ impl Sim {
         let bootstrap = Bootstrap {
             member_id: member.id,
             members: self.bootstrap_members.clone(),
+            joining: false,
+            max_learners: 1,
         };
         let recovered = block_on(recover(
             member.wal_disk.clone(),
@@ -950,6 +952,8 @@ impl Sim {
                     txn_ops_max: 128,
                     quota_bytes: 1 << 30,
                     lease_ttl_min_seconds: 1,
+                    strict_reconfig_check: false,
+                    max_learners: 1,
                 },
                 watch_progress_interval: Duration::from_secs(600),
                 // Request ids must not repeat across a member's processes (etcd uses the
@@ -969,6 +973,7 @@ impl Sim {
             snapshot_count: self.snapshot_count,
             catch_up_entries: self.catch_up_entries,
             election_ticks_range: Some((member.election_ticks, member.election_ticks + 1)),
+            max_learners: 1,
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let (node, writer) = match RaftNode::new(config, recovered, shared.clone(), &logger) {
