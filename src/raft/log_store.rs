@@ -122,6 +122,9 @@ struct Inner {
     entries: Entries,
     /// The checkpoint offered as a snapshot.
     checkpoint: Option<CheckpointInfo>,
+    /// Set when raft asked for a snapshot the newest checkpoint cannot be (it predates the
+    /// member it is for, or the index asked): a new checkpoint is due at once.
+    snapshot_wanted: bool,
 }
 
 impl Inner {
@@ -238,6 +241,7 @@ impl LogStore {
             }
         }
         inner.checkpoint = Some(checkpoint);
+        inner.snapshot_wanted = false;
         freed
     }
 
@@ -263,6 +267,11 @@ impl LogStore {
     /// Index of the first entry held.
     pub fn first_index(&self) -> u64 {
         self.inner.borrow().compacted_index + 1
+    }
+
+    /// True when raft asked for a snapshot that needs a newer checkpoint than the newest.
+    pub fn snapshot_wanted(&self) -> bool {
+        self.inner.borrow().snapshot_wanted
     }
 
     /// The entries in `low..=high` that the log holds.
@@ -344,12 +353,22 @@ impl raft::Storage for LogStore {
         Ok(self.inner.borrow().last_index())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         // The snapshot's data stays empty: the checkpoint file of its index travels over the
         // peer Snapshot stream (see the transport), not inside the raft message.
-        let inner = self.inner.borrow();
+        let mut inner = self.inner.borrow_mut();
+        // A member added after the newest checkpoint is not in its configuration, and raft
+        // refuses a snapshot that does not name it: ask for a new checkpoint (raft asks again).
+        let usable = inner.checkpoint.as_ref().is_some_and(|c| {
+            c.index > 0
+                && c.index >= request_index
+                && (c.conf_state.voters.contains(&to) || c.conf_state.learners.contains(&to))
+        });
+        if !usable {
+            inner.snapshot_wanted = true;
+        }
         match &inner.checkpoint {
-            Some(checkpoint) if checkpoint.index > 0 => {
+            Some(checkpoint) if usable => {
                 let mut snapshot = Snapshot::default();
                 let meta = snapshot.mut_metadata();
                 meta.index = checkpoint.index;

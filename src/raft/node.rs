@@ -1592,12 +1592,16 @@ impl<D: Disk> RaftNode<D> {
     /// A checkpoint is due after `--snapshot-count` applied entries *and* once the WAL
     /// written since the last checkpoint is at least as large as that checkpoint (encoding
     /// costs time in proportion to the store; this keeps its amortized cost at most that of
-    /// the writes), when no other checkpoint is under way.
+    /// the writes), when no other checkpoint is under way; and at once when raft wants a
+    /// snapshot the newest checkpoint cannot give (for a member added after it).
     pub fn checkpoint_due(&self) -> bool {
+        let wanted = self.log.snapshot_wanted() && self.applied_index > self.checkpoint_index;
         matches!(self.checkpoint_state, CheckpointState::Idle)
             && self.failed.is_none()
-            && self.applied_index >= self.checkpoint_index + self.config.snapshot_count.max(1)
-            && self.wal_bytes - self.wal_bytes_at_checkpoint >= self.last_checkpoint_bytes
+            && (wanted
+                || (self.applied_index
+                    >= self.checkpoint_index + self.config.snapshot_count.max(1)
+                    && self.wal_bytes - self.wal_bytes_at_checkpoint >= self.last_checkpoint_bytes))
     }
 
     /// Starts a checkpoint of the state at the applied index, if one is due: the returned

@@ -395,7 +395,14 @@ impl Sender {
             let (mut stream_tx, stream_rx) =
                 futures::channel::mpsc::channel::<peerpb::RaftBatch>(64);
             let mut client = PeerClient::new(channel.clone());
-            let call = glommio::spawn_local(async move { client.raft(stream_rx).await });
+            // The stream fails as soon as the connection does: the peer stops counting as
+            // connected then, not when the next message finds it gone.
+            let (shared, peer_id) = (self.shared.clone(), self.peer_id);
+            let call = glommio::spawn_local(async move {
+                let ended = client.raft(stream_rx).await;
+                shared.set_peer_active(peer_id, None);
+                ended
+            });
             glommio::spawn_local(probe_round_trips(
                 channel.clone(),
                 self.identity.clone(),

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use tempfile::TempDir;
 
+pub mod ops;
+
 /// Where Debian's etcd-server package (installed by `scripts/install-test-deps.sh`) puts etcd.
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
 /// Where Debian's etcd-client package puts etcdctl.
@@ -334,6 +336,8 @@ pub struct ClusterMember {
     pub name: String,
     /// `127.0.0.1:<client port>`.
     pub endpoint: String,
+    /// `http://127.0.0.1:<peer port>`.
+    pub peer_url: String,
     args: Vec<String>,
     child: Option<Child>,
     log_path: PathBuf,
@@ -360,9 +364,103 @@ pub struct Cluster {
     pub members: Vec<ClusterMember>,
     /// Holds the data dirs and logs.
     pub dir: TempDir,
+    /// The flags every member gets besides its own.
+    extra: Vec<String>,
 }
 
 impl Cluster {
+    /// Prepares member `name` on fresh ports, not started: its peer URL is what
+    /// `etcdctl member add` needs. Returns its index; [`Cluster::join`] starts it.
+    pub fn prepare(&mut self, name: &str) -> usize {
+        let taken: Vec<String> = self
+            .members
+            .iter()
+            .flat_map(|m| [m.endpoint.clone(), m.peer_url.clone()])
+            .collect();
+        let port = || loop {
+            let port = free_port();
+            if !taken.iter().any(|t| t.ends_with(&format!(":{port}"))) {
+                return port;
+            }
+        };
+        let (client_port, mut peer_port) = (port(), port());
+        while peer_port == client_port {
+            peer_port = port();
+        }
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut args = vec![
+            format!("--name={name}"),
+            format!("--data-dir={}", self.dir.path().join(name).display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            "--initial-cluster-token=keel-test-cluster".to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        self.members.push(ClusterMember {
+            name: name.to_string(),
+            endpoint: format!("127.0.0.1:{client_port}"),
+            peer_url,
+            args,
+            child: None,
+            log_path: self.dir.path().join(format!("{name}.log")),
+        });
+        self.members.len() - 1
+    }
+
+    /// Starts prepared member `index` joining the running cluster (`--initial-cluster-state
+    /// existing`) with `initial_cluster` (the `ETCD_INITIAL_CLUSTER` etcdctl printed) and
+    /// `extra` flags; does not wait.
+    pub fn join(&mut self, index: usize, initial_cluster: &str, extra: &[&str]) {
+        let member = &mut self.members[index];
+        // A flag given in `extra` replaces the member's own.
+        let flag = |a: &str| a.split('=').next().unwrap_or(a).to_string();
+        let replaced: Vec<String> = extra.iter().map(|a| flag(a)).collect();
+        member.args.retain(|a| {
+            !a.starts_with("--initial-cluster=")
+                && !a.starts_with("--initial-cluster-state=")
+                && !replaced.contains(&flag(a))
+        });
+        member
+            .args
+            .push(format!("--initial-cluster={initial_cluster}"));
+        member
+            .args
+            .push("--initial-cluster-state=existing".to_string());
+        member.args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn(index);
+    }
+
+    /// Waits (at most `timeout`) for member `index` to exit on its own; its exit status.
+    pub fn wait_exit(
+        &mut self,
+        index: usize,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.members[index].child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.members[index].child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM to member `index` and waits for it to exit (a clean stop).
+    pub fn terminate(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        let pid = self.members[index].child.as_ref()?.id();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        self.wait_exit(index, Duration::from_secs(20))
+    }
     /// Starts `size` members with etcd's flags for a new cluster plus `extra`, and waits until
     /// every member answers `/health` with 200 (which needs a leader).
     pub fn start(kind: Kind, size: usize, extra: &[&str]) -> Cluster {
@@ -401,6 +499,7 @@ impl Cluster {
                 ClusterMember {
                     name: format!("m{i}"),
                     endpoint: format!("127.0.0.1:{}", ports[2 * i]),
+                    peer_url,
                     args,
                     child: None,
                     log_path: dir.path().join(format!("m{i}.log")),
@@ -408,7 +507,12 @@ impl Cluster {
             })
             .collect();
         let _ = binary;
-        let mut cluster = Cluster { kind, members, dir };
+        let mut cluster = Cluster {
+            kind,
+            members,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         for i in 0..size {
             cluster.spawn(i);
         }
