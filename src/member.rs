@@ -300,7 +300,6 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         member_id: identity.member_id,
         members,
         joining,
-        max_learners: config.experimental_max_learners,
     };
     let auto_promote = config.auto_promote_learners;
     let tick_interval = Duration::from_millis(heartbeat_ms);

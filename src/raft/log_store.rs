@@ -425,7 +425,7 @@ mod tests {
             CheckpointInfo {
                 index: CATCH_UP_ENTRIES + 50,
                 term: 1,
-                conf_state: ConfState::default(),
+                conf_state: ConfState::from((vec![1, 2], vec![])),
             },
             CATCH_UP_ENTRIES,
         );
@@ -443,6 +443,16 @@ mod tests {
         );
         let snapshot = log.snapshot(0, 2).unwrap();
         assert_eq!(snapshot.get_metadata().index, CATCH_UP_ENTRIES + 50);
+        assert!(!log.snapshot_wanted());
+        // A member the checkpoint's configuration does not name (added after it) cannot be
+        // sent it: raft is told to wait, and a new checkpoint is wanted.
+        assert!(matches!(
+            log.snapshot(0, 3),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        assert!(log.snapshot_wanted());
     }
 
     /// The chunked sequence behaves as a plain deque through pushes, truncations and front

@@ -43,7 +43,7 @@ use keel_engine::mvcc::Store;
 use keel_engine::wal::{RecordType, Wal, WalOptions};
 use keel_proto::etcdserverpb as pb;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, HardState, Message};
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, MessageType};
 use raft::{RawNode, StateRole};
 
 use crate::raft::log_store::{CheckpointInfo, LogStore};
@@ -125,8 +125,6 @@ pub struct Bootstrap {
     /// True for a member joining a running cluster (`--initial-cluster-state existing`): it
     /// starts with no raft configuration and waits for the leader's snapshot.
     pub joining: bool,
-    /// `--experimental-max-learners` (replayed configuration changes are checked with it).
-    pub max_learners: usize,
 }
 
 /// Index of the checkpoint a new cluster's members bootstrap with: the initial membership is
@@ -156,6 +154,9 @@ pub struct Recovered<D: Disk> {
     pub checkpoint_index: u64,
     /// Entries applied from the WAL during recovery.
     pub replayed: u64,
+    /// The data dir was bootstrapped at index 0 and its log still starts at index 1 (see
+    /// [`BOOTSTRAP_INDEX`]): a checkpoint is due at once.
+    pub legacy_bootstrap: bool,
 }
 
 /// Errors that stop a member: its state can no longer be trusted or made durable.
@@ -280,11 +281,6 @@ pub async fn recover<D: Disk>(
     if meta.members.is_empty() {
         meta.members = bootstrap.members.clone();
     }
-    if meta.conf_state.voters.is_empty() && meta.conf_state.learners.is_empty() {
-        // A joining member restarted before its snapshot arrived: its peers are still those
-        // the join found.
-        meta.members = bootstrap.members.clone();
-    }
 
     let mut entries: Vec<Entry> = Vec::new();
     let mut hard_state = HardState::default();
@@ -394,9 +390,7 @@ pub async fn recover<D: Disk>(
                 let (_, change) = conf_change_command(entry).map_err(corrupt)?;
                 // The same check as when it first applied: a change refused then is refused
                 // now.
-                if membership::apply(&mut members, &mut removed, &change, bootstrap.max_learners)
-                    .is_ok()
-                {
+                if membership::apply(&mut members, &mut removed, &change, usize::MAX).is_ok() {
                     if let Some(single) = membership::raft_change(&change) {
                         replayed_conf = membership::conf_state_after(&replayed_conf, single);
                     }
@@ -415,6 +409,8 @@ pub async fn recover<D: Disk>(
     }
     let (compacted_term, conf_state) = (meta.term, meta.conf_state.clone());
     hard_state.commit = hard_state.commit.max(applied_index);
+    let legacy_bootstrap =
+        checkpoint_index == 0 && !conf_state.voters.is_empty() && !entries.is_empty();
     let log = LogStore::new(
         checkpoint_index,
         compacted_term,
@@ -449,6 +445,7 @@ pub async fn recover<D: Disk>(
         applied_term,
         checkpoint_index,
         replayed,
+        legacy_bootstrap,
     })
 }
 
@@ -565,6 +562,8 @@ struct PendingWrite {
     /// Messages to send once this write and every one before it are durable (a follower's
     /// append acknowledgements, votes).
     messages: Vec<Message>,
+    /// The commit index of the hard state this write holds (0: none).
+    commit: u64,
 }
 
 /// A checkpoint being taken: encoded off the raft core ([`CheckpointWork`]), saved, then
@@ -690,6 +689,18 @@ pub struct RaftNode<D: Disk> {
     members_changed: bool,
     /// Set once this member applied its own removal: it must stop.
     removed: bool,
+    /// Configuration changes proposed while the leader had one pending (raft-rs would turn
+    /// them into empty entries): proposed again once it applied.
+    held_conf_changes: Vec<Proposal>,
+    /// Committed entries from a configuration change on, waiting until the commit index that
+    /// covers the change is durable here (see [`RaftNode::apply_committed`]).
+    apply_backlog: VecDeque<Entry>,
+    /// The highest commit index a completed WAL write holds.
+    synced_commit: u64,
+    /// A data dir bootstrapped at index 0 with its log from index 1 (Keel before membership
+    /// changes): a checkpoint is due at once, dropping the whole log before it, so that no
+    /// leader ever sends a joining member entries from index 1, which carry no membership.
+    legacy_checkpoint_due: bool,
 }
 
 impl<D: Disk> RaftNode<D> {
@@ -743,7 +754,22 @@ impl<D: Disk> RaftNode<D> {
             failed: None,
             members_changed: true,
             removed: false,
+            held_conf_changes: Vec::new(),
+            apply_backlog: VecDeque::new(),
+            synced_commit: durable_commit,
+            legacy_checkpoint_due: recovered.legacy_bootstrap,
         };
+        if node
+            .shared
+            .removed_members
+            .lock()
+            .expect("members lock")
+            .contains(&node.config.id)
+        {
+            // It applied its own removal before this restart: it stays stopped (etcd refuses
+            // to start a removed member too).
+            node.removed = true;
+        }
         node.shared
             .applied_index
             .store(node.applied_index, Ordering::Release);
@@ -779,6 +805,11 @@ impl<D: Disk> RaftNode<D> {
         self.raw.raft.state == StateRole::Leader
     }
 
+    /// raft's configuration as this node applied it.
+    pub fn conf_state(&self) -> ConfState {
+        self.log.conf_state()
+    }
+
     /// Index of the last applied entry.
     pub fn applied_index(&self) -> u64 {
         self.applied_index
@@ -801,6 +832,9 @@ impl<D: Disk> RaftNode<D> {
 
     /// Counts one tick (a heartbeat interval).
     pub fn tick(&mut self) {
+        if self.removed {
+            return;
+        }
         self.ticks += 1;
         self.raw.tick();
         if self.ticks % READ_RETRY_TICKS == 0 {
@@ -855,7 +889,13 @@ impl<D: Disk> RaftNode<D> {
                 .iter()
                 .copied()
                 .filter(|id| *id != me)
-                .max_by_key(|id| progress.get(*id).map_or(0, |p| p.matched))
+                .max_by_key(|id| {
+                    // A follower heard from lately first (a voter that is down cannot take
+                    // over), then the one with the most of the log.
+                    progress
+                        .get(*id)
+                        .map_or((false, 0), |p| (p.recent_active, p.matched))
+                })
                 .unwrap_or(0)
         } else {
             target
@@ -880,6 +920,19 @@ impl<D: Disk> RaftNode<D> {
 
     /// Hands a peer's message to raft.
     pub fn step(&mut self, message: Message) {
+        if self.removed {
+            return;
+        }
+        if message.get_msg_type() == MessageType::MsgAppend && message.index == 0 {
+            let conf = self.log.conf_state();
+            if conf.voters.is_empty() && conf.learners.is_empty() {
+                // A member that joined and has no configuration yet takes the log only from a
+                // snapshot (which carries the membership): entries from index 1 never do.
+                // Refusing them keeps it from ever running with an empty configuration; the
+                // leader sends a snapshot once its log no longer starts at 1.
+                return;
+            }
+        }
         if let Err(error) = self.raw.step(message) {
             tracing::debug!(%error, "raft refused a message");
         }
@@ -903,6 +956,12 @@ impl<D: Disk> RaftNode<D> {
     /// Proposes a client's write; its reply goes out when the entry applies here.
     pub fn propose(&mut self, proposal: Proposal) {
         let Proposal { command, reply } = proposal;
+        if self.removed {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(ServerError::Stopped));
+            }
+            return;
+        }
         if let Some(error) = &self.failed {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(ServerError::WalError(error.clone())));
@@ -914,6 +973,28 @@ impl<D: Disk> RaftNode<D> {
         } else {
             0
         };
+        if command.is_conf_change() {
+            // Checked here against the members as this member applied them, with its
+            // learner limit (apply checks again, without the limit, on every member alike).
+            let checked = membership::validate(
+                &self.shared.member_list(),
+                &self.shared.removed_list(),
+                &command,
+                self.config.max_learners,
+            );
+            if let Err(error) = checked {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
+                return;
+            }
+            if self.is_leader() && self.raw.raft.has_pending_conf() {
+                // raft-rs would turn it into an empty entry: it waits until the change
+                // before it applied.
+                self.held_conf_changes.push(Proposal { command, reply });
+                return;
+            }
+        }
         if let Command::MemberPromote(request) = &command {
             // etcd's check on the leader: the learner's log must hold at least 90% of the
             // leader's. A member that does not lead answers `not leader`; the caller asks the
@@ -979,6 +1060,22 @@ impl<D: Disk> RaftNode<D> {
         )
     }
 
+    /// Proposes again the configuration changes held while one was pending, once none is
+    /// (or this member no longer leads: the leader decides then).
+    fn release_held_conf_changes(&mut self) {
+        if self.held_conf_changes.is_empty()
+            || (self.is_leader() && self.raw.raft.has_pending_conf())
+        {
+            return;
+        }
+        for proposal in std::mem::take(&mut self.held_conf_changes) {
+            if proposal.reply.as_ref().is_some_and(|r| r.is_canceled()) {
+                continue;
+            }
+            self.propose(proposal);
+        }
+    }
+
     /// Hands the members to the outbox if they changed since it last heard.
     fn tell_peers(&mut self, outbox: &mut dyn Outbox) {
         if self.members_changed {
@@ -1017,6 +1114,12 @@ impl<D: Disk> RaftNode<D> {
     /// Starts one ReadIndex round for every read in `replies`: they share it.
     pub fn read_index(&mut self, replies: Vec<ReadReply>) {
         if replies.is_empty() {
+            return;
+        }
+        if self.removed {
+            for reply in replies {
+                let _ = reply.send(Err(ServerError::Stopped));
+            }
             return;
         }
         if self.raw.raft.leader_id == 0 {
@@ -1063,7 +1166,7 @@ impl<D: Disk> RaftNode<D> {
 
     /// True when raft has work for [`RaftNode::handle_ready`].
     pub fn has_ready(&self) -> bool {
-        self.raw.has_ready()
+        !self.removed && self.raw.has_ready()
     }
 
     /// Processes one Ready without waiting for the disk (see the module docs for the order):
@@ -1077,7 +1180,7 @@ impl<D: Disk> RaftNode<D> {
             return Err(NodeError::Wal(error.clone()));
         }
         self.tell_peers(outbox);
-        if !self.raw.has_ready() {
+        if self.removed || !self.raw.has_ready() {
             return Ok(());
         }
         let mut ready = self.raw.ready();
@@ -1095,7 +1198,7 @@ impl<D: Disk> RaftNode<D> {
             }
         }
         let committed = ready.take_committed_entries();
-        self.apply_entries(committed);
+        self.apply_committed(committed);
 
         // One WAL batch: the new entries, then the hard state (with the newest commit index).
         // raft reads its log from the storage as soon as the Ready is advanced, so the
@@ -1108,13 +1211,23 @@ impl<D: Disk> RaftNode<D> {
             // The commit index rides along with entries that are written anyway.
             hard_state = Some(self.raw.raft.hard_state());
         }
-        if entries.is_empty() && records.is_empty() && !ready.must_sync() {
+        let conf_change_waits = self
+            .apply_backlog
+            .front()
+            .is_some_and(|e| e.index > self.durable_commit);
+        if conf_change_waits {
+            // A committed configuration change applies only once a commit index covering it
+            // is durable here: a member it removed may stop for good, and a restart that did
+            // not know the change committed would wait for that member's vote forever.
+            hard_state = Some(self.raw.raft.hard_state());
+        } else if entries.is_empty() && records.is_empty() && !ready.must_sync() {
             // Only the commit index moved: it needs no sync of its own (a restart learns it
             // again from the leader, or from the next write it rides along with).
             if let Some(state) = hard_state.take() {
                 self.log.set_hard_state(state);
             }
         }
+        let written_commit = hard_state.as_ref().map_or(0, |h| h.commit);
         let last_entry = entries.last().map_or(0, |e| e.index);
         records.extend(
             entries
@@ -1158,6 +1271,7 @@ impl<D: Disk> RaftNode<D> {
                 records,
                 release_through: None,
                 messages: persisted,
+                commit: written_commit,
             });
         }
         self.raw.advance_append_async(ready);
@@ -1166,6 +1280,7 @@ impl<D: Disk> RaftNode<D> {
             self.raw.on_persist_ready(number);
         }
         self.advance_applied();
+        self.release_held_conf_changes();
         self.tell_peers(outbox);
         self.publish_progress();
         Ok(())
@@ -1234,6 +1349,7 @@ impl<D: Disk> RaftNode<D> {
         let mut messages = Vec::new();
         let mut checkpoints = Vec::new();
         for write in self.writes.drain(..written) {
+            self.synced_commit = self.synced_commit.max(write.commit);
             messages.extend(write.messages);
             if write.ready_number.is_some() {
                 persisted_number = write.ready_number;
@@ -1251,14 +1367,39 @@ impl<D: Disk> RaftNode<D> {
         for (info, checkpoint_lsn) in checkpoints {
             self.checkpoint_logged(info, checkpoint_lsn);
         }
+        if self.removed {
+            // A member that applied its own removal no longer drives raft: raft-rs has dropped
+            // its own progress, and a leader that removed itself would panic on it
+            // (`on_persist_ready` looks its progress up; found by the simulation).
+            return Ok(());
+        }
         if let Some(number) = persisted_number {
             self.raw.on_persist_ready(number);
-            self.advance_applied();
         }
+        if !self.apply_backlog.is_empty() {
+            self.apply_committed(Vec::new());
+        }
+        self.advance_applied();
         if !messages.is_empty() {
             outbox.send(messages);
         }
         Ok(())
+    }
+
+    /// Applies committed `entries` (after any still waiting) in order, up to a configuration
+    /// change whose commit is not yet durable here: it and everything after it wait for the
+    /// write that makes it so ([`RaftNode::write_done`]).
+    fn apply_committed(&mut self, entries: Vec<Entry>) {
+        self.apply_backlog.extend(entries);
+        let mut now = Vec::new();
+        while let Some(entry) = self.apply_backlog.front() {
+            if entry.get_entry_type() != EntryType::EntryNormal && entry.index > self.synced_commit
+            {
+                break;
+            }
+            now.extend(self.apply_backlog.pop_front());
+        }
+        self.apply_entries(now);
     }
 
     /// Processes Readies and writes them with `writer` until raft has nothing more: for
@@ -1403,12 +1544,8 @@ impl<D: Disk> RaftNode<D> {
                         Ok((request_id, change)) => {
                             // Checked against the members as of this entry, on every member
                             // alike; a refused change leaves raft's configuration as it was.
-                            let result = membership::apply(
-                                &mut members,
-                                &mut removed,
-                                &change,
-                                self.config.max_learners,
-                            );
+                            let result =
+                                membership::apply(&mut members, &mut removed, &change, usize::MAX);
                             if let Err(error) = &result {
                                 tracing::warn!(%error, index = entry.index, ?change,
                                     "configuration change refused");
@@ -1545,6 +1682,7 @@ impl<D: Disk> RaftNode<D> {
         self.applied_term = meta.term;
         self.checkpoint_index = index;
         self.members_changed = true;
+        self.apply_backlog.retain(|e| e.index > index);
         if !marker.conf_state.voters.contains(&self.config.id)
             && !marker.conf_state.learners.contains(&self.config.id)
             && state_meta.members.iter().all(|m| m.id != self.config.id)
@@ -1595,7 +1733,8 @@ impl<D: Disk> RaftNode<D> {
     /// the writes), when no other checkpoint is under way; and at once when raft wants a
     /// snapshot the newest checkpoint cannot give (for a member added after it).
     pub fn checkpoint_due(&self) -> bool {
-        let wanted = self.log.snapshot_wanted() && self.applied_index > self.checkpoint_index;
+        let wanted = (self.log.snapshot_wanted() || self.legacy_checkpoint_due)
+            && self.applied_index > self.checkpoint_index;
         matches!(self.checkpoint_state, CheckpointState::Idle)
             && self.failed.is_none()
             && (wanted
@@ -1727,6 +1866,7 @@ impl<D: Disk> RaftNode<D> {
             )],
             release_through: self.previous_checkpoint_lsn,
             messages: Vec::new(),
+            commit: hard_state.commit,
         });
     }
 
@@ -1747,7 +1887,14 @@ impl<D: Disk> RaftNode<D> {
         }
         self.checkpoint_index = info.index;
         self.wal_bytes_at_checkpoint = self.wal_bytes;
-        let freed = self.log.set_checkpoint(info, self.config.catch_up_entries);
+        // The first checkpoint of a data dir bootstrapped at index 0 keeps no entries behind
+        // it: a follower that needs them is sent this checkpoint instead.
+        let catch_up = if std::mem::take(&mut self.legacy_checkpoint_due) {
+            0
+        } else {
+            self.config.catch_up_entries
+        };
+        let freed = self.log.set_checkpoint(info, catch_up);
         self.log_garbage.extend(freed);
     }
 
@@ -1786,7 +1933,6 @@ mod tests {
                 ..Default::default()
             }],
             joining: false,
-            max_learners: 1,
         }
     }
 
@@ -1937,6 +2083,46 @@ mod tests {
             assert_eq!(held[0], old[0]);
             assert_eq!(&held[1..], &new[..]);
             assert_eq!(recovered.log.hard_state().commit, base + 2);
+        });
+    }
+
+    /// A data dir bootstrapped at index 0 (Keel before membership changes) whose log still
+    /// starts at 1 asks for a checkpoint at once; one bootstrapped at index 1 does not.
+    #[test]
+    fn a_log_that_starts_at_index_one_is_flagged_for_a_checkpoint() {
+        block_on(async {
+            let (wal_disk, snap) = (SimDisk::new(5), SimDisk::new(6));
+            let meta = StateMeta {
+                term: 0,
+                conf_state: ConfState::from((vec![ME, 7, 9], vec![])),
+                members: bootstrap().members,
+                ..Default::default()
+            };
+            let mvcc = Store::new().encode_checkpoint().unwrap();
+            checkpoint::save(&snap, 0, &records::encode_state(&meta, &mvcc))
+                .await
+                .unwrap();
+            let old: Vec<Entry> = (1..=2)
+                .map(|i| entry(i, 2, i, &put("k", &format!("v{i}"))))
+                .collect();
+            let state = HardState {
+                term: 2,
+                commit: 2,
+                ..Default::default()
+            };
+            write_wal(&wal_disk, old.iter(), &state).await;
+            let recovered = recover(wal_disk, snap, options(), &bootstrap())
+                .await
+                .unwrap();
+            assert_eq!(recovered.log.first_index(), 1);
+            assert!(recovered.legacy_bootstrap);
+
+            let (wal_disk, snap) = (SimDisk::new(7), SimDisk::new(8));
+            let fresh = recover(wal_disk, snap, options(), &bootstrap())
+                .await
+                .unwrap();
+            assert_eq!(fresh.checkpoint_index, BOOTSTRAP_INDEX);
+            assert!(!fresh.legacy_bootstrap);
         });
     }
 

@@ -25,13 +25,25 @@ use crate::server::command::Command;
 use crate::server::error::ServerError;
 use crate::server::state::{Applied, PromoteForward, Shared};
 
-/// etcd's check of a configuration change against the current members (`max_learners`:
-/// `--experimental-max-learners`).
+/// etcd's check of a configuration change against the current members and the ids removed
+/// before (`max_learners`: `--experimental-max-learners`). A removed id is "not found" for
+/// every change, as in etcd: it never comes back.
 pub fn validate(
     members: &[pb::Member],
+    removed: &[u64],
     command: &Command,
     max_learners: usize,
 ) -> Result<(), ServerError> {
+    let target = match command {
+        Command::MemberAdd(member) => member.id,
+        Command::MemberRemove(request) => request.id,
+        Command::MemberPromote(request) => request.id,
+        Command::MemberUpdate(request) => request.id,
+        _ => 0,
+    };
+    if target != 0 && removed.contains(&target) {
+        return Err(ServerError::MemberNotFound);
+    }
     let find = |id: u64| members.iter().find(|m| m.id == id);
     let url_taken = |urls: &[String], except: u64| {
         members
@@ -52,9 +64,17 @@ pub fn validate(
                 return Err(ServerError::TooManyLearners);
             }
         }
-        Command::MemberRemove(request) if find(request.id).is_none() => {
-            return Err(ServerError::MemberNotFound);
-        }
+        Command::MemberRemove(request) => match find(request.id) {
+            None => return Err(ServerError::MemberNotFound),
+            // raft refuses a configuration without voters; etcd's strict check refuses this
+            // as too few started members, and every member refuses it alike.
+            Some(member)
+                if !member.is_learner && members.iter().filter(|m| !m.is_learner).count() == 1 =>
+            {
+                return Err(ServerError::NotEnoughStartedMembers)
+            }
+            Some(_) => {}
+        },
         Command::MemberPromote(request) => match find(request.id) {
             None => return Err(ServerError::MemberNotFound),
             Some(member) if !member.is_learner => return Err(ServerError::MemberNotLearner),
@@ -75,14 +95,16 @@ pub fn validate(
 
 /// Applies a membership command to `members`: checks it ([`validate`]) and, if it passes,
 /// changes the list; the result is the list after it (what etcd answers every membership
-/// request with).
+/// request with). Apply passes no learner limit (`usize::MAX`): `--experimental-max-learners`
+/// is a member's own flag, so it is checked when a change is proposed, never where members
+/// could disagree.
 pub fn apply(
     members: &mut Vec<pb::Member>,
     removed: &mut Vec<u64>,
     command: &Command,
     max_learners: usize,
 ) -> Result<Applied, ServerError> {
-    validate(members, command, max_learners)?;
+    validate(members, removed, command, max_learners)?;
     apply_to_members(members, command);
     if let Command::MemberRemove(request) = command {
         if !removed.contains(&request.id) {
@@ -291,7 +313,12 @@ pub async fn add(
         ..Default::default()
     };
     let command = Command::MemberAdd(member.clone());
-    validate(&shared.member_list(), &command, shared.limits.max_learners)?;
+    validate(
+        &shared.member_list(),
+        &shared.removed_list(),
+        &command,
+        shared.limits.max_learners,
+    )?;
     if shared.limits.strict_reconfig_check {
         may_add(shared, is_learner)?;
     }
@@ -305,7 +332,12 @@ pub async fn remove(shared: &Shared, id: u64) -> Result<Vec<pb::Member>, ServerE
     shared.refuse_if_learner()?;
     let command = Command::MemberRemove(pb::MemberRemoveRequest { id });
     let members = shared.member_list();
-    validate(&members, &command, shared.limits.max_learners)?;
+    validate(
+        &members,
+        &shared.removed_list(),
+        &command,
+        shared.limits.max_learners,
+    )?;
     if shared.limits.strict_reconfig_check {
         may_remove(shared, id)?;
     }
@@ -338,7 +370,12 @@ pub async fn update(
         id,
         peer_ur_ls: urls,
     });
-    validate(&shared.member_list(), &command, shared.limits.max_learners)?;
+    validate(
+        &shared.member_list(),
+        &shared.removed_list(),
+        &command,
+        shared.limits.max_learners,
+    )?;
     Ok(members_of(shared.propose(command).await?))
 }
 
@@ -367,7 +404,13 @@ pub async fn promote(shared: &Shared, id: u64) -> Result<Vec<pb::Member>, Server
 pub async fn promote_here(shared: &Shared, id: u64) -> Result<Vec<pb::Member>, ServerError> {
     let command = Command::MemberPromote(pb::MemberPromoteRequest { id });
     let checked = if shared.is_leader() {
-        validate(&shared.member_list(), &command, shared.limits.max_learners).and_then(|()| {
+        validate(
+            &shared.member_list(),
+            &shared.removed_list(),
+            &command,
+            shared.limits.max_learners,
+        )
+        .and_then(|()| {
             if shared.limits.strict_reconfig_check {
                 may_promote(shared, id)
             } else {
@@ -418,23 +461,23 @@ mod tests {
         ];
         let add = |m| Command::MemberAdd(m);
         assert_eq!(
-            validate(&members, &add(member(1, "http://c:1", false)), 1),
+            validate(&members, &[], &add(member(1, "http://c:1", false)), 1),
             Err(ServerError::MemberExists)
         );
         assert_eq!(
-            validate(&members, &add(member(3, "http://b:1", false)), 1),
+            validate(&members, &[], &add(member(3, "http://b:1", false)), 1),
             Err(ServerError::PeerUrlExists)
         );
         assert_eq!(
-            validate(&members, &add(member(3, "http://c:1", true)), 1),
+            validate(&members, &[], &add(member(3, "http://c:1", true)), 1),
             Err(ServerError::TooManyLearners)
         );
         assert_eq!(
-            validate(&members, &add(member(3, "http://c:1", true)), 2),
+            validate(&members, &[], &add(member(3, "http://c:1", true)), 2),
             Ok(())
         );
         assert_eq!(
-            validate(&members, &add(member(3, "http://c:1", false)), 1),
+            validate(&members, &[], &add(member(3, "http://c:1", false)), 1),
             Ok(())
         );
     }
@@ -454,27 +497,33 @@ mod tests {
             })
         };
         assert_eq!(
-            validate(&members, &remove(9), 1),
+            validate(&members, &[], &remove(9), 1),
             Err(ServerError::MemberNotFound)
         );
-        assert_eq!(validate(&members, &remove(2), 1), Ok(()));
+        assert_eq!(validate(&members, &[], &remove(2), 1), Ok(()));
         assert_eq!(
-            validate(&members, &promote(9), 1),
+            validate(&members, &[], &promote(9), 1),
             Err(ServerError::MemberNotFound)
         );
         assert_eq!(
-            validate(&members, &promote(1), 1),
+            validate(&members, &[], &promote(1), 1),
             Err(ServerError::MemberNotLearner)
         );
-        assert_eq!(validate(&members, &promote(2), 1), Ok(()));
+        assert_eq!(validate(&members, &[], &promote(2), 1), Ok(()));
         assert_eq!(
-            validate(&members, &update(1, "http://b:1"), 1),
+            validate(&members, &[], &update(1, "http://b:1"), 1),
             Err(ServerError::PeerUrlExists)
         );
         // A member may keep its own URL.
-        assert_eq!(validate(&members, &update(1, "http://a:1"), 1), Ok(()));
+        assert_eq!(validate(&members, &[], &update(1, "http://a:1"), 1), Ok(()));
         assert_eq!(
-            validate(&members, &update(5, "http://z:1"), 1),
+            validate(&members, &[], &update(5, "http://z:1"), 1),
+            Err(ServerError::MemberNotFound)
+        );
+        // A removed id never comes back, whatever the change.
+        let readd = Command::MemberAdd(member(9, "http://y:1", false));
+        assert_eq!(
+            validate(&members, &[9], &readd, 1),
             Err(ServerError::MemberNotFound)
         );
     }
@@ -490,7 +539,7 @@ mod tests {
             Command::MemberRemove(pb::MemberRemoveRequest { id: 1 }),
         ];
         for step in &steps {
-            validate(&members, step, 1).unwrap();
+            validate(&members, &[], step, 1).unwrap();
             apply_to_members(&mut members, step);
             conf = conf_state_after(&conf, raft_change(step).unwrap());
         }

@@ -466,6 +466,11 @@ impl Shared {
         members
     }
 
+    /// Ids of the members removed from the cluster.
+    pub fn removed_list(&self) -> Vec<u64> {
+        self.removed_members.lock().expect("members lock").clone()
+    }
+
     /// Records that the peer stream to `id` came up (`Some(now)`) or broke (`None`).
     pub fn set_peer_active(&self, id: u64, since: Option<Instant>) {
         let mut active = self.peers_active_since.lock().expect("peer activity lock");

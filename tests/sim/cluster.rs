@@ -48,7 +48,7 @@ use keel_engine::io::{SeededRng, SimDisk};
 use keel_engine::mvcc::RangeRequest;
 use keel_engine::wal::WalOptions;
 use keel_proto::etcdserverpb as pb;
-use raft::eraftpb::{Message, MessageType};
+use raft::eraftpb::{EntryType, Message, MessageType};
 
 use super::history::{self, History, Read, Write, WriteOutcome};
 
@@ -111,6 +111,12 @@ pub struct Stats {
     pub reads_failed: u64,
     /// The highest applied index at the end.
     pub final_applied_index: u64,
+    /// Membership changes proposed.
+    pub reconfigurations: u64,
+    /// Members that stopped because they were removed.
+    pub removed: u64,
+    /// Spares in the cluster at the end.
+    pub spares_joined: u64,
 }
 
 impl Stats {
@@ -133,6 +139,9 @@ impl Stats {
         self.reads_ok += other.reads_ok;
         self.reads_failed += other.reads_failed;
         self.final_applied_index += other.final_applied_index;
+        self.reconfigurations += other.reconfigurations;
+        self.removed += other.removed;
+        self.spares_joined += other.spares_joined;
     }
 }
 
@@ -168,6 +177,9 @@ enum Event {
     SlowDisk,
     /// Make a member's next disk sync fail.
     SyncFailure,
+    /// Propose a membership change: add a spare as a learner or a voter, promote a learner,
+    /// or remove a voter (never below three).
+    Reconfigure,
 }
 
 /// What a scripted scenario does with a message being sent.
@@ -225,6 +237,10 @@ struct Member {
     checked_commit: u64,
     /// Applied index at which this process's store was last compared.
     checked_applied: u64,
+    /// A spare: not in the initial cluster; it starts empty and joins when added.
+    spare: bool,
+    /// Removed from the cluster: its process stopped for good.
+    removed: bool,
 }
 
 /// A raft message on the wire.
@@ -353,6 +369,34 @@ impl Sim {
     }
 
     fn build(seed: u64, steps: u64, count: usize, snapshot_count: Option<u64>) -> Sim {
+        // Random runs have two spare members the membership changes can add.
+        Sim::build_with_spares(
+            seed,
+            steps,
+            count,
+            if steps > 0 { 2 } else { 0 },
+            snapshot_count,
+        )
+    }
+
+    /// A cluster of `count` members and `spares` more that are not in it yet (they run, empty,
+    /// until a membership change adds them), for a scripted scenario.
+    pub fn scripted_with_spares(
+        seed: u64,
+        count: usize,
+        spares: usize,
+        snapshot_count: u64,
+    ) -> Sim {
+        Sim::build_with_spares(seed, 0, count, spares, Some(snapshot_count))
+    }
+
+    fn build_with_spares(
+        seed: u64,
+        steps: u64,
+        count: usize,
+        spares: usize,
+        snapshot_count: Option<u64>,
+    ) -> Sim {
         RECENT_EVENTS.with(|events| events.borrow_mut().clear());
         let mut rng = SeededRng::new(seed);
         let bootstrap_members: Vec<pb::Member> = (1..=count as u64)
@@ -363,7 +407,7 @@ impl Sim {
                 ..Default::default()
             })
             .collect();
-        let members = (1..=count as u64)
+        let members = (1..=(count + spares) as u64)
             .map(|id| {
                 let wal_disk = SimDisk::new(rng.next_u64());
                 let snap_disk = SimDisk::new(rng.next_u64());
@@ -382,6 +426,8 @@ impl Sim {
                     fault_armed: false,
                     checked_commit: 0,
                     checked_applied: u64::MAX,
+                    spare: id > count as u64,
+                    removed: false,
                 }
             })
             .collect();
@@ -412,6 +458,7 @@ impl Sim {
             (Event::PowerLoss, 5 * fault_level),
             (Event::SlowDisk, 10 * fault_level),
             (Event::SyncFailure, 2 * fault_level),
+            (Event::Reconfigure, 15),
         ];
         let mut sim = Sim {
             seed,
@@ -427,7 +474,7 @@ impl Sim {
             restart_stopped: steps > 0,
             rule: None,
             held: Vec::new(),
-            groups: vec![0; count],
+            groups: vec![0; count + spares],
             history: History::default(),
             puts: Vec::new(),
             reads: Vec::new(),
@@ -450,7 +497,7 @@ impl Sim {
                 .map(|m| m.election_ticks)
                 .collect::<Vec<_>>()
         ));
-        for i in 0..count {
+        for i in 0..count + spares {
             sim.restart(i);
             assert!(
                 sim.members[i].running.is_some(),
@@ -548,6 +595,7 @@ impl Sim {
             Event::PowerLoss => self.arm_power_loss(),
             Event::SlowDisk => self.stall_one(),
             Event::SyncFailure => self.arm_sync_failure(),
+            Event::Reconfigure => self.reconfigure(),
         }
         self.after_event();
     }
@@ -696,6 +744,23 @@ impl Sim {
             );
         }
         let snapshot = flight.message.get_msg_type() == MessageType::MsgSnapshot;
+        let sender = from as u64 + 1;
+        let refused = self.members[to]
+            .running
+            .as_ref()
+            .is_some_and(|run| run.shared.removed_members.lock().unwrap().contains(&sender));
+        if refused {
+            // The transport refuses a removed member's messages, and it stops on hearing so.
+            self.note(format!(
+                "member {} refuses removed member {}",
+                to + 1,
+                from + 1
+            ));
+            if let Some(run) = self.members[from].running.as_mut() {
+                run.node.mark_removed();
+            }
+            return;
+        }
         let run = self.members[to].running.as_mut().expect("checked above");
         run.node.step(flight.message);
         if snapshot {
@@ -816,7 +881,7 @@ impl Sim {
 
     fn restart_one(&mut self) {
         let down: Vec<usize> = (0..self.members.len())
-            .filter(|&i| self.members[i].running.is_none())
+            .filter(|&i| self.members[i].running.is_none() && !self.members[i].removed)
             .collect();
         if !down.is_empty() {
             let i = down[self.rng.below(down.len() as u64) as usize];
@@ -860,6 +925,54 @@ impl Sim {
                 i + 1
             ));
         }
+    }
+
+    fn reconfigure(&mut self) {
+        let Some(i) = self.random_live() else {
+            return;
+        };
+        let run = self.members[i].running.as_ref().expect("live");
+        let members = run.shared.member_list();
+        if members.is_empty() {
+            return;
+        }
+        let removed = run.shared.removed_members.lock().unwrap().clone();
+        let voters = members.iter().filter(|m| !m.is_learner).count();
+        let mut choices = Vec::new();
+        for spare in &self.members {
+            let id = spare.id;
+            if !spare.removed && !removed.contains(&id) && members.iter().all(|m| m.id != id) {
+                let learner = self.rng.chance(1, 2);
+                choices.push(Command::MemberAdd(pb::Member {
+                    id,
+                    peer_ur_ls: vec![format!("http://127.0.0.1:{}", 2380 + id)],
+                    is_learner: learner,
+                    ..Default::default()
+                }));
+            }
+        }
+        for member in &members {
+            if member.is_learner {
+                choices.push(Command::MemberPromote(pb::MemberPromoteRequest {
+                    id: member.id,
+                }));
+            } else if voters > 3 {
+                choices.push(Command::MemberRemove(pb::MemberRemoveRequest {
+                    id: member.id,
+                }));
+            }
+        }
+        if choices.is_empty() {
+            return;
+        }
+        let command = choices.swap_remove(self.rng.below(choices.len() as u64) as usize);
+        self.note(format!("member {} proposes {command:?}", i + 1));
+        self.stats.reconfigurations += 1;
+        let run = self.members[i].running.as_mut().expect("live");
+        run.node.propose(Proposal {
+            command,
+            reply: None,
+        });
     }
 
     fn stall_one(&mut self) {
@@ -919,8 +1032,7 @@ impl Sim {
         let bootstrap = Bootstrap {
             member_id: member.id,
             members: self.bootstrap_members.clone(),
-            joining: false,
-            max_learners: 1,
+            joining: member.spare,
         };
         let recovered = block_on(recover(
             member.wal_disk.clone(),
@@ -1056,6 +1168,12 @@ impl Sim {
         let Some(run) = self.members[i].running.as_mut() else {
             return;
         };
+        if run.node.removed() {
+            self.kill(i, false, "removed from the cluster");
+            self.members[i].removed = true;
+            self.stats.removed += 1;
+            return;
+        }
         if let Some(failure) = run.node.failure() {
             let failure = failure.to_string();
             self.stats.wal_failures += 1;
@@ -1405,6 +1523,7 @@ impl Sim {
                         let request_id = entry
                             .data
                             .get(..8)
+                            .filter(|_| entry.get_entry_type() == EntryType::EntryNormal)
                             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
                             .unwrap_or(0);
                         if request_id != 0 {
@@ -1456,7 +1575,7 @@ impl Sim {
         if self.restart_stopped {
             // A member that died of an armed fault comes straight back.
             for i in 0..self.members.len() {
-                if self.members[i].running.is_none() {
+                if self.members[i].running.is_none() && !self.members[i].removed {
                     self.restart(i);
                 }
             }
@@ -1495,9 +1614,28 @@ impl Sim {
         }
     }
 
+    /// The members of the cluster as the live member that applied the most sees it (spares
+    /// not added and removed members are not in it).
+    fn cluster_members(&self) -> Vec<usize> {
+        let reference = self
+            .members
+            .iter()
+            .filter_map(|m| m.running.as_ref())
+            .map(|run| (run.node.applied_index(), run.node.conf_state()))
+            .filter(|(_, conf)| !conf.voters.is_empty())
+            .max_by_key(|(applied, _)| *applied);
+        let Some((_, conf)) = reference else {
+            return Vec::new();
+        };
+        let mut ids: Vec<u64> = conf.voters.iter().chain(&conf.learners).copied().collect();
+        ids.sort_unstable();
+        ids.iter().map(|id| *id as usize - 1).collect()
+    }
+
     fn agreed_leader(&self) -> Option<usize> {
         let mut leader = None;
-        for member in &self.members {
+        for index in self.cluster_members() {
+            let member = &self.members[index];
             let run = member.running.as_ref()?;
             let id = run.node.leader_id();
             if id == 0 || leader.is_some_and(|l| l != id) {
@@ -1524,7 +1662,7 @@ impl Sim {
                 // Disarm by a power cycle, so that settling runs without faults.
                 self.kill(i, true, "disarming faults");
             }
-            if self.members[i].running.is_none() {
+            if self.members[i].running.is_none() && !self.members[i].removed {
                 self.restart(i);
             }
         }
@@ -1542,9 +1680,13 @@ impl Sim {
                         "liveness: the final put of key {key} never succeeded"
                     ));
                 }
-                let target = self
-                    .agreed_leader()
-                    .unwrap_or_else(|| self.rng.below(self.members.len() as u64) as usize);
+                let target = match self.agreed_leader() {
+                    Some(leader) => leader,
+                    None => match self.random_live() {
+                        Some(live) => live,
+                        None => self.fail("no member runs".to_string()),
+                    },
+                };
                 let value = self.next_value;
                 self.next_value += 1;
                 self.put(target, key, value);
@@ -1560,12 +1702,14 @@ impl Sim {
 
         // Every member applies everything.
         self.calm_until("every member applying the same index", |sim| {
-            let applied: Vec<u64> = sim
-                .members
+            let cluster = sim.cluster_members();
+            let applied: Vec<u64> = cluster
                 .iter()
-                .filter_map(|m| m.running.as_ref().map(|r| r.node.applied_index()))
+                .filter_map(|i| sim.members[*i].running.as_ref())
+                .map(|r| r.node.applied_index())
                 .collect();
-            applied.len() == sim.members.len()
+            !cluster.is_empty()
+                && applied.len() == cluster.len()
                 && applied
                     .iter()
                     .all(|&a| a == applied[0] && a >= sim.max_commit_seen)
@@ -1573,7 +1717,8 @@ impl Sim {
         });
 
         // Final linearizable reads of every key through every member.
-        for i in 0..self.members.len() {
+        let cluster = self.cluster_members();
+        for &i in &cluster {
             for key in 0..KEYS {
                 let mut attempts = 0;
                 loop {
@@ -1596,7 +1741,8 @@ impl Sim {
 
         // State machine safety at the end: every store equal.
         let mut hashes = Vec::new();
-        for member in &self.members {
+        for &i in &cluster {
+            let member = &self.members[i];
             let run = member.running.as_ref().expect("all running");
             let store = run.shared.read_store();
             let hash = store.hash_kv(0).expect("hash_kv");
@@ -1616,9 +1762,11 @@ impl Sim {
             ));
         }
         self.stats.final_applied_index = hashes[0].1;
+        self.stats.spares_joined =
+            cluster.iter().filter(|i| self.members[**i].spare).count() as u64;
 
         // Durability: every acknowledged put is in the store at the revision it was given.
-        let run = self.members[0].running.as_ref().expect("running");
+        let run = self.members[cluster[0]].running.as_ref().expect("running");
         let lost: Vec<String> = {
             let store = run.shared.read_store();
             self.acknowledged
@@ -1814,6 +1962,52 @@ impl Sim {
     /// Checks the client history for linearizability.
     pub fn check_history(&self) -> Result<(), String> {
         history::check(&self.history)
+    }
+
+    /// Proposes membership `command` through member `i` and runs until it is answered: the
+    /// members after it, or the error.
+    pub fn change_membership(
+        &mut self,
+        i: usize,
+        command: Command,
+    ) -> Result<Vec<pb::Member>, ServerError> {
+        let (reply, mut answer) = oneshot::channel();
+        self.note(format!("member {} proposes {command:?}", i + 1));
+        let run = self.members[i].running.as_mut().expect("live");
+        run.node.propose(Proposal {
+            command,
+            reply: Some(reply),
+        });
+        let start = self.step;
+        loop {
+            match answer.try_recv() {
+                Ok(Some(result)) => {
+                    return result.map(|applied| match applied {
+                        keel::server::state::Applied::Members(members) => members,
+                        other => panic!("a membership change answered {other:?}"),
+                    })
+                }
+                Ok(None) => {}
+                Err(_) => return Err(ServerError::Stopped),
+            }
+            if self.step - start >= SETTLE_STEPS_MAX {
+                self.fail("a membership change was never answered".to_string());
+            }
+            self.calm_step_without_restarts();
+        }
+    }
+
+    /// raft's configuration as member `i` applied it (`None` while it is down).
+    pub fn conf_of(&self, i: usize) -> Option<raft::eraftpb::ConfState> {
+        self.members[i]
+            .running
+            .as_ref()
+            .map(|run| run.node.conf_state())
+    }
+
+    /// Whether member `i` stopped because it was removed.
+    pub fn is_removed(&self, i: usize) -> bool {
+        self.members[i].removed
     }
 
     /// One fault-free step that leaves stopped members down.
