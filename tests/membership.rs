@@ -356,14 +356,25 @@ fn refusals(kind: Kind) -> Vec<String> {
         None,
     )));
     out.push(block_on(raw_refusals(&learner)));
-    // With m2 down, removing m1 (up) would leave one voter of two connected: refused.
-    cluster.kill(2);
-    let m1_id = String::from_utf8_lossy(&etcdctl(&m0, &["member", "list"], None).stdout)
+    // The members as listed (ids differ: sorted after normalizing), and a MemberUpdate.
+    let list = etcdctl(&m0, &["member", "list"], None);
+    let mut lines: Vec<String> = step(&list).lines().map(str::to_string).collect();
+    lines.sort();
+    out.push(lines.join("\n"));
+    let m1_url = format!("--peer-urls={}", cluster.members[1].peer_url);
+    let m1 = String::from_utf8_lossy(&list.stdout)
         .lines()
         .find(|l| l.contains(", m1, "))
         .and_then(|l| l.split(", ").next().map(str::to_string))
         .expect("m1 in the member list");
-    out.push(step(&etcdctl(&m0, &["member", "remove", &m1_id], None)));
+    out.push(step(&etcdctl(
+        &m0,
+        &["member", "update", &m1, &m1_url],
+        None,
+    )));
+    // With m2 down, removing m1 (up) would leave one voter of two connected: refused.
+    cluster.kill(2);
+    out.push(step(&etcdctl(&m0, &["member", "remove", &m1], None)));
     out
 }
 
@@ -409,6 +420,8 @@ fn refusals_match_etcd() {
         "context deadline exceeded",
         "range: Unavailable: etcdserver: rpc not supported for learner; \
          member list: Unavailable: etcdserver: rpc not supported for learner",
+        "started, m0",
+        "updated in cluster",
         "etcdserver: unhealthy cluster",
     ];
     for (step, error) in etcd.iter().zip(expected) {
@@ -444,4 +457,38 @@ fn a_member_with_the_wrong_token_does_not_join() {
     let list = member_list(&m0);
     assert_eq!(list.len(), 2);
     assert!(list.iter().any(|(_, status, _)| status == "unstarted"));
+}
+
+/// Keel's `--auto-promote-learners`: the leader promotes a learner once it caught up, with no
+/// MemberPromote; the learner's `etcd_server_is_learner` goes from 1 to 0.
+#[test]
+fn the_leader_promotes_a_learner_on_its_own_when_asked_to() {
+    let mut cluster = Cluster::start(Kind::Keel, 1, &["--auto-promote-learners"]);
+    let m0 = cluster.members[0].endpoint.clone();
+    for i in 0..20 {
+        let put = etcdctl(&m0, &["put", &format!("k{i}"), "v"], None);
+        assert!(put.status.success(), "{}", error_lines(&put));
+    }
+    let index = cluster.prepare("m1");
+    let peer_url = cluster.members[index].peer_url.clone();
+    let (id, initial_cluster) = member_add(&m0, "m1", &peer_url, true);
+    let learner = cluster.members[index].endpoint.clone();
+    let is_learner = |endpoint: &str| {
+        http_get(endpoint, "/metrics").ok().and_then(|(_, body)| {
+            body.lines()
+                .find_map(|l| l.strip_prefix("etcd_server_is_learner "))
+                .map(|v| v.trim().to_string())
+        })
+    };
+    cluster.join(index, &initial_cluster, &[]);
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while !member_list(&m0).contains(&(id, "started".to_string(), false)) {
+        assert!(Instant::now() < deadline, "{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.wait_healthy(index);
+    assert_eq!(is_learner(&learner).as_deref(), Some("0"));
+    assert!(cluster.members[0]
+        .log()
+        .contains("promoting a learner that caught up"));
 }

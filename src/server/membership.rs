@@ -286,6 +286,17 @@ pub fn may_promote(shared: &Shared, id: u64) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// [`validate`] against the members and removed ids as this member applied them, with its
+/// learner limit.
+fn check(shared: &Shared, command: &Command) -> Result<(), ServerError> {
+    validate(
+        &shared.member_list(),
+        &shared.removed_list(),
+        command,
+        shared.limits.max_learners,
+    )
+}
+
 fn members_of(applied: Applied) -> Vec<pb::Member> {
     match applied {
         Applied::Members(members) => members,
@@ -313,12 +324,8 @@ pub async fn add(
         ..Default::default()
     };
     let command = Command::MemberAdd(member.clone());
-    validate(
-        &shared.member_list(),
-        &shared.removed_list(),
-        &command,
-        shared.limits.max_learners,
-    )?;
+    // etcd's order: the strict check first; the change itself is checked when proposed
+    // (`RaftNode::propose`) and again when applied.
     if shared.limits.strict_reconfig_check {
         may_add(shared, is_learner)?;
     }
@@ -332,15 +339,11 @@ pub async fn remove(shared: &Shared, id: u64) -> Result<Vec<pb::Member>, ServerE
     shared.refuse_if_learner()?;
     let command = Command::MemberRemove(pb::MemberRemoveRequest { id });
     let members = shared.member_list();
-    validate(
-        &members,
-        &shared.removed_list(),
-        &command,
-        shared.limits.max_learners,
-    )?;
     if shared.limits.strict_reconfig_check {
         may_remove(shared, id)?;
     }
+    // Checked before any leadership moves for it.
+    check(shared, &command)?;
     let voters = members.iter().filter(|m| !m.is_learner).count();
     if id == shared.leader_id.load(Ordering::Acquire) && voters > 1 {
         // The member asked takes over when the leader is another; the leader picks its most
@@ -370,12 +373,7 @@ pub async fn update(
         id,
         peer_ur_ls: urls,
     });
-    validate(
-        &shared.member_list(),
-        &shared.removed_list(),
-        &command,
-        shared.limits.max_learners,
-    )?;
+    check(shared, &command)?;
     Ok(members_of(shared.propose(command).await?))
 }
 
@@ -404,13 +402,7 @@ pub async fn promote(shared: &Shared, id: u64) -> Result<Vec<pb::Member>, Server
 pub async fn promote_here(shared: &Shared, id: u64) -> Result<Vec<pb::Member>, ServerError> {
     let command = Command::MemberPromote(pb::MemberPromoteRequest { id });
     let checked = if shared.is_leader() {
-        validate(
-            &shared.member_list(),
-            &shared.removed_list(),
-            &command,
-            shared.limits.max_learners,
-        )
-        .and_then(|()| {
+        check(shared, &command).and_then(|()| {
             if shared.limits.strict_reconfig_check {
                 may_promote(shared, id)
             } else {
@@ -553,6 +545,104 @@ mod tests {
         assert!(raft_change(&update).is_none());
         apply_to_members(&mut members, &update);
         assert_eq!(members[0].peer_ur_ls, vec!["http://b:2".to_string()]);
+    }
+
+    /// A member (id 1) whose members are `members` and which has been connected for a while
+    /// to `connected`.
+    fn shared(members: Vec<pb::Member>, connected: &[u64]) -> std::sync::Arc<Shared> {
+        use crate::server::state::{Limits, MemberInfo, SharedConfig};
+        let meta = crate::raft::records::StateMeta {
+            members,
+            ..Default::default()
+        };
+        let (shared, _inputs) = Shared::new(
+            SharedConfig {
+                cluster_id: 9,
+                member_id: 1,
+                member: MemberInfo {
+                    name: "m1".into(),
+                    peer_urls: Vec::new(),
+                    client_urls: Vec::new(),
+                },
+                limits: Limits {
+                    request_bytes_max: 1 << 20,
+                    txn_ops_max: 128,
+                    quota_bytes: 1 << 30,
+                    lease_ttl_min_seconds: 1,
+                    strict_reconfig_check: true,
+                    max_learners: 1,
+                },
+                watch_progress_interval: Duration::from_secs(600),
+                id_seed: Some(1),
+            },
+            keel_engine::mvcc::Store::new(),
+            &meta,
+            0,
+        );
+        let long_ago = Instant::now() - 2 * HEALTH_INTERVAL;
+        for id in connected {
+            shared.set_peer_active(*id, Some(long_ago));
+        }
+        shared
+    }
+
+    fn voter(id: u64, started: bool) -> pb::Member {
+        pb::Member {
+            id,
+            name: if started {
+                format!("m{id}")
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_strict_check_counts_started_and_connected_voters_as_etcd() {
+        let three = || vec![voter(1, true), voter(2, true), voter(3, true)];
+        // Everyone up and connected: a voter or a learner may be added.
+        let all = shared(three(), &[2, 3]);
+        assert_eq!(may_add(&all, false), Ok(()));
+        assert_eq!(may_add(&all, true), Ok(()));
+        // Only this member connected: fewer than a quorum of four after the add.
+        let alone = shared(three(), &[]);
+        assert_eq!(may_add(&alone, false), Err(ServerError::Unhealthy));
+        // A connection younger than 5 s does not count yet.
+        let fresh = shared(three(), &[]);
+        fresh.set_peer_active(2, Some(Instant::now()));
+        fresh.set_peer_active(3, Some(Instant::now()));
+        assert_eq!(may_add(&fresh, false), Err(ServerError::Unhealthy));
+        // Two started of three voters plus the new one: not a quorum of four started.
+        let unstarted = shared(vec![voter(1, true), voter(2, true), voter(3, false)], &[2]);
+        assert_eq!(
+            may_add(&unstarted, false),
+            Err(ServerError::NotEnoughStartedMembers)
+        );
+        // Growing one member to two is allowed (etcd's special case).
+        assert_eq!(may_add(&shared(vec![voter(1, true)], &[]), false), Ok(()));
+
+        // Removing a connected voter while another is down: one voter of two left connected.
+        let down = shared(three(), &[2]);
+        assert_eq!(may_remove(&down, 2), Err(ServerError::Unhealthy));
+        // Removing the member that is down is safe.
+        assert_eq!(may_remove(&down, 3), Ok(()));
+        // Removing a learner is always allowed.
+        let mut with_learner = three();
+        with_learner.push(pb::Member {
+            id: 4,
+            is_learner: true,
+            ..Default::default()
+        });
+        assert_eq!(may_remove(&shared(with_learner.clone(), &[]), 4), Ok(()));
+        // Promoting counts the learner as started: with two voters unstarted, 2 of 4.
+        let mut half = vec![voter(1, true), voter(2, false), voter(3, false)];
+        half.push(with_learner[3].clone());
+        assert_eq!(
+            may_promote(&shared(half, &[]), 4),
+            Err(ServerError::NotEnoughStartedMembers)
+        );
+        assert_eq!(may_promote(&shared(with_learner, &[]), 4), Ok(()));
     }
 
     #[test]

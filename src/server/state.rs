@@ -495,12 +495,7 @@ impl Shared {
         if !self.is_leader() {
             return Err(ServerError::NotLeader);
         }
-        let (reply, answer) = oneshot::channel();
-        self.transfers
-            .send(LeaderTransfer { target, reply })
-            .await
-            .map_err(|_| ServerError::Stopped)?;
-        answer.await.unwrap_or(Err(ServerError::Stopped))
+        self.transfer_leadership(target).await
     }
 
     /// Hands leadership to `target` and waits until it leads: on the leader, to any voter
