@@ -430,7 +430,10 @@ fn refusals_match_etcd() {
 }
 
 /// A member started with `existing` against a cluster whose token is not its own is refused
-/// by the peers it asks, and stops with etcd's message instead of joining.
+/// by the peers it asks, and stops with etcd's message instead of joining. (Keel only: etcd
+/// 3.5 ignores the token of a member joining an existing cluster, which takes the remote ids
+/// and joins; Keel refuses it, so that a member started against the wrong cluster never
+/// joins it.)
 #[test]
 fn a_member_with_the_wrong_token_does_not_join() {
     let mut cluster = Cluster::start(Kind::Keel, 1, &[]);
