@@ -129,6 +129,65 @@ pub struct Config {
     )]
     pub experimental_snapshot_catchup_entries: u64,
 
+    /// Path to the client server TLS cert file (for https client URLs).
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Enable client cert authentication (clients must present a certificate signed by
+    /// --trusted-ca-file).
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub client_cert_auth: bool,
+
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+
+    /// Minimum TLS version supported by the server: TLS1.2 or TLS1.3.
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION", default_value = "TLS1.2")]
+    pub tls_min_version: String,
+
+    /// Maximum TLS version supported by the server: TLS1.2 or TLS1.3 (empty: the newest).
+    #[arg(long, env = "ETCD_TLS_MAX_VERSION", default_value = "")]
+    pub tls_max_version: String,
+
+    /// Not implemented yet: certificate revocation lists, cipher suite lists, self-signed
+    /// certificates and every peer TLS flag are refused at startup (see README).
+    #[arg(long = "client-crl-file", env = "ETCD_CLIENT_CRL_FILE", hide = true)]
+    pub client_crl_file: Option<String>,
+    #[arg(long = "cipher-suites", env = "ETCD_CIPHER_SUITES", hide = true)]
+    #[allow(missing_docs)]
+    pub cipher_suites: Option<String>,
+    #[arg(long = "auto-tls", env = "ETCD_AUTO_TLS", hide = true, num_args = 0..=1,
+          default_missing_value = "true")]
+    #[allow(missing_docs)]
+    pub auto_tls: Option<String>,
+    #[arg(long = "peer-cert-file", env = "ETCD_PEER_CERT_FILE", hide = true)]
+    #[allow(missing_docs)]
+    pub peer_cert_file: Option<String>,
+    #[arg(long = "peer-key-file", env = "ETCD_PEER_KEY_FILE", hide = true)]
+    #[allow(missing_docs)]
+    pub peer_key_file: Option<String>,
+    #[arg(
+        long = "peer-trusted-ca-file",
+        env = "ETCD_PEER_TRUSTED_CA_FILE",
+        hide = true
+    )]
+    #[allow(missing_docs)]
+    pub peer_trusted_ca_file: Option<String>,
+    #[arg(long = "peer-client-cert-auth", env = "ETCD_PEER_CLIENT_CERT_AUTH", hide = true,
+          num_args = 0..=1, default_missing_value = "true")]
+    #[allow(missing_docs)]
+    pub peer_client_cert_auth: Option<String>,
+    #[arg(long = "peer-auto-tls", env = "ETCD_PEER_AUTO_TLS", hide = true, num_args = 0..=1,
+          default_missing_value = "true")]
+    #[allow(missing_docs)]
+    pub peer_auto_tls: Option<String>,
+
     /// Reject reconfiguration requests that would cause quorum loss (too few started or
     /// connected voters afterwards).
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true,
@@ -414,7 +473,88 @@ impl Config {
         if self.snapshot_count == 0 {
             return Err(ConfigError::Invalid("--snapshot-count must be > 0".into()));
         }
+        let unimplemented = [
+            ("client-crl-file", self.client_crl_file.is_some()),
+            ("cipher-suites", self.cipher_suites.is_some()),
+            (
+                "auto-tls",
+                self.auto_tls.as_deref().is_some_and(|v| v != "false"),
+            ),
+            ("peer-cert-file", self.peer_cert_file.is_some()),
+            ("peer-key-file", self.peer_key_file.is_some()),
+            ("peer-trusted-ca-file", self.peer_trusted_ca_file.is_some()),
+            (
+                "peer-client-cert-auth",
+                self.peer_client_cert_auth
+                    .as_deref()
+                    .is_some_and(|v| v != "false"),
+            ),
+            (
+                "peer-auto-tls",
+                self.peer_auto_tls.as_deref().is_some_and(|v| v != "false"),
+            ),
+        ];
+        if let Some((flag, _)) = unimplemented.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::Invalid(format!(
+                "--{flag} is not implemented yet in keel (client TLS with --cert-file, \
+                 --key-file, --trusted-ca-file and --client-cert-auth is; see README)"
+            )));
+        }
         Ok(())
+    }
+
+    /// The TLS files for https client URLs, `None` when no certificate is configured. Refuses
+    /// an https client URL without `--cert-file`/`--key-file` with etcd's message (checked at
+    /// startup, not with the flags: etcd exits 1 for it, not 2).
+    pub fn client_tls(&self) -> Result<Option<crate::net::TlsFiles>, ConfigError> {
+        let https = parse_urls("listen-client-urls", &self.listen_client_urls)?
+            .into_iter()
+            .find(|u| u.scheme == "https");
+        let (cert, key) = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            (None, None) => {
+                if let Some(url) = https {
+                    return Err(ConfigError::Invalid(format!(
+                        "TLS key/cert (--cert-file, --key-file) must be provided for client url \
+                         {url} with HTTPS scheme"
+                    )));
+                }
+                return Ok(None);
+            }
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--cert-file and --key-file must be given together".into(),
+                ))
+            }
+        };
+        let client_ca = match (self.client_cert_auth, &self.trusted_ca_file) {
+            (true, Some(ca)) => Some(ca.clone()),
+            (true, None) => {
+                return Err(ConfigError::Invalid(
+                    "--client-cert-auth needs --trusted-ca-file (the CA client certificates \
+                     must be signed by)"
+                        .into(),
+                ))
+            }
+            (false, _) => None,
+        };
+        let version = |flag: &str, text: &str| {
+            crate::net::TlsVersion::parse(text)
+                .map_err(|e| ConfigError::Invalid(format!("--{flag}: {e}")))
+        };
+        let min_version = version("tls-min-version", &self.tls_min_version)?;
+        let max_version = if self.tls_max_version.is_empty() {
+            crate::net::TlsVersion::Tls13
+        } else {
+            version("tls-max-version", &self.tls_max_version)?
+        };
+        Ok(Some(crate::net::TlsFiles {
+            cert,
+            key,
+            client_ca,
+            min_version,
+            max_version,
+        }))
     }
 }
 

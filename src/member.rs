@@ -173,7 +173,22 @@ fn has_checkpoint(data_dir: &DataDir) -> bool {
 /// Starts a member with `config`. Returns when it serves clients.
 pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     config.validate()?;
-    let client_addrs = addrs("listen-client-urls", &config.listen_client_urls)?;
+    // https client URLs are served over TLS with --cert-file/--key-file (re-read when they
+    // change); http ones stay plain, as etcd serves them.
+    let client_tls = match config.client_tls()? {
+        Some(files) => Some(net::server_config_from_files(&files)?),
+        None => None,
+    };
+    let mut client_addrs = Vec::new();
+    let mut client_secure = Vec::new();
+    for url in parse_urls("listen-client-urls", &config.listen_client_urls)? {
+        client_addrs.push(url.socket_addr()?);
+        client_secure.push(if url.scheme == "https" {
+            client_tls.clone()
+        } else {
+            None
+        });
+    }
     let metrics_addrs = match &config.listen_metrics_urls {
         Some(urls) => addrs("listen-metrics-urls", urls)?,
         None => Vec::new(),
@@ -447,6 +462,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         let front = FrontCore {
             shared: shared.clone(),
             client_addrs: bound_clients.clone(),
+            client_tls: client_secure.clone(),
             metrics_addrs: bound_metrics.clone(),
         };
         let spawned = LocalExecutorBuilder::new(Placement::Unbound)
@@ -506,6 +522,8 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
 struct FrontCore {
     shared: SharedRef,
     client_addrs: Vec<SocketAddr>,
+    /// The TLS configuration of each client address (`None`: plain).
+    client_tls: Vec<Option<std::sync::Arc<rustls::ServerConfig>>>,
     metrics_addrs: Vec<SocketAddr>,
 }
 
@@ -516,11 +534,13 @@ impl FrontCore {
         let mut listeners = Vec::new();
         let mut clients = Vec::new();
         let mut metrics = Vec::new();
-        for (addr, is_client) in self
+        let client_tls = self.client_tls.iter().cloned();
+        for ((addr, is_client), tls) in self
             .client_addrs
             .iter()
             .map(|a| (a, true))
             .chain(self.metrics_addrs.iter().map(|a| (a, false)))
+            .zip(client_tls.chain(std::iter::repeat(None)))
         {
             match net::bind_reuseport(*addr) {
                 Ok(listener) => {
@@ -530,7 +550,7 @@ impl FrontCore {
                     } else {
                         metrics.push(local);
                     }
-                    listeners.push((listener, is_client));
+                    listeners.push((listener, is_client, tls));
                 }
                 Err(error) => {
                     let _ = bound.send(Err(anyhow::anyhow!("listening on {addr}: {error}")));
@@ -540,9 +560,13 @@ impl FrontCore {
         }
         let _ = bound.send(Ok((clients, metrics)));
         let http: Rc<dyn net::HttpHandler> = Rc::new(HttpEndpoints::new(self.shared.clone()));
-        let options = ServeOptions::default();
         let mut tasks = Vec::new();
-        for (listener, is_client) in listeners {
+        for (listener, is_client, tls) in listeners {
+            // The metrics listener stays plain http while the client port is https, as in etcd.
+            let options = ServeOptions {
+                tls,
+                ..ServeOptions::default()
+            };
             let grpc = if is_client {
                 routes(&self.shared)
             } else {
@@ -550,7 +574,7 @@ impl FrontCore {
             };
             let shared = self.shared.clone();
             let shutdown = async move { shared.stopped().await };
-            let serving = net::serve(listener, grpc, http.clone(), options.clone(), shutdown);
+            let serving = net::serve(listener, grpc, http.clone(), options, shutdown);
             tasks.push(glommio::spawn_local(async move {
                 if let Err(error) = serving.await {
                     tracing::error!(%error, "listener failed");

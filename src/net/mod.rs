@@ -57,7 +57,9 @@ pub use self::client::{
     connect, ClientOptions, ConnectError, GrpcChannel, ResponseBody, ResponseFuture,
     CONNECT_TIMEOUT_DEFAULT, HTTP2_KEEPALIVE_INTERVAL_DEFAULT, HTTP2_KEEPALIVE_TIMEOUT_DEFAULT,
 };
-pub use self::tls::{server_config, TlsConfigError};
+pub use self::tls::{
+    server_config, server_config_from_files, TlsConfigError, TlsFiles, TlsFilesError, TlsVersion,
+};
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -254,8 +256,9 @@ pub async fn serve(
             match tls {
                 None => serve_connection(&builder, stream, handshake, dispatch, signals).await,
                 Some(acceptor) => {
+                    let peer = stream.peer_addr().ok();
                     if let Some(stream) =
-                        accept_tls(&acceptor, stream, &mut handshake, &signals).await
+                        accept_tls(&acceptor, stream, peer, &mut handshake, &signals).await
                     {
                         serve_connection(&builder, stream, handshake, dispatch, signals).await;
                     }
@@ -348,9 +351,34 @@ async fn serve_connection<IO>(
 
 /// Runs the TLS handshake of a new connection within its handshake deadline. `None` when the
 /// handshake failed, timed out, or shutdown began meanwhile: the connection is then dropped.
+/// Logs a refused TLS handshake with the client's address, once per address and reason (a
+/// client retrying with the wrong certificate would otherwise fill the log; etcd logs each
+/// "rejected connection").
+fn log_rejection(peer: Option<std::net::SocketAddr>, error: &std::io::Error) {
+    const REMEMBERED_MAX: usize = 4096;
+    static LOGGED: std::sync::Mutex<Option<std::collections::HashSet<(std::net::IpAddr, String)>>> =
+        std::sync::Mutex::new(None);
+    let reason = error.to_string();
+    let Some(peer) = peer else {
+        tracing::warn!(error = %reason, "rejected a TLS connection");
+        return;
+    };
+    let Ok(mut logged) = LOGGED.lock() else {
+        return;
+    };
+    let logged = logged.get_or_insert_with(Default::default);
+    if logged.len() >= REMEMBERED_MAX {
+        logged.clear();
+    }
+    if logged.insert((peer.ip(), reason.clone())) {
+        tracing::warn!(remote = %peer, error = %reason, "rejected connection: TLS handshake failed");
+    }
+}
+
 async fn accept_tls<IO>(
     acceptor: &futures_rustls::TlsAcceptor,
     stream: IO,
+    peer: Option<std::net::SocketAddr>,
     handshake: &mut Handshake,
     signals: &Signals,
 ) -> Option<futures_rustls::server::TlsStream<IO>>
@@ -372,7 +400,7 @@ where
     match outcome {
         Some(Ok(stream)) => Some(stream),
         Some(Err(e)) => {
-            tracing::debug!(error = %e, "TLS handshake failed");
+            log_rejection(peer, &e);
             None
         }
         None => {

@@ -38,7 +38,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn binary(self) -> PathBuf {
+    /// The server binary.
+    pub fn binary(self) -> PathBuf {
         match self {
             Kind::Keel => PathBuf::from(env!("CARGO_BIN_EXE_keel")),
             Kind::Etcd => {

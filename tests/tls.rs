@@ -1,0 +1,267 @@
+//! Client TLS with real processes: the real etcdctl with `--cacert --cert --key` against Keel
+//! over https, the refusals (no CA, a client without a certificate or with one from another
+//! CA, plaintext to the TLS port), a server certificate rotated on disk and picked up without
+//! a restart, and the metrics listener staying plain http; the same steps against upstream
+//! etcd behave the same. Certificates are made here with rcgen.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{error_lines, free_port, http_get, Kind, ETCDCTL_BIN, READY_TIMEOUT};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+
+/// A CA and what it signs.
+struct Authority {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Authority {
+    fn new(name: &str) -> Authority {
+        let mut params = CertificateParams::new(Vec::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        Authority { cert, key }
+    }
+
+    /// A certificate for 127.0.0.1 usable by a server and a client: (cert PEM, key PEM).
+    fn issue(&self, common_name: &str) -> (String, String) {
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().expect("key");
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("signed certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Every file the session uses, in one temp dir.
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path(name), text).expect("write a PEM file");
+    }
+
+    fn arg(&self, flag: &str, name: &str) -> String {
+        format!("--{flag}={}", self.path(name).display())
+    }
+}
+
+/// A server with an https client URL and a plain http metrics URL; killed on drop.
+struct Server {
+    child: Child,
+    endpoint: String,
+    metrics: String,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(kind: Kind, dir: &Path, tls: &[String]) -> Server {
+    let (client, peer, metrics) = (free_port(), free_port(), free_port());
+    let log = dir.join(format!("{kind:?}.log"));
+    let out = std::fs::File::create(&log).expect("log");
+    let err = out.try_clone().expect("log");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let mut command = Command::new(kind.binary());
+    command
+        .arg("--name=tls")
+        .arg(format!(
+            "--data-dir={}",
+            dir.join(format!("{kind:?}.data")).display()
+        ))
+        .arg(format!("--listen-client-urls=https://127.0.0.1:{client}"))
+        .arg(format!(
+            "--advertise-client-urls=https://127.0.0.1:{client}"
+        ))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=tls={peer_url}"))
+        .arg(format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"))
+        .args(tls)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ETCD_") {
+            command.env_remove(key);
+        }
+    }
+    let mut server = Server {
+        child: command.spawn().expect("spawn the server"),
+        endpoint: format!("127.0.0.1:{client}"),
+        metrics: format!("127.0.0.1:{metrics}"),
+        log,
+    };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !matches!(http_get(&server.metrics, "/health"), Ok((200, _))) {
+        let exited = server.child.try_wait().ok().flatten();
+        assert!(
+            exited.is_none() && Instant::now() < deadline,
+            "{kind:?} did not become healthy: {}",
+            std::fs::read_to_string(&server.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+/// etcdctl against `server` with the TLS flags given: exit status and `Error:` lines.
+fn ctl(server: &Server, tls: &[String], args: &[&str]) -> String {
+    let output = Command::new(ETCDCTL_BIN)
+        .env("ETCDCTL_API", "3")
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .arg(format!("--endpoints={}", server.endpoint))
+        .arg("--dial-timeout=2s")
+        .arg("--command-timeout=3s")
+        .args(tls)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run etcdctl");
+    format!(
+        "{args:?}: exit {:?} {}",
+        output.status.code(),
+        error_lines(&output)
+    )
+}
+
+/// One session against `kind` with client certificate authentication; what each step gave.
+fn session(kind: Kind) -> Vec<String> {
+    let files = Files {
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let (ca1, ca2) = (Authority::new("ca-one"), Authority::new("ca-two"));
+    files.write("ca1.pem", &ca1.cert.pem());
+    files.write("ca2.pem", &ca2.cert.pem());
+    let (server_cert, server_key) = ca1.issue("server");
+    files.write("server.pem", &server_cert);
+    files.write("server.key", &server_key);
+    let (client_cert, client_key) = ca1.issue("client");
+    files.write("client.pem", &client_cert);
+    files.write("client.key", &client_key);
+    let (other_cert, other_key) = ca2.issue("stranger");
+    files.write("other.pem", &other_cert);
+    files.write("other.key", &other_key);
+    let server = start(
+        kind,
+        files.dir.path(),
+        &[
+            files.arg("cert-file", "server.pem"),
+            files.arg("key-file", "server.key"),
+            "--client-cert-auth".to_string(),
+            files.arg("trusted-ca-file", "ca1.pem"),
+        ],
+    );
+    let trusted = |ca: &str, cert: Option<(&str, &str)>| {
+        let mut flags = vec![files.arg("cacert", ca)];
+        if let Some((cert, key)) = cert {
+            flags.push(files.arg("cert", cert));
+            flags.push(files.arg("key", key));
+        }
+        flags
+    };
+    let client = Some(("client.pem", "client.key"));
+    let mut out = vec![
+        ctl(&server, &trusted("ca1.pem", client), &["put", "k", "v"]),
+        ctl(&server, &trusted("ca1.pem", client), &["get", "k"]),
+        // No client certificate, or one from another CA.
+        ctl(&server, &trusted("ca1.pem", None), &["get", "k"]),
+        ctl(
+            &server,
+            &trusted("ca1.pem", Some(("other.pem", "other.key"))),
+            &["get", "k"],
+        ),
+        // The server's certificate is not trusted without its CA; plaintext is refused.
+        ctl(&server, &trusted("ca2.pem", client), &["get", "k"]),
+        ctl(&server, &[], &["get", "k"]),
+    ];
+    // The metrics listener stays plain http.
+    out.push(format!(
+        "metrics: {:?}",
+        http_get(&server.metrics, "/health")
+            .map(|(code, _)| code)
+            .ok()
+    ));
+    // The server certificate is rotated on disk (now from the second CA): served from the
+    // next handshake on, without a restart.
+    let (rotated_cert, rotated_key) = ca2.issue("server");
+    files.write("server.key.new", &rotated_key);
+    files.write("server.pem.new", &rotated_cert);
+    std::fs::rename(files.path("server.key.new"), files.path("server.key")).expect("rename");
+    std::fs::rename(files.path("server.pem.new"), files.path("server.pem")).expect("rename");
+    out.push(ctl(&server, &trusted("ca2.pem", client), &["get", "k"]));
+    out.push(ctl(&server, &trusted("ca1.pem", client), &["get", "k"]));
+    // Refused handshakes are logged with the client's address.
+    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    out.push(format!(
+        "log names a rejected connection from 127.0.0.1: {}",
+        log.lines()
+            .any(|l| l.contains("rejected connection") && l.contains("127.0.0.1:"))
+    ));
+    out
+}
+
+/// Keel and etcd 3.4.23 accept and refuse the same steps, with the same etcdctl output.
+#[test]
+fn client_tls_matches_etcd() {
+    let etcd = session(Kind::Etcd);
+    let keel = session(Kind::Keel);
+    assert_eq!(keel, etcd);
+    let ok: Vec<bool> = keel.iter().map(|s| s.contains("exit Some(0)")).collect();
+    assert_eq!(
+        ok,
+        [true, true, false, false, false, false, false, true, false, false],
+        "{keel:#?}"
+    );
+    assert!(keel[6].contains("Some(200)"), "{keel:#?}");
+    assert!(keel[9].ends_with("true"), "{keel:#?}");
+}
+
+/// An https client URL without a certificate is refused at startup with etcd's message.
+#[test]
+fn https_without_a_certificate_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let output = Command::new(Kind::Keel.binary())
+        .arg(format!("--data-dir={}", dir.path().join("data").display()))
+        .arg(format!("--listen-client-urls=https://127.0.0.1:{port}"))
+        .arg(format!("--advertise-client-urls=https://127.0.0.1:{port}"))
+        .output()
+        .expect("run keel");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url \
+             https://127.0.0.1:{port} with HTTPS scheme"
+        )),
+        "{stderr}"
+    );
+}
