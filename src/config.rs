@@ -166,27 +166,46 @@ pub struct Config {
           default_missing_value = "true")]
     #[allow(missing_docs)]
     pub auto_tls: Option<String>,
-    #[arg(long = "peer-cert-file", env = "ETCD_PEER_CERT_FILE", hide = true)]
-    #[allow(missing_docs)]
-    pub peer_cert_file: Option<String>,
-    #[arg(long = "peer-key-file", env = "ETCD_PEER_KEY_FILE", hide = true)]
-    #[allow(missing_docs)]
-    pub peer_key_file: Option<String>,
     #[arg(
-        long = "peer-trusted-ca-file",
-        env = "ETCD_PEER_TRUSTED_CA_FILE",
+        long = "peer-cert-allowed-cn",
+        env = "ETCD_PEER_CERT_ALLOWED_CN",
         hide = true
     )]
     #[allow(missing_docs)]
-    pub peer_trusted_ca_file: Option<String>,
-    #[arg(long = "peer-client-cert-auth", env = "ETCD_PEER_CLIENT_CERT_AUTH", hide = true,
-          num_args = 0..=1, default_missing_value = "true")]
+    pub peer_cert_allowed_cn: Option<String>,
+    #[arg(
+        long = "peer-cert-allowed-hostname",
+        env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME",
+        hide = true
+    )]
     #[allow(missing_docs)]
-    pub peer_client_cert_auth: Option<String>,
+    pub peer_cert_allowed_hostname: Option<String>,
+    #[arg(long = "peer-crl-file", env = "ETCD_PEER_CRL_FILE", hide = true)]
+    #[allow(missing_docs)]
+    pub peer_crl_file: Option<String>,
     #[arg(long = "peer-auto-tls", env = "ETCD_PEER_AUTO_TLS", hide = true, num_args = 0..=1,
           default_missing_value = "true")]
     #[allow(missing_docs)]
     pub peer_auto_tls: Option<String>,
+
+    /// Path to the peer server TLS cert file (for https peer URLs); also presented to the
+    /// peers this member connects to.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// Path to the peer server TLS trusted CA file: peers' certificates must be signed by it.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+
+    /// Enable peer client cert authentication (peers connecting here must present a
+    /// certificate signed by --peer-trusted-ca-file).
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub peer_client_cert_auth: bool,
 
     /// Reject reconfiguration requests that would cause quorum loss (too few started or
     /// connected voters afterwards).
@@ -248,6 +267,15 @@ pub enum ConfigError {
     /// Any other bad value.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Peer TLS from the flags.
+#[derive(Clone, Debug)]
+pub struct PeerTls {
+    /// What the peer listener serves with (and, with `--peer-client-cert-auth`, requires).
+    pub server: crate::net::TlsFiles,
+    /// `--peer-trusted-ca-file`: the CA peers' certificates are checked against.
+    pub trusted_ca: PathBuf,
 }
 
 /// How auto compaction is configured.
@@ -480,15 +508,12 @@ impl Config {
                 "auto-tls",
                 self.auto_tls.as_deref().is_some_and(|v| v != "false"),
             ),
-            ("peer-cert-file", self.peer_cert_file.is_some()),
-            ("peer-key-file", self.peer_key_file.is_some()),
-            ("peer-trusted-ca-file", self.peer_trusted_ca_file.is_some()),
+            ("peer-cert-allowed-cn", self.peer_cert_allowed_cn.is_some()),
             (
-                "peer-client-cert-auth",
-                self.peer_client_cert_auth
-                    .as_deref()
-                    .is_some_and(|v| v != "false"),
+                "peer-cert-allowed-hostname",
+                self.peer_cert_allowed_hostname.is_some(),
             ),
+            ("peer-crl-file", self.peer_crl_file.is_some()),
             (
                 "peer-auto-tls",
                 self.peer_auto_tls.as_deref().is_some_and(|v| v != "false"),
@@ -496,11 +521,77 @@ impl Config {
         ];
         if let Some((flag, _)) = unimplemented.iter().find(|(_, set)| *set) {
             return Err(ConfigError::Invalid(format!(
-                "--{flag} is not implemented yet in keel (client TLS with --cert-file, \
-                 --key-file, --trusted-ca-file and --client-cert-auth is; see README)"
+                "--{flag} is not implemented yet in keel (TLS with --cert-file, --key-file, \
+                 --trusted-ca-file, --client-cert-auth and their --peer-* forms is; see \
+                 README)"
             )));
         }
         Ok(())
+    }
+
+    /// The TLS files for https peer URLs (`--peer-cert-file`, `--peer-key-file`, and with
+    /// `--peer-client-cert-auth` the `--peer-trusted-ca-file` peers must be signed by), and
+    /// the CA this member checks its peers' certificates against when it connects; `None`
+    /// when no peer certificate is configured. Refuses an https peer URL without one.
+    pub fn peer_tls(&self) -> Result<Option<PeerTls>, ConfigError> {
+        let https = parse_urls("listen-peer-urls", &self.listen_peer_urls)?
+            .into_iter()
+            .chain(parse_urls(
+                "initial-advertise-peer-urls",
+                &self.initial_advertise_peer_urls,
+            )?)
+            .find(|u| u.scheme == "https");
+        let (cert, key) = match (&self.peer_cert_file, &self.peer_key_file) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            (None, None) => {
+                if let Some(url) = https {
+                    return Err(ConfigError::Invalid(format!(
+                        "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for \
+                         peer url {url} with HTTPS scheme"
+                    )));
+                }
+                return Ok(None);
+            }
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--peer-cert-file and --peer-key-file must be given together".into(),
+                ))
+            }
+        };
+        let Some(trusted_ca) = self.peer_trusted_ca_file.clone() else {
+            return Err(ConfigError::Invalid(
+                "peer TLS needs --peer-trusted-ca-file (the CA the peers' certificates are \
+                 signed by)"
+                    .into(),
+            ));
+        };
+        let (min_version, max_version) = self.tls_versions()?;
+        Ok(Some(PeerTls {
+            server: crate::net::TlsFiles {
+                cert,
+                key,
+                client_ca: self.peer_client_cert_auth.then(|| trusted_ca.clone()),
+                min_version,
+                max_version,
+            },
+            trusted_ca,
+        }))
+    }
+
+    fn tls_versions(
+        &self,
+    ) -> Result<(crate::net::TlsVersion, crate::net::TlsVersion), ConfigError> {
+        let version = |flag: &str, text: &str| {
+            crate::net::TlsVersion::parse(text)
+                .map_err(|e| ConfigError::Invalid(format!("--{flag}: {e}")))
+        };
+        let min_version = version("tls-min-version", &self.tls_min_version)?;
+        let max_version = if self.tls_max_version.is_empty() {
+            crate::net::TlsVersion::Tls13
+        } else {
+            version("tls-max-version", &self.tls_max_version)?
+        };
+        Ok((min_version, max_version))
     }
 
     /// The TLS files for https client URLs, `None` when no certificate is configured. Refuses
@@ -538,16 +629,7 @@ impl Config {
             }
             (false, _) => None,
         };
-        let version = |flag: &str, text: &str| {
-            crate::net::TlsVersion::parse(text)
-                .map_err(|e| ConfigError::Invalid(format!("--{flag}: {e}")))
-        };
-        let min_version = version("tls-min-version", &self.tls_min_version)?;
-        let max_version = if self.tls_max_version.is_empty() {
-            crate::net::TlsVersion::Tls13
-        } else {
-            version("tls-max-version", &self.tls_max_version)?
-        };
+        let (min_version, max_version) = self.tls_versions()?;
         Ok(Some(crate::net::TlsFiles {
             cert,
             key,

@@ -37,6 +37,7 @@ pub struct Joined {
 /// Asks the other members of `initial_cluster` for the cluster and checks it against the flags
 /// (`own_peer_urls`: this member's advertised peer URLs). Errors carry etcd's texts.
 pub fn fetch_cluster(
+    client: &ClientOptions,
     token: &str,
     own_peer_urls: &[String],
     initial_cluster: &[(String, Vec<String>)],
@@ -50,9 +51,10 @@ pub fn fetch_cluster(
     urls.sort();
     urls.dedup();
     let token = token.to_string();
+    let client = client.clone();
     let answer = LocalExecutorBuilder::new(Placement::Unbound)
         .name("keel-join")
-        .spawn(move || async move { ask_peers(&token, &urls).await })
+        .spawn(move || async move { ask_peers(&client, &token, &urls).await })
         .map_err(|e| anyhow!("starting the join thread: {e}"))?
         .join()
         .map_err(|_| anyhow!("the join thread panicked"))?;
@@ -66,10 +68,14 @@ pub fn fetch_cluster(
 }
 
 /// Asks each URL in turn; the first answer wins. The error names why each one failed.
-async fn ask_peers(token: &str, urls: &[String]) -> Result<(u64, Vec<pb::Member>), String> {
+async fn ask_peers(
+    client: &ClientOptions,
+    token: &str,
+    urls: &[String],
+) -> Result<(u64, Vec<pb::Member>), String> {
     let mut failures = Vec::new();
     for url in urls {
-        match ask_peer(token, url).await {
+        match ask_peer(client, token, url).await {
             Ok(answer) => return Ok(answer),
             Err(error) => {
                 tracing::warn!(%url, %error, "could not get cluster information from a peer");
@@ -83,13 +89,17 @@ async fn ask_peers(token: &str, urls: &[String]) -> Result<(u64, Vec<pb::Member>
     Err(failures.join("; "))
 }
 
-async fn ask_peer(token: &str, url: &str) -> Result<(u64, Vec<pb::Member>), String> {
+async fn ask_peer(
+    client: &ClientOptions,
+    token: &str,
+    url: &str,
+) -> Result<(u64, Vec<pb::Member>), String> {
     let addr = crate::config::Url::parse("initial-cluster", url)
         .and_then(|u| u.socket_addr())
         .map_err(|e| e.to_string())?;
     let options = ClientOptions {
         connect_timeout: FETCH_TIMEOUT,
-        ..ClientOptions::default()
+        ..client.clone()
     };
     let call = async {
         let channel = net::connect(addr, &options)

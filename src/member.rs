@@ -150,7 +150,9 @@ fn addrs(flag: &'static str, urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
         .iter()
         .map(|url| {
             if url.scheme == "https" {
-                bail!("--{flag} {url}: TLS is not implemented yet; use http:// URLs");
+                bail!(
+                    "--{flag} {url}: https is not implemented yet for this listener; use http://"
+                );
             }
             Ok(url.socket_addr()?)
         })
@@ -178,6 +180,21 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     let client_tls = match config.client_tls()? {
         Some(files) => Some(net::server_config_from_files(&files)?),
         None => None,
+    };
+    // Peers: TLS both ways when --peer-cert-file is given (https peer URLs), checked against
+    // --peer-trusted-ca-file.
+    let (peer_serve_tls, peer_client) = match config.peer_tls()? {
+        Some(peer) => (
+            Some(net::server_config_from_files(&peer.server)?),
+            net::ClientOptions {
+                tls: Some(net::client_config_from_files(
+                    &peer.server,
+                    &peer.trusted_ca,
+                )?),
+                ..net::ClientOptions::default()
+            },
+        ),
+        None => (None, net::ClientOptions::default()),
     };
     let mut client_addrs = Vec::new();
     let mut client_secure = Vec::new();
@@ -233,6 +250,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     let mut remote_members = Vec::new();
     if joining {
         let joined = crate::join::fetch_cluster(
+            &peer_client,
             &config.initial_cluster_token,
             &peer_urls,
             &initial_cluster,
@@ -278,7 +296,10 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     };
     // The peer port is always bound (a single member may be joined by others later), as etcd
     // binds it. The peers are the members the log names, told to the transport by the raft core.
-    let peer_listen = addrs("listen-peer-urls", &config.listen_peer_urls)?;
+    let peer_listen: Vec<SocketAddr> = parse_urls("listen-peer-urls", &config.listen_peer_urls)?
+        .iter()
+        .map(|u| u.socket_addr())
+        .collect::<Result<_, _>>()?;
 
     // etcd's minimum lease TTL: 1.5 election timeouts, rounded up to whole seconds.
     let heartbeat_ms = config.heartbeat_interval.max(1);
@@ -322,6 +343,8 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     // The raft core: recover, publish the shared state, start the peer thread, run the loop.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<SharedRef>>();
     let peer_identity = PeerIdentity {
+        client: peer_client.clone(),
+        serve_tls: peer_serve_tls,
         cluster_id: identity.cluster_id,
         member_id: identity.member_id,
         cluster_token: config.initial_cluster_token.clone(),

@@ -265,3 +265,78 @@ fn https_without_a_certificate_is_refused() {
         "{stderr}"
     );
 }
+
+/// Three members with peer mTLS (https peer URLs, each peer's certificate checked against
+/// `--peer-trusted-ca-file`) form a cluster and serve; a member added with a certificate from
+/// another CA cannot join (it cannot even ask the peers for the cluster) and the cluster goes
+/// on serving.
+#[test]
+fn peers_with_mutual_tls_form_a_cluster_and_keep_a_stranger_out() {
+    let files = Files {
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let (ca1, ca2) = (Authority::new("peer-ca"), Authority::new("stranger-ca"));
+    files.write("ca1.pem", &ca1.cert.pem());
+    files.write("ca2.pem", &ca2.cert.pem());
+    let (peer_cert, peer_key) = ca1.issue("peer");
+    files.write("peer.pem", &peer_cert);
+    files.write("peer.key", &peer_key);
+    let (other_cert, other_key) = ca2.issue("stranger");
+    files.write("other.pem", &other_cert);
+    files.write("other.key", &other_key);
+    let flags = [
+        files.arg("peer-cert-file", "peer.pem"),
+        files.arg("peer-key-file", "peer.key"),
+        files.arg("peer-trusted-ca-file", "ca1.pem"),
+        "--peer-client-cert-auth".to_string(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut cluster = common::Cluster::start(Kind::Keel, 3, &flags);
+    let put = common::etcdctl(&cluster.members[0].endpoint, &["put", "k", "v"], None);
+    assert!(put.status.success(), "{}", error_lines(&put));
+    let get = common::etcdctl(&cluster.members[2].endpoint, &["get", "k"], None);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "k\nv\n");
+
+    // The stranger is added (a quorum must have been connected for 5 s first).
+    let index = cluster.prepare("m3");
+    let peer_url = format!("--peer-urls={}", cluster.members[index].peer_url);
+    let deadline = Instant::now() + READY_TIMEOUT * 2;
+    let added = loop {
+        let added = common::etcdctl(
+            &cluster.members[0].endpoint,
+            &["member", "add", "m3", &peer_url],
+            None,
+        );
+        if added.status.success() || !error_lines(&added).contains("unhealthy cluster") {
+            break added;
+        }
+        assert!(Instant::now() < deadline, "{}", error_lines(&added));
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(added.status.success(), "{}", error_lines(&added));
+    let initial_cluster = String::from_utf8_lossy(&added.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("ETCD_INITIAL_CLUSTER");
+    let stranger = [
+        files.arg("peer-cert-file", "other.pem"),
+        files.arg("peer-key-file", "other.key"),
+        files.arg("peer-trusted-ca-file", "ca2.pem"),
+    ];
+    let stranger: Vec<&str> = stranger.iter().map(String::as_str).collect();
+    cluster.join(index, &initial_cluster, &stranger);
+    let status = cluster.wait_exit(index, READY_TIMEOUT);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{}", cluster.logs());
+    assert!(cluster.members[index]
+        .log()
+        .contains("cannot fetch cluster info from peer urls"));
+    // The three go on serving, and say whom they refused.
+    let put = common::etcdctl(&cluster.members[1].endpoint, &["put", "k", "w"], None);
+    assert!(put.status.success(), "{}", error_lines(&put));
+    assert!(
+        (0..3).any(|i| cluster.members[i].log().contains("rejected connection")),
+        "{}",
+        cluster.logs()
+    );
+}

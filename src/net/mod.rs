@@ -58,7 +58,8 @@ pub use self::client::{
     CONNECT_TIMEOUT_DEFAULT, HTTP2_KEEPALIVE_INTERVAL_DEFAULT, HTTP2_KEEPALIVE_TIMEOUT_DEFAULT,
 };
 pub use self::tls::{
-    server_config, server_config_from_files, TlsConfigError, TlsFiles, TlsFilesError, TlsVersion,
+    client_config_from_files, server_config, server_config_from_files, TlsConfigError, TlsFiles,
+    TlsFilesError, TlsVersion,
 };
 
 use std::cell::{Cell, RefCell};

@@ -212,6 +212,13 @@ impl rustls::server::ResolvesServerCert for ReloadingCert {
         &self,
         _hello: rustls::server::ClientHello<'_>,
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current()
+    }
+}
+
+impl ReloadingCert {
+    /// The pair as the files hold it now (loaded again if they changed since last time).
+    fn current(&self) -> Option<Arc<rustls::sign::CertifiedKey>> {
         let stamps = [stamp(&self.cert), stamp(&self.key)];
         let mut current = self.current.lock().ok()?;
         if stamps != current.0 {
@@ -286,5 +293,56 @@ pub fn server_config_from_files(
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+impl rustls::client::ResolvesClientCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A client configuration for connecting to peers: their certificates must be signed by the
+/// CA in `trusted_ca`, and this member presents the certificate in `files` (re-read when its
+/// files change) to peers that ask for one.
+pub fn client_config_from_files(
+    files: &TlsFiles,
+    trusted_ca: &std::path::Path,
+) -> Result<Arc<rustls::ClientConfig>, TlsFilesError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config_error = |path: &std::path::Path, source| TlsFilesError::Config {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in
+        certificates(&read(trusted_ca)?, "trusted CA").map_err(|e| config_error(trusted_ca, e))?
+    {
+        roots
+            .add(certificate)
+            .map_err(|e| config_error(trusted_ca, TlsConfigError::Rustls(e)))?;
+    }
+    let stamps = [stamp(&files.cert), stamp(&files.key)];
+    let certified = ReloadingCert::load(&files.cert, &files.key, &provider)?;
+    let resolver = ReloadingCert {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        provider: provider.clone(),
+        current: std::sync::Mutex::new((stamps, certified)),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| config_error(&files.cert, TlsConfigError::Rustls(e)))?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }

@@ -164,6 +164,10 @@ pub struct PeerIdentity {
     pub peer_urls: Vec<String>,
     /// This member's client URLs.
     pub client_urls: Vec<String>,
+    /// How to connect to peers (with TLS when peer URLs are https).
+    pub client: ClientOptions,
+    /// What the peer listener serves TLS with (`None`: plain http).
+    pub serve_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// The peer thread, once started.
@@ -225,13 +229,13 @@ pub fn start(
                 )),
                 glommio::spawn_local(forward_leases(
                     lease_forwards,
-                    identity.cluster_id,
+                    identity.clone(),
                     peer_addrs.clone(),
                     shared.clone(),
                 )),
                 glommio::spawn_local(forward_promotes(
                     promote_forwards,
-                    identity.cluster_id,
+                    identity.clone(),
                     peer_addrs.clone(),
                     shared.clone(),
                 )),
@@ -259,6 +263,7 @@ pub fn start(
                 let shutdown = async move { shared.stopped().await };
                 let options = ServeOptions {
                     shutdown_timeout: Duration::from_millis(200),
+                    tls: identity.serve_tls.clone(),
                     ..ServeOptions::default()
                 };
                 let serving = net::serve(listener, routes, http.clone(), options, shutdown);
@@ -362,7 +367,7 @@ struct Sender {
 impl Sender {
     async fn run(self) {
         let mut backoff = RECONNECT_BACKOFF_MIN;
-        let options = ClientOptions::default();
+        let options = self.identity.client.clone();
         let mut reported = false;
         loop {
             if self.shared.stopping.load(Ordering::Acquire) || self.queue.is_closed() {
@@ -512,12 +517,14 @@ async fn probe_round_trips(
 /// reached a follower), one task per question so a slow answer holds up no other.
 async fn forward_leases(
     requests: async_channel::Receiver<LeaseForward>,
-    cluster_id: u64,
+    identity: PeerIdentity,
     peers: PeerAddrs,
     shared: SharedRef,
 ) {
     let channels: Rc<RefCell<HashMap<u64, GrpcChannel>>> = Rc::default();
+    let cluster_id = identity.cluster_id;
     while let Ok(request) = requests.recv().await {
+        let options = identity.client.clone();
         let channels = channels.clone();
         let leader = shared.leader_id.load(Ordering::Acquire);
         let addr = peers.borrow().get(&leader).copied();
@@ -534,7 +541,7 @@ async fn forward_leases(
                 .cloned();
             let channel = match cached {
                 Some(channel) => channel,
-                None => match net::connect(addr, &ClientOptions::default()).await {
+                None => match net::connect(addr, &options).await {
                     Ok(channel) => {
                         channels.borrow_mut().insert(leader, channel.clone());
                         channel
@@ -573,11 +580,13 @@ async fn forward_leases(
 /// follower), one task per request.
 async fn forward_promotes(
     requests: async_channel::Receiver<PromoteForward>,
-    cluster_id: u64,
+    identity: PeerIdentity,
     peers: PeerAddrs,
     shared: SharedRef,
 ) {
+    let cluster_id = identity.cluster_id;
     while let Ok(request) = requests.recv().await {
+        let options = identity.client.clone();
         let leader = shared.leader_id.load(Ordering::Acquire);
         let addr = peers.borrow().get(&leader).copied();
         glommio::spawn_local(async move {
@@ -586,7 +595,7 @@ async fn forward_promotes(
                 let _ = reply.send(Err(ServerError::NoLeader));
                 return;
             };
-            let answer = match net::connect(addr, &ClientOptions::default()).await {
+            let answer = match net::connect(addr, &options).await {
                 Ok(channel) => {
                     PeerClient::new(channel)
                         .promote(peerpb::PromoteRequest {
@@ -741,7 +750,7 @@ async fn send_snapshot(
     let mut file = std::fs::File::open(&path)
         .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
     let total_size = file.metadata()?.len();
-    let channel = net::connect(addr, &ClientOptions::default()).await?;
+    let channel = net::connect(addr, &identity.client).await?;
     let (mut chunks, stream) = futures::channel::mpsc::channel::<peerpb::SnapshotChunk>(4);
     let call = glommio::spawn_local(async move { PeerClient::new(channel).snapshot(stream).await });
     let mut raft_message = Some(message.write_to_bytes()?);

@@ -331,6 +331,15 @@ fn sort_lease_keys(text: &str) -> String {
     .into_owned()
 }
 
+/// `https` when the flags carry a peer certificate, else `http`.
+fn peer_scheme<'a>(mut flags: impl Iterator<Item = &'a str>) -> &'static str {
+    if flags.any(|f| f.starts_with("--peer-cert-file")) {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// One member of a [`Cluster`]: its ports and flags stay the same across restarts.
 pub struct ClusterMember {
     /// `--name`.
@@ -389,7 +398,8 @@ impl Cluster {
             peer_port = port();
         }
         let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let peer_scheme = peer_scheme(self.extra.iter().map(String::as_str));
+        let peer_url = format!("{peer_scheme}://127.0.0.1:{peer_port}");
         let mut args = vec![
             format!("--name={name}"),
             format!("--data-dir={}", self.dir.path().join(name).display()),
@@ -477,14 +487,16 @@ impl Cluster {
                 ports.push(port);
             }
         }
+        // Peer TLS flags make the peer URLs https.
+        let peer_scheme = peer_scheme(extra.iter().copied());
         let initial_cluster = (0..size)
-            .map(|i| format!("m{i}=http://127.0.0.1:{}", ports[2 * i + 1]))
+            .map(|i| format!("m{i}={peer_scheme}://127.0.0.1:{}", ports[2 * i + 1]))
             .collect::<Vec<_>>()
             .join(",");
         let members = (0..size)
             .map(|i| {
                 let client_url = format!("http://127.0.0.1:{}", ports[2 * i]);
-                let peer_url = format!("http://127.0.0.1:{}", ports[2 * i + 1]);
+                let peer_url = format!("{peer_scheme}://127.0.0.1:{}", ports[2 * i + 1]);
                 let mut args = vec![
                     format!("--name=m{i}"),
                     format!("--data-dir={}", dir.path().join(format!("m{i}")).display()),
