@@ -269,6 +269,30 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The certificate and key of the `kind` ("client" or "peer") listeners: both given, or
+/// neither (then an https URL of that kind is refused with etcd's message).
+fn cert_and_key(
+    kind: &str,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    https: Option<Url>,
+) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    let prefix = if kind == "peer" { "peer-" } else { "" };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((cert.clone(), key.clone()))),
+        (None, None) => match https {
+            Some(url) => Err(ConfigError::Invalid(format!(
+                "TLS key/cert (--{prefix}cert-file, --{prefix}key-file) must be provided for \
+                 {kind} url {url} with HTTPS scheme"
+            ))),
+            None => Ok(None),
+        },
+        _ => Err(ConfigError::Invalid(format!(
+            "--{prefix}cert-file and --{prefix}key-file must be given together"
+        ))),
+    }
+}
+
 /// Peer TLS from the flags.
 #[derive(Clone, Debug)]
 pub struct PeerTls {
@@ -541,22 +565,10 @@ impl Config {
                 &self.initial_advertise_peer_urls,
             )?)
             .find(|u| u.scheme == "https");
-        let (cert, key) = match (&self.peer_cert_file, &self.peer_key_file) {
-            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-            (None, None) => {
-                if let Some(url) = https {
-                    return Err(ConfigError::Invalid(format!(
-                        "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for \
-                         peer url {url} with HTTPS scheme"
-                    )));
-                }
-                return Ok(None);
-            }
-            _ => {
-                return Err(ConfigError::Invalid(
-                    "--peer-cert-file and --peer-key-file must be given together".into(),
-                ))
-            }
+        let Some((cert, key)) =
+            cert_and_key("peer", &self.peer_cert_file, &self.peer_key_file, https)?
+        else {
+            return Ok(None);
         };
         let Some(trusted_ca) = self.peer_trusted_ca_file.clone() else {
             return Err(ConfigError::Invalid(
@@ -601,22 +613,9 @@ impl Config {
         let https = parse_urls("listen-client-urls", &self.listen_client_urls)?
             .into_iter()
             .find(|u| u.scheme == "https");
-        let (cert, key) = match (&self.cert_file, &self.key_file) {
-            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-            (None, None) => {
-                if let Some(url) = https {
-                    return Err(ConfigError::Invalid(format!(
-                        "TLS key/cert (--cert-file, --key-file) must be provided for client url \
-                         {url} with HTTPS scheme"
-                    )));
-                }
-                return Ok(None);
-            }
-            _ => {
-                return Err(ConfigError::Invalid(
-                    "--cert-file and --key-file must be given together".into(),
-                ))
-            }
+        let Some((cert, key)) = cert_and_key("client", &self.cert_file, &self.key_file, https)?
+        else {
+            return Ok(None);
         };
         let client_ca = match (self.client_cert_auth, &self.trusted_ca_file) {
             (true, Some(ca)) => Some(ca.clone()),

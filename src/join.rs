@@ -144,11 +144,7 @@ fn validate_and_assign(
     }
     for (name, urls) in initial_cluster {
         let urls = cluster::normalize_urls(urls)?;
-        let found = members.iter().any(|m| {
-            let mut theirs = m.peer_ur_ls.clone();
-            theirs.sort();
-            theirs == urls
-        });
+        let found = members.iter().any(|m| has_urls(m, &urls));
         if !found {
             bail!(
                 "error validating peerURLs {}: PeerURLs: no match found for existing member \
@@ -159,11 +155,7 @@ fn validate_and_assign(
     }
     let member_id = members
         .iter()
-        .find(|m| {
-            let mut theirs = m.peer_ur_ls.clone();
-            theirs.sort();
-            theirs == own
-        })
+        .find(|m| has_urls(m, own))
         .map(|m| m.id)
         .ok_or_else(|| {
             anyhow!(
@@ -177,6 +169,13 @@ fn validate_and_assign(
         member_id,
         members,
     })
+}
+
+/// True when `member`'s peer URLs are `urls` (sorted), in any order.
+fn has_urls(member: &pb::Member, urls: &[String]) -> bool {
+    let mut theirs = member.peer_ur_ls.clone();
+    theirs.sort();
+    theirs == urls
 }
 
 /// A cluster as etcd's `RaftCluster.String` prints it.

@@ -63,6 +63,13 @@ impl Files {
         std::fs::write(self.path(name), text).expect("write a PEM file");
     }
 
+    /// A certificate from `ca` for `common_name`, written as `name.pem` and `name.key`.
+    fn issue(&self, ca: &Authority, common_name: &str, name: &str) {
+        let (cert, key) = ca.issue(common_name);
+        self.write(&format!("{name}.pem"), &cert);
+        self.write(&format!("{name}.key"), &key);
+    }
+
     fn arg(&self, flag: &str, name: &str) -> String {
         format!("--{flag}={}", self.path(name).display())
     }
@@ -160,15 +167,9 @@ fn session(kind: Kind) -> Vec<String> {
     let (ca1, ca2) = (Authority::new("ca-one"), Authority::new("ca-two"));
     files.write("ca1.pem", &ca1.cert.pem());
     files.write("ca2.pem", &ca2.cert.pem());
-    let (server_cert, server_key) = ca1.issue("server");
-    files.write("server.pem", &server_cert);
-    files.write("server.key", &server_key);
-    let (client_cert, client_key) = ca1.issue("client");
-    files.write("client.pem", &client_cert);
-    files.write("client.key", &client_key);
-    let (other_cert, other_key) = ca2.issue("stranger");
-    files.write("other.pem", &other_cert);
-    files.write("other.key", &other_key);
+    files.issue(&ca1, "server", "server");
+    files.issue(&ca1, "client", "client");
+    files.issue(&ca2, "stranger", "other");
     let server = start(
         kind,
         files.dir.path(),
@@ -278,12 +279,8 @@ fn peers_with_mutual_tls_form_a_cluster_and_keep_a_stranger_out() {
     let (ca1, ca2) = (Authority::new("peer-ca"), Authority::new("stranger-ca"));
     files.write("ca1.pem", &ca1.cert.pem());
     files.write("ca2.pem", &ca2.cert.pem());
-    let (peer_cert, peer_key) = ca1.issue("peer");
-    files.write("peer.pem", &peer_cert);
-    files.write("peer.key", &peer_key);
-    let (other_cert, other_key) = ca2.issue("stranger");
-    files.write("other.pem", &other_cert);
-    files.write("other.key", &other_key);
+    files.issue(&ca1, "peer", "peer");
+    files.issue(&ca2, "stranger", "other");
     let flags = [
         files.arg("peer-cert-file", "peer.pem"),
         files.arg("peer-key-file", "peer.key"),

@@ -57,10 +57,7 @@ pub fn server_config(
     let builder = match client_ca_pem {
         None => builder.with_no_client_auth(),
         Some(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for certificate in certificates(pem, "client CA")? {
-                roots.add(certificate)?;
-            }
+            let roots = root_store(pem, "client CA")?;
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?;
             builder.with_client_cert_verifier(verifier)
@@ -69,6 +66,15 @@ pub fn server_config(
     let mut config = builder.with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A root store of every certificate in `pem` (at least one).
+fn root_store(pem: &[u8], what: &'static str) -> Result<rustls::RootCertStore, TlsConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in certificates(pem, what)? {
+        roots.add(certificate)?;
+    }
+    Ok(roots)
 }
 
 /// Every certificate in `pem`; at least one.
@@ -176,6 +182,21 @@ fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
 }
 
 impl ReloadingCert {
+    /// The pair in `files`, loaded now (an error names the file at fault).
+    fn new(
+        files: &TlsFiles,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<ReloadingCert, TlsFilesError> {
+        let stamps = [stamp(&files.cert), stamp(&files.key)];
+        let certified = ReloadingCert::load(&files.cert, &files.key, &provider)?;
+        Ok(ReloadingCert {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            provider,
+            current: std::sync::Mutex::new((stamps, certified)),
+        })
+    }
+
     fn load(
         cert: &std::path::Path,
         key: &std::path::Path,
@@ -247,8 +268,7 @@ pub fn server_config_from_files(
         return Err(TlsFilesError::Versions);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let stamps = [stamp(&files.cert), stamp(&files.key)];
-    let certified = ReloadingCert::load(&files.cert, &files.key, &provider)?;
+    let resolver = ReloadingCert::new(files, provider.clone())?;
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
         (TlsVersion::Tls12, &rustls::version::TLS12),
         (TlsVersion::Tls13, &rustls::version::TLS13),
@@ -270,26 +290,13 @@ pub fn server_config_from_files(
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for certificate in
-                certificates(&read(path)?, "client CA").map_err(|e| config_error(path, e))?
-            {
-                roots
-                    .add(certificate)
-                    .map_err(|e| config_error(path, TlsConfigError::Rustls(e)))?;
-            }
+            let roots = root_store(&read(path)?, "client CA").map_err(|e| config_error(path, e))?;
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
                     .map_err(|e| config_error(path, TlsConfigError::ClientVerifier(e)))?;
             builder.with_client_cert_verifier(verifier)
         }
-    };
-    let resolver = ReloadingCert {
-        cert: files.cert.clone(),
-        key: files.key.clone(),
-        provider,
-        current: std::sync::Mutex::new((stamps, certified)),
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -322,22 +329,9 @@ pub fn client_config_from_files(
         path: path.display().to_string(),
         source,
     };
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in
-        certificates(&read(trusted_ca)?, "trusted CA").map_err(|e| config_error(trusted_ca, e))?
-    {
-        roots
-            .add(certificate)
-            .map_err(|e| config_error(trusted_ca, TlsConfigError::Rustls(e)))?;
-    }
-    let stamps = [stamp(&files.cert), stamp(&files.key)];
-    let certified = ReloadingCert::load(&files.cert, &files.key, &provider)?;
-    let resolver = ReloadingCert {
-        cert: files.cert.clone(),
-        key: files.key.clone(),
-        provider: provider.clone(),
-        current: std::sync::Mutex::new((stamps, certified)),
-    };
+    let roots =
+        root_store(&read(trusted_ca)?, "trusted CA").map_err(|e| config_error(trusted_ca, e))?;
+    let resolver = ReloadingCert::new(files, provider.clone())?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| config_error(&files.cert, TlsConfigError::Rustls(e)))?

@@ -1389,12 +1389,22 @@ impl<D: Disk> RaftNode<D> {
     /// Applies committed `entries` (after any still waiting) in order, up to a configuration
     /// change whose commit is not yet durable here: it and everything after it wait for the
     /// write that makes it so ([`RaftNode::write_done`]).
-    fn apply_committed(&mut self, entries: Vec<Entry>) {
+    fn apply_committed(&mut self, mut entries: Vec<Entry>) {
+        let waits = |e: &Entry, synced: u64| {
+            e.get_entry_type() != EntryType::EntryNormal && e.index > synced
+        };
+        if self.apply_backlog.is_empty() {
+            // The usual case: nothing waits, and the batch applies as it came.
+            if let Some(at) = entries.iter().position(|e| waits(e, self.synced_commit)) {
+                self.apply_backlog.extend(entries.drain(at..));
+            }
+            self.apply_entries(entries);
+            return;
+        }
         self.apply_backlog.extend(entries);
         let mut now = Vec::new();
         while let Some(entry) = self.apply_backlog.front() {
-            if entry.get_entry_type() != EntryType::EntryNormal && entry.index > self.synced_commit
-            {
+            if waits(entry, self.synced_commit) {
                 break;
             }
             now.extend(self.apply_backlog.pop_front());
@@ -1502,7 +1512,6 @@ impl<D: Disk> RaftNode<D> {
             let mut store = shared.write_store();
             let mut alarms = shared.alarms.lock().expect("alarm lock");
             let mut members = shared.members.lock().expect("members lock");
-            let mut removed = shared.removed_members.lock().expect("members lock");
             let mut clocks = shared.lease_clocks.lock().expect("lease clock lock");
             for entry in entries {
                 debug_assert!(
@@ -1544,6 +1553,7 @@ impl<D: Disk> RaftNode<D> {
                         Ok((request_id, change)) => {
                             // Checked against the members as of this entry, on every member
                             // alike; a refused change leaves raft's configuration as it was.
+                            let mut removed = shared.removed_members.lock().expect("members lock");
                             let result =
                                 membership::apply(&mut members, &mut removed, &change, usize::MAX);
                             if let Err(error) = &result {

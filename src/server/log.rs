@@ -7,7 +7,6 @@
 //! compaction between batches, and takes checkpoints.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -417,7 +416,6 @@ impl<O: Outbox> RaftCore<O> {
                         now
                     });
                     if now >= at + REMOVED_STOP_DELAY {
-                        self.shared.removed.store(true, Ordering::Release);
                         break 'turn;
                     }
                 }

@@ -329,8 +329,6 @@ pub struct Shared {
     /// Set once this member's attributes (name, client URLs) are applied through the log;
     /// until then it is not ready (etcd serves no client before it has published them).
     pub published: AtomicBool,
-    /// Set when this member stopped because it was removed from the cluster.
-    pub removed: AtomicBool,
     /// Set when shutdown begins; watch and keep-alive streams end.
     pub stopping: AtomicBool,
     /// Threads waiting in [`Shared::write_store`].
@@ -419,7 +417,6 @@ impl Shared {
             ids,
             wal_failed: AtomicBool::new(false),
             published: AtomicBool::new(false),
-            removed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             store_writers_waiting: AtomicUsize::new(0),
             stop_event: event_listener::Event::new(),
