@@ -207,6 +207,19 @@ pub struct Config {
           action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub peer_client_cert_auth: bool,
 
+    /// Auth token type and options: 'simple', or 'jwt,pub-key=<file>,priv-key=<file>,
+    /// sign-method=<RS256|ES256|EdDSA|...>,ttl=<duration>'.
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+
+    /// Time (in seconds) a simple auth token lives after its last use.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = crate::server::tokens::SIMPLE_TOKEN_TTL_DEFAULT)]
+    pub auth_token_ttl: u64,
+
+    /// Cost of the bcrypt hashes of user passwords (4 to 31; out of range: 10).
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
+    pub bcrypt_cost: u32,
+
     /// Reject reconfiguration requests that would cause quorum loss (too few started or
     /// connected voters afterwards).
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true,
@@ -525,6 +538,7 @@ impl Config {
         if self.snapshot_count == 0 {
             return Err(ConfigError::Invalid("--snapshot-count must be > 0".into()));
         }
+        self.token_spec()?;
         let unimplemented = [
             ("client-crl-file", self.client_crl_file.is_some()),
             ("cipher-suites", self.cipher_suites.is_some()),
@@ -551,6 +565,12 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// `--auth-token`, parsed (its key files are read at startup).
+    pub fn token_spec(&self) -> Result<crate::server::tokens::TokenSpec, ConfigError> {
+        crate::server::tokens::parse_token_spec(&self.auth_token)
+            .map_err(|e| ConfigError::Invalid(format!("--auth-token: {e}")))
     }
 
     /// The TLS files for https peer URLs (`--peer-cert-file`, `--peer-key-file`, and with

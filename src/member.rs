@@ -43,6 +43,7 @@ use crate::raft::transport::{self, PeerIdentity};
 use crate::server::log::{Checkpointer, CoreChannels, RaftCore};
 use crate::server::publish_attributes;
 use crate::server::state::{Limits, MemberInfo, Shared, SharedConfig, SharedRef};
+use crate::server::tokens::Tokens;
 
 /// A running member.
 pub struct ServerHandle {
@@ -338,6 +339,22 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         joining,
     };
     let auto_promote = config.auto_promote_learners;
+    // Auth tokens: JWT key files are read now, so a bad one stops the member at startup.
+    let tokens = Tokens::from_spec(
+        &config.token_spec()?,
+        Duration::from_secs(config.auth_token_ttl.max(1)),
+    )
+    .map_err(|e| anyhow::anyhow!("--auth-token: {e}"))?;
+    let bcrypt_cost = if (4..=31).contains(&config.bcrypt_cost) {
+        config.bcrypt_cost
+    } else {
+        // etcd warns and uses the default for a cost bcrypt cannot use.
+        tracing::warn!(
+            bcrypt_cost = config.bcrypt_cost,
+            "--bcrypt-cost out of range [4, 31]; using the default 10"
+        );
+        bcrypt::DEFAULT_COST
+    };
     let tick_interval = Duration::from_millis(heartbeat_ms);
 
     // The raft core: recover, publish the shared state, start the peer thread, run the loop.
@@ -400,6 +417,8 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
                     limits,
                     watch_progress_interval: progress_interval,
                     id_seed: None,
+                    tokens,
+                    bcrypt_cost,
                 },
                 store,
                 &meta,

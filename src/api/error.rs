@@ -32,8 +32,27 @@ impl From<ServerError> for Status {
             ServerError::Unhealthy | ServerError::NotSupportedForLearner => Code::Unavailable,
             // etcd's error table maps it to a client-side error value, so it leaves the
             // server as `Unknown` (clientv3 recognizes it by its text).
-            ServerError::NotEnoughStartedMembers => Code::Unknown,
+            ServerError::NotEnoughStartedMembers
+            | ServerError::NoPasswordUser
+            | ServerError::TokenVerifyOnly => Code::Unknown,
             ServerError::MemberBadUrls => Code::InvalidArgument,
+            ServerError::RootUserNotExist
+            | ServerError::RootRoleNotExist
+            | ServerError::UserAlreadyExist
+            | ServerError::UserNotFound
+            | ServerError::RoleAlreadyExist
+            | ServerError::RoleNotFound
+            | ServerError::RoleNotGranted
+            | ServerError::PermissionNotGranted
+            | ServerError::AuthNotEnabled => Code::FailedPrecondition,
+            ServerError::UserEmpty
+            | ServerError::RoleEmpty
+            | ServerError::AuthFailed
+            | ServerError::PermissionNotGiven
+            | ServerError::InvalidAuthMgmt
+            | ServerError::AuthOldRevision => Code::InvalidArgument,
+            ServerError::PermissionDenied => Code::PermissionDenied,
+            ServerError::InvalidAuthToken => Code::Unauthenticated,
             ServerError::WalFailed | ServerError::WalError(_) => Code::Internal,
             ServerError::NoSpace => Code::ResourceExhausted,
             ServerError::RequestTooLarge

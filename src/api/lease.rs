@@ -12,9 +12,12 @@ use keel_proto::etcdserverpb as pb;
 use keel_proto::etcdserverpb::lease_server::Lease;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::api::auth::Credentials;
 use crate::api::error::mvcc_status;
+use crate::server::auth::{Access, AuthInfo};
 use crate::server::command::Command;
-use crate::server::state::{Applied, SharedRef};
+use crate::server::error::ServerError;
+use crate::server::state::{Applied, Shared, SharedRef};
 
 /// The Lease service.
 pub struct LeaseService {
@@ -28,6 +31,30 @@ impl LeaseService {
     }
 }
 
+/// etcd's lease checks: `access` to every key of `lease_ids` (an admin may do anything), then
+/// an auth revision that moved during the check fails the request.
+fn check_leases(
+    shared: &Shared,
+    user: &Option<AuthInfo>,
+    lease_ids: &[i64],
+    access: Access,
+) -> Result<(), ServerError> {
+    let Some(user) = user else {
+        return Ok(());
+    };
+    let auth = shared.auth();
+    {
+        let store = shared.read_store();
+        for id in lease_ids {
+            auth.check_lease_keys(&store, user, *id, access)?;
+        }
+    }
+    if user.revision != shared.auth().revision() {
+        return Err(ServerError::AuthOldRevision);
+    }
+    Ok(())
+}
+
 type KeepAliveStream =
     Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send + 'static>>;
 
@@ -38,7 +65,9 @@ impl Lease for LeaseService {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         self.shared.refuse_if_learner()?;
+        let credentials = Credentials::of(&request);
         let mut request = request.into_inner();
+        credentials.require_user(&self.shared).await?;
         if request.ttl > mvcc::LEASE_TTL_MAX_SECONDS {
             return Err(mvcc_status(mvcc::MvccError::LeaseTtlTooLarge));
         }
@@ -69,8 +98,14 @@ impl Lease for LeaseService {
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         self.shared.refuse_if_learner()?;
+        let credentials = Credentials::of(&request);
         let request = request.into_inner();
-        match self.shared.propose(Command::LeaseRevoke(request)).await? {
+        let user = credentials.require_user(&self.shared).await?;
+        match self
+            .shared
+            .propose_as(user, Command::LeaseRevoke(request))
+            .await?
+        {
             Applied::LeaseRevoke { revision } => {
                 self.shared.metrics.lease_revoked.inc();
                 Ok(Response::new(pb::LeaseRevokeResponse {
@@ -91,6 +126,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         self.shared.refuse_if_learner()?;
         let shared = self.shared.clone();
+        let credentials = Credentials::of(&request);
         let requests = request.into_inner();
         // One response per request, in order; the stream ends when the client closes its
         // side, on a transport error, or when the server stops.
@@ -103,8 +139,12 @@ impl Lease for LeaseService {
                 let shared = self.shared.clone();
                 move |request| {
                     let shared = shared.clone();
+                    let credentials = credentials.clone();
                     async move {
                         let request = request?;
+                        // etcd's checkLeaseRenew: a user, with write access to the lease's keys.
+                        let user = credentials.require_user(&shared).await?;
+                        check_leases(&shared, &user, &[request.id], Access::Write)?;
                         // Only the leader's clock counts: a keep-alive that reached a follower
                         // renews the lease on the leader.
                         let clock = shared.lease_clock(request.id, true).await?;
@@ -128,7 +168,12 @@ impl Lease for LeaseService {
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         self.shared.refuse_if_learner()?;
+        let credentials = Credentials::of(&request);
         let request = request.into_inner();
+        let user = credentials.require_user(&self.shared).await?;
+        if request.keys {
+            check_leases(&self.shared, &user, &[request.id], Access::Read)?;
+        }
         let (info, revision) = {
             let store = self.shared.read_store();
             (
@@ -168,9 +213,20 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         self.shared.refuse_if_learner()?;
+        let user = Credentials::of(&request).require_user(&self.shared).await?;
+        if user.is_some() {
+            let ids: Vec<i64> = self
+                .shared
+                .read_store()
+                .leases()
+                .iter()
+                .map(|l| l.id)
+                .collect();
+            check_leases(&self.shared, &user, &ids, Access::Read)?;
+        }
         let store = self.shared.read_store();
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: self.shared.header().at(store.current_revision()),

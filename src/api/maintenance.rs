@@ -9,6 +9,7 @@ use keel_proto::etcdserverpb::maintenance_server::Maintenance;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
+use crate::api::auth::{raw_auth_status, Credentials};
 use crate::api::error::mvcc_status;
 use crate::server::command::Command;
 use crate::server::membership;
@@ -53,7 +54,14 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         self.shared.refuse_if_learner()?;
+        let credentials = Credentials::of(&request);
         let request = request.into_inner();
+        // Reading alarms needs a user; raising or clearing them an admin (etcd 3.5.29+).
+        if request.action == pb::alarm_request::AlarmAction::Get as i32 {
+            credentials.require_user(&self.shared).await?;
+        } else {
+            credentials.require_admin(&self.shared).await?;
+        }
         let alarms = if request.action == pb::alarm_request::AlarmAction::Get as i32 {
             let alarms = self.shared.alarms.lock().expect("alarm lock").clone();
             alarms
@@ -74,8 +82,10 @@ impl Maintenance for MaintenanceService {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        // Any user (etcd 3.5.32+; 3.4 asked for none).
+        Credentials::of(&request).require_user(&self.shared).await?;
         let gauges = self.shared.store_gauges();
         let applied = self
             .shared
@@ -123,9 +133,10 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
         self.shared.refuse_if_learner()?;
+        self.admin_only(&request).await?;
         // Keel's store keeps no free pages: compaction already returned the memory and the
         // WAL is trimmed at checkpoints. Defragment has nothing left to do and returns at once
         // (etcd's defragment blocks the member while it rewrites the whole file).
@@ -136,9 +147,10 @@ impl Maintenance for MaintenanceService {
 
     async fn hash(
         &self,
-        _request: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
         self.shared.refuse_if_learner()?;
+        self.admin_only(&request).await?;
         let store = self.shared.read_store();
         let hash = store.hash_kv(0).map_err(mvcc_status)?;
         Ok(Response::new(pb::HashResponse {
@@ -152,6 +164,7 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
         self.shared.refuse_if_learner()?;
+        self.admin_only(&request).await?;
         let store = self.shared.read_store();
         let hash = store
             .hash_kv(request.get_ref().revision)
@@ -168,8 +181,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.admin_only(&request).await?;
         // The snapshot is the MVCC checkpoint payload (engine/FORMAT.md), a self-checking
         // image of the whole keyspace and its leases at one revision, zero-padded to a
         // multiple of 512 bytes and followed by its SHA-256, the trailer etcdctl verifies
@@ -220,6 +234,9 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         self.shared.refuse_if_learner()?;
+        Credentials::of(&request)
+            .require_admin(&self.shared)
+            .await?;
         // etcd: only the leader moves leadership, to a voter; the answer comes once the
         // transferee leads.
         self.shared.move_leader(request.get_ref().target_id).await?;
@@ -239,6 +256,19 @@ impl Maintenance for MaintenanceService {
     }
 }
 
+impl MaintenanceService {
+    /// etcd's check for Defragment, Snapshot, Hash and HashKV: an admin, refused with the
+    /// auth store's own error (code `Unknown`, `auth: ...`).
+    async fn admin_only<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let credentials = Credentials::of(request);
+        credentials
+            .require_admin(&self.shared)
+            .await
+            .map(|_| ())
+            .map_err(raw_auth_status)
+    }
+}
+
 /// The Cluster service: the members, as the log last set them, and etcd's membership
 /// changes (`server::membership`).
 pub struct ClusterService {
@@ -249,6 +279,13 @@ impl ClusterService {
     /// A service over `shared`.
     pub fn new(shared: SharedRef) -> ClusterService {
         ClusterService { shared }
+    }
+
+    /// etcd's `checkMembershipOperationPermission`: membership changes are an admin's.
+    async fn admin_only<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let credentials = Credentials::of(request);
+        credentials.require_admin(&self.shared).await?;
+        Ok(())
     }
 
     /// etcd's cluster service header: no revision.
@@ -263,6 +300,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        self.admin_only(&request).await?;
         let request = request.into_inner();
         let (member, members) =
             membership::add(&self.shared, &request.peer_ur_ls, request.is_learner).await?;
@@ -277,6 +315,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        self.admin_only(&request).await?;
         let members = membership::remove(&self.shared, request.get_ref().id).await?;
         Ok(Response::new(pb::MemberRemoveResponse {
             header: self.header(),
@@ -288,6 +327,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        self.admin_only(&request).await?;
         let request = request.into_inner();
         let members = membership::update(&self.shared, request.id, &request.peer_ur_ls).await?;
         Ok(Response::new(pb::MemberUpdateResponse {
@@ -302,9 +342,12 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         // etcd's learners serve no MemberList.
         self.shared.refuse_if_learner()?;
+        let credentials = Credentials::of(&request);
         if request.get_ref().linearizable {
             self.shared.linearizable_barrier().await?;
         }
+        // Any user (etcd 3.5.29+).
+        credentials.require_user(&self.shared).await?;
         Ok(Response::new(pb::MemberListResponse {
             header: self.header(),
             members: self.shared.member_list(),
@@ -315,6 +358,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        self.admin_only(&request).await?;
         let members = membership::promote(&self.shared, request.get_ref().id).await?;
         Ok(Response::new(pb::MemberPromoteResponse {
             header: self.header(),

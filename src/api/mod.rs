@@ -5,6 +5,7 @@
 //! those into etcd's gRPC statuses here. [`routes`] assembles the services a front core serves
 //! (wired up by [`crate::member`]).
 
+pub mod auth;
 pub mod error;
 pub mod health;
 pub mod kv;

@@ -1,6 +1,7 @@
 //! The gRPC router a front core serves on every client URL: etcd's services over one
 //! member's shared state, with etcd's limits and its leader check.
 
+use keel_proto::etcdserverpb::auth_server::AuthServer;
 use keel_proto::etcdserverpb::cluster_server::ClusterServer;
 use keel_proto::etcdserverpb::kv_server::KvServer;
 use keel_proto::etcdserverpb::lease_server::LeaseServer;
@@ -10,6 +11,7 @@ use keel_proto::grpc_health_v1::health_server::HealthServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 
+use crate::api::auth::AuthService;
 use crate::api::health::HealthService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
@@ -37,7 +39,7 @@ impl tonic::service::Interceptor for RequireLeader {
     }
 }
 
-/// Every client-facing service over `shared`: KV, Watch, Lease, Maintenance and Cluster
+/// Every client-facing service over `shared`: KV, Watch, Lease, Maintenance, Cluster and Auth
 /// behind the leader check, decoding messages up to `--max-request-bytes` plus etcd's gRPC
 /// allowance, and gRPC health.
 pub fn routes(shared: &SharedRef) -> Routes {
@@ -62,6 +64,10 @@ pub fn routes(shared: &SharedRef) -> Routes {
     ))
     .add_service(InterceptedService::new(
         ClusterServer::new(ClusterService::new(shared.clone())),
+        leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        AuthServer::new(AuthService::new(shared.clone())),
         leader,
     ))
     .add_service(HealthServer::new(HealthService::new(shared.clone())))

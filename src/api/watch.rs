@@ -21,7 +21,10 @@ use keel_proto::etcdserverpb::watch_server::Watch;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::api::auth::Credentials;
+use crate::server::auth::Access;
 use crate::server::convert;
+use crate::server::error::ServerError;
 use crate::server::state::{SharedRef, GRPC_OVERHEAD_BYTES};
 
 /// Responses buffered per stream before the stream's task waits for the client. Small on
@@ -61,6 +64,7 @@ impl Watch for WatchService {
         self.shared.refuse_if_learner()?;
         let (sender, receiver) = mpsc::channel(STREAM_RESPONSES_MAX);
         let stream = WatchStream {
+            credentials: Credentials::of(&request),
             shared: self.shared.clone(),
             sender,
             watchers: BTreeMap::new(),
@@ -91,6 +95,8 @@ struct Watcher {
 struct Gone;
 
 struct WatchStream {
+    /// Who opened the stream: every watch it creates is checked against their roles.
+    credentials: Credentials,
     shared: SharedRef,
     sender: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
@@ -187,6 +193,15 @@ impl WatchStream {
         }
     }
 
+    async fn watch_permitted(&self, key: &[u8], range_end: &[u8]) -> Result<(), ServerError> {
+        if let Some(user) = self.credentials.caller(&self.shared).await? {
+            self.shared
+                .auth()
+                .check_keys(&user, key, range_end, Access::Read)?;
+        }
+        Ok(())
+    }
+
     async fn create(&mut self, create: pb::WatchCreateRequest) -> Result<(), Gone> {
         let current = self.shared.current_revision();
         let refuse = |id: i64, reason: &str| pb::WatchResponse {
@@ -197,6 +212,24 @@ impl WatchStream {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
+        // etcd's isWatchPermitted, first of all: read access to the watched keys (an empty
+        // key is "\0"). A refused watch is answered as created and canceled, with id -1 and
+        // the reason; the stream stays open.
+        let key: &[u8] = if create.key.is_empty() {
+            &[0]
+        } else {
+            &create.key
+        };
+        if let Err(error) = self.watch_permitted(key, &create.range_end).await {
+            let reason = match error {
+                ServerError::InvalidAuthToken
+                | ServerError::AuthOldRevision
+                | ServerError::UserEmpty => error,
+                _ => ServerError::PermissionDenied,
+            };
+            let response = refuse(-1, &reason.to_string());
+            return self.send(response).await;
+        }
         let single_or_from_key = create.range_end.is_empty() || create.range_end == [0];
         if !single_or_from_key && create.key >= create.range_end {
             let response = refuse(-1, "mvcc: watcher range is empty");

@@ -255,13 +255,18 @@ pub async fn serve(
         let tls = tls.clone();
         glommio::spawn_local(async move {
             match tls {
-                None => serve_connection(&builder, stream, handshake, dispatch, signals).await,
+                None => {
+                    let service = DispatchService(dispatch, None);
+                    serve_connection(&builder, stream, handshake, service, signals).await
+                }
                 Some(acceptor) => {
                     let peer = stream.peer_addr().ok();
                     if let Some(stream) =
                         accept_tls(&acceptor, stream, peer, &mut handshake, &signals).await
                     {
-                        serve_connection(&builder, stream, handshake, dispatch, signals).await;
+                        let name = client_common_name(stream.get_ref().1);
+                        let service = DispatchService(dispatch, name);
+                        serve_connection(&builder, stream, handshake, service, signals).await;
                     }
                 }
             }
@@ -314,13 +319,13 @@ async fn serve_connection<IO>(
     builder: &auto::Builder<LocalExec>,
     stream: IO,
     handshake: Handshake,
-    dispatch: Rc<Dispatch>,
+    service: DispatchService,
     mut signals: Signals,
 ) where
     IO: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + 'static,
 {
     let io = HyperIo::new(stream, handshake.protocol_known.clone());
-    let mut conn = pin!(builder.serve_connection(io, DispatchService(dispatch)));
+    let mut conn = pin!(builder.serve_connection(io, service));
     let mut graceful_started = false;
     let mut handshake_timer = Some(handshake.timer);
     let result = future::poll_fn(|cx| {
@@ -490,8 +495,29 @@ struct Dispatch {
     http_body_max: usize,
 }
 
-/// hyper's view of a [`Dispatch`]: one per connection.
-struct DispatchService(Rc<Dispatch>);
+/// hyper's view of a [`Dispatch`]: one per connection, with the common name of the client
+/// certificate the connection's TLS handshake verified, if any.
+struct DispatchService(Rc<Dispatch>, Option<ClientCommonName>);
+
+/// The subject common name of the verified certificate a client presented on its TLS
+/// connection: put in the extensions of every gRPC request on that connection (etcd takes it
+/// as the user name when a request carries no auth token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCommonName(pub std::sync::Arc<str>);
+
+/// The common name of the client certificate `connection` verified (rustls exposes the peer
+/// certificates only once the verifier accepted them).
+fn client_common_name(connection: &rustls::ServerConnection) -> Option<ClientCommonName> {
+    let leaf = connection.peer_certificates()?.first()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let name = certificate
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?;
+    Some(ClientCommonName(name.into()))
+}
 
 /// tonic's response future (its type is not exported) or the plain-HTTP handler's.
 type DispatchFuture = Either<
@@ -507,8 +533,11 @@ impl hyper::service::Service<http::Request<Incoming>> for DispatchService {
     type Error = Infallible;
     type Future = DispatchFuture;
 
-    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
         if is_grpc(&request) {
+            if let Some(name) = &self.1 {
+                request.extensions_mut().insert(name.clone());
+            }
             // tonic's router is always ready (axum's `Router::poll_ready` returns `Ready`), so
             // calling it without `poll_ready` keeps tower's contract.
             let rewrite: fn(_) -> _ =

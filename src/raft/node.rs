@@ -358,6 +358,7 @@ pub async fn recover<D: Disk>(
 
     let mut alarms = meta.alarms.clone();
     let mut members = meta.members.clone();
+    let mut auth = std::sync::Arc::new(meta.auth.clone());
     let mut replayed_conf = meta.conf_state.clone();
     let mut removed = meta.removed.clone();
     let mut applied_index = checkpoint_index;
@@ -375,11 +376,17 @@ pub async fn recover<D: Disk>(
         }
         match entry.get_entry_type() {
             EntryType::EntryNormal => {
-                if let Some((_, command)) = records::entry_command(entry).map_err(corrupt)? {
+                if let Some((request_id, command)) =
+                    records::entry_command(entry).map_err(corrupt)?
+                {
                     let mut context = ApplyContext {
                         alarms: &mut alarms,
                         members: &mut members,
                         lease_clocks: None,
+                        auth: &mut auth,
+                        tokens: None,
+                        index: entry.index,
+                        from_client: request_id != 0,
                     };
                     // Results were delivered before the restart (or never); only the state
                     // matters now.
@@ -433,6 +440,7 @@ pub async fn recover<D: Disk>(
     }
     meta.alarms = alarms;
     meta.members = members;
+    meta.auth = std::sync::Arc::unwrap_or_clone(auth);
     meta.conf_state = replayed_conf;
     meta.removed = removed;
     Ok(Recovered {
@@ -1513,6 +1521,8 @@ impl<D: Disk> RaftNode<D> {
             let mut alarms = shared.alarms.lock().expect("alarm lock");
             let mut members = shared.members.lock().expect("members lock");
             let mut clocks = shared.lease_clocks.lock().expect("lease clock lock");
+            let mut auth = shared.auth();
+            let auth_before = auth.clone();
             for entry in entries {
                 debug_assert!(
                     entry.index == self.applied_index + 1,
@@ -1533,6 +1543,10 @@ impl<D: Disk> RaftNode<D> {
                                 alarms: &mut alarms,
                                 members: &mut members,
                                 lease_clocks: Some(&mut clocks),
+                                auth: &mut auth,
+                                tokens: Some(&shared.tokens),
+                                index: entry.index,
+                                from_client: request_id != 0,
                             };
                             let result = apply(&mut store, &mut context, command);
                             if result.is_err() {
@@ -1578,6 +1592,11 @@ impl<D: Disk> RaftNode<D> {
                 }
                 self.applied_index = entry.index;
                 self.applied_term = entry.term;
+            }
+            // Published before the applied index moves, so that a client answered after an
+            // auth change is checked against it.
+            if !std::sync::Arc::ptr_eq(&auth, &auth_before) {
+                shared.set_auth(auth);
             }
             shared
                 .applied_index
@@ -1679,6 +1698,10 @@ impl<D: Disk> RaftNode<D> {
             *shared.alarms.lock().expect("alarm lock") = state_meta.alarms.clone();
             *shared.members.lock().expect("members lock") = state_meta.members.clone();
             *shared.removed_members.lock().expect("members lock") = state_meta.removed.clone();
+            shared.set_auth(std::sync::Arc::new(state_meta.auth.clone()));
+            // A snapshot replaces the auth state wholesale: the tokens handed out before it
+            // may belong to users it no longer has.
+            shared.tokens.invalidate_all();
             shared.restart_lease_clocks();
             shared.set_conf_state(&marker.conf_state);
             shared.applied_index.store(index, Ordering::Release);
@@ -1769,6 +1792,7 @@ impl<D: Disk> RaftNode<D> {
             members: shared.members.lock().expect("members lock").clone(),
             alarms: shared.alarms.lock().expect("alarm lock").clone(),
             removed: shared.removed_members.lock().expect("members lock").clone(),
+            auth: shared.auth().as_ref().clone(),
         };
         let encoder = shared.write_store().begin_checkpoint();
         let instance = encoder.instance();
@@ -1983,10 +2007,15 @@ mod tests {
             let mut store = Store::new();
             let mut context_alarms = Vec::new();
             let mut members = Vec::new();
+            let mut auth = Default::default();
             let mut context = ApplyContext {
                 alarms: &mut context_alarms,
                 members: &mut members,
                 lease_clocks: None,
+                auth: &mut auth,
+                tokens: None,
+                index: 1,
+                from_client: false,
             };
             apply(&mut store, &mut context, put("a", "1")).unwrap();
             checkpoint::save(&snap, 1, &store.encode_checkpoint().unwrap())
@@ -2158,10 +2187,15 @@ mod tests {
             // The checkpoint at 2 (its state is what applying 1 and the new 2 gives).
             let mut store = Store::new();
             let (mut alarms, mut members) = (Vec::new(), boot.members.clone());
+            let mut auth = Default::default();
             let mut context = ApplyContext {
                 alarms: &mut alarms,
                 members: &mut members,
                 lease_clocks: None,
+                auth: &mut auth,
+                tokens: None,
+                index: 1,
+                from_client: false,
             };
             apply(&mut store, &mut context, put("k", "old1")).unwrap();
             apply(&mut store, &mut context, put("k", "new2")).unwrap();

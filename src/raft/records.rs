@@ -27,8 +27,9 @@ pub const SNAPSHOT_MARKER_FORMAT: u8 = 1;
 pub const STATE_MAGIC: &[u8; 8] = b"KEELSTAT";
 /// Magic at the start of the MVCC payload (a format-1 checkpoint holds only that).
 pub const MVCC_MAGIC: &[u8; 8] = b"KEELMVCC";
-/// Version of the state-machine checkpoint payload.
-pub const STATE_FORMAT_VERSION: u32 = 1;
+/// Version of the state-machine checkpoint payload written (2: with the auth section; 1,
+/// without it, is still read).
+pub const STATE_FORMAT_VERSION: u32 = 2;
 
 /// What kind of raft entry a format-2 payload holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,6 +222,8 @@ pub struct StateMeta {
     pub alarms: Vec<pb::AlarmMember>,
     /// Ids of the members removed from the cluster (their messages are refused).
     pub removed: Vec<u64>,
+    /// Users, roles, permissions, whether auth is enabled, and the auth revision.
+    pub auth: crate::server::auth::AuthStore,
 }
 
 /// The removed member ids, carried in the members section as field 15 of the
@@ -232,8 +235,10 @@ struct RemovedMembers {
     removed: Vec<u64>,
 }
 
-/// Bytes of the state-machine checkpoint header before its sections.
-const STATE_HEADER_BYTES: usize = 40;
+/// Bytes of the state-machine checkpoint header before its sections (format 2).
+const STATE_HEADER_BYTES: usize = 48;
+/// The same for format 1, which had no auth section.
+const STATE_V1_HEADER_BYTES: usize = 40;
 
 /// The state-machine checkpoint payload: a header, the sections of `meta`, zero padding to a
 /// multiple of 16, then the MVCC payload (kept 16-aligned so it decodes without a copy).
@@ -265,7 +270,8 @@ pub fn encode_state_prefix(meta: &StateMeta, mvcc_len: usize) -> Vec<u8> {
         ..Default::default()
     }
     .encode_to_vec();
-    let sections = conf.len() + members.len() + alarms.len();
+    let auth = meta.auth.encode();
+    let sections = conf.len() + members.len() + alarms.len() + auth.len();
     let mvcc_offset = (STATE_HEADER_BYTES + sections).div_ceil(16) * 16;
     let mut out = Vec::with_capacity(mvcc_offset + mvcc_len);
     out.extend_from_slice(STATE_MAGIC);
@@ -275,10 +281,13 @@ pub fn encode_state_prefix(meta: &StateMeta, mvcc_len: usize) -> Vec<u8> {
     out.extend_from_slice(&(members.len() as u32).to_le_bytes());
     out.extend_from_slice(&(alarms.len() as u32).to_le_bytes());
     out.extend_from_slice(&(mvcc_offset as u64).to_le_bytes());
+    out.extend_from_slice(&(auth.len() as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
     debug_assert_eq!(out.len(), STATE_HEADER_BYTES);
     out.extend_from_slice(&conf);
     out.extend_from_slice(&members);
     out.extend_from_slice(&alarms);
+    out.extend_from_slice(&auth);
     out.resize(mvcc_offset, 0);
     out
 }
@@ -290,23 +299,31 @@ pub fn decode_state(payload: &[u8]) -> Result<(Option<StateMeta>, usize), Record
     if payload.starts_with(MVCC_MAGIC) {
         return Ok((None, 0));
     }
-    if payload.len() < STATE_HEADER_BYTES || !payload.starts_with(STATE_MAGIC) {
+    if payload.len() < STATE_V1_HEADER_BYTES || !payload.starts_with(STATE_MAGIC) {
         return Err(bad(
             "checkpoint payload has neither the KEELSTAT nor the KEELMVCC magic",
         ));
     }
     let version = u32_at(payload, 8);
-    if version != STATE_FORMAT_VERSION {
-        return Err(bad(format!(
-            "checkpoint state format {version} (this build reads {STATE_FORMAT_VERSION})"
-        )));
-    }
+    let (header_len, auth_len) = match version {
+        1 => (STATE_V1_HEADER_BYTES, 0),
+        STATE_FORMAT_VERSION if payload.len() >= STATE_HEADER_BYTES => {
+            (STATE_HEADER_BYTES, u32_at(payload, 40) as usize)
+        }
+        _ => {
+            return Err(bad(format!(
+                "checkpoint state format {version} in {} bytes (this build reads 1 and \
+                 {STATE_FORMAT_VERSION})",
+                payload.len()
+            )))
+        }
+    };
     let conf_len = u32_at(payload, 12) as usize;
     let term = u64_at(payload, 16);
     let members_len = u32_at(payload, 24) as usize;
     let alarms_len = u32_at(payload, 28) as usize;
     let mvcc_offset = u64_at(payload, 32);
-    let sections_end = STATE_HEADER_BYTES + conf_len + members_len + alarms_len;
+    let sections_end = header_len + conf_len + members_len + alarms_len + auth_len;
     if mvcc_offset > payload.len() as u64
         || (mvcc_offset as usize) < sections_end
         || mvcc_offset % 16 != 0
@@ -317,7 +334,7 @@ pub fn decode_state(payload: &[u8]) -> Result<(Option<StateMeta>, usize), Record
             payload.len()
         )));
     }
-    let mut at = STATE_HEADER_BYTES;
+    let mut at = header_len;
     let conf_state = ConfState::parse_from_bytes(&payload[at..at + conf_len])
         .map_err(|e| bad(format!("checkpoint ConfState: {e}")))?;
     at += conf_len;
@@ -332,6 +349,9 @@ pub fn decode_state(payload: &[u8]) -> Result<(Option<StateMeta>, usize), Record
     let alarms = pb::AlarmResponse::decode(&payload[at..at + alarms_len])
         .map_err(|e| bad(format!("checkpoint alarms: {e}")))?
         .alarms;
+    at += alarms_len;
+    let auth = crate::server::auth::AuthStore::decode(&payload[at..at + auth_len])
+        .map_err(|e| bad(format!("checkpoint auth: {e}")))?;
     Ok((
         Some(StateMeta {
             term,
@@ -339,6 +359,7 @@ pub fn decode_state(payload: &[u8]) -> Result<(Option<StateMeta>, usize), Record
             members,
             alarms,
             removed,
+            auth,
         }),
         mvcc_offset as usize,
     ))
@@ -437,6 +458,16 @@ mod tests {
                 alarm: 1,
             }],
             removed: vec![7, 9],
+            auth: {
+                let mut auth = crate::server::auth::AuthStore::default();
+                auth.apply(&crate::server::auth::AuthChange::RoleAdd(
+                    pb::AuthRoleAddRequest {
+                        name: "reader".into(),
+                    },
+                ))
+                .unwrap();
+                auth
+            },
         };
         // The members section still reads as etcd's MemberListResponse.
         let prefix = encode_state_prefix(&meta, 0);

@@ -5,14 +5,18 @@
 //! member and on every replay. Errors (an unknown lease, a compacted revision) are results,
 //! not failures: the entry stays in the log and applies to the same error again on replay.
 
+use std::sync::Arc;
+
 use keel_engine::mvcc::Store;
 use keel_proto::etcdserverpb as pb;
 
+use crate::server::auth::{AuthInfo, AuthRef, TokenEffect};
 use crate::server::command::Command;
 use crate::server::convert;
 use crate::server::error::ServerError;
 use crate::server::membership;
 use crate::server::state::{Applied, ApplyResult, LeaseClocks};
+use crate::server::tokens::Tokens;
 
 /// What apply may touch besides the store.
 pub struct ApplyContext<'a> {
@@ -23,6 +27,17 @@ pub struct ApplyContext<'a> {
     /// Lease clocks; `None` during replay at startup (every lease's clock starts when the
     /// member is ready, as etcd's lessor does when it is promoted).
     pub lease_clocks: Option<&'a mut LeaseClocks>,
+    /// The auth state (copy-on-write: a change replaces it).
+    pub auth: &'a mut AuthRef,
+    /// This member's tokens; `None` during replay at startup (tokens do not outlive a
+    /// restart, as etcd's simple tokens do not).
+    pub tokens: Option<&'a Tokens>,
+    /// The index of the entry being applied.
+    pub index: u64,
+    /// True when a client proposed the entry (it has a request id): its permissions are
+    /// checked at apply while auth is enabled, as no user when it names none. Commands the
+    /// server decided on itself (lease expiry) are not checked.
+    pub from_client: bool,
 }
 
 fn has_put(ops: &[pb::RequestOp]) -> bool {
@@ -56,6 +71,10 @@ fn nospace(context: &ApplyContext<'_>) -> bool {
 
 /// Applies one command.
 pub fn apply(store: &mut Store, context: &mut ApplyContext<'_>, command: Command) -> ApplyResult {
+    let (user, command) = command.without_user();
+    if let Some(user) = user.or_else(|| context.from_client.then(AuthInfo::default)) {
+        context.auth.check_command(store, &user, &command)?;
+    }
     match command {
         Command::Put(request) => {
             // etcd's capped applier: with NOSPACE raised, nothing that adds data applies.
@@ -122,6 +141,37 @@ pub fn apply(store: &mut Store, context: &mut ApplyContext<'_>, command: Command
         Command::MemberAdd(_) | Command::MemberRemove(_) | Command::MemberPromote(_) => {
             Err(ServerError::MemberNotFound)
         }
+        Command::Auth(change) => {
+            let effect = Arc::make_mut(context.auth).apply(&change)?;
+            if let Some(tokens) = context.tokens {
+                match effect {
+                    TokenEffect::None => {}
+                    TokenEffect::InvalidateUser(user) => tokens.invalidate_user(&user),
+                    TokenEffect::InvalidateAll => tokens.invalidate_all(),
+                }
+            }
+            Ok(Applied::Auth {
+                revision: store.current_revision(),
+            })
+        }
+        Command::Authenticate(body) => {
+            let auth_revision = context.auth.authenticate(&body.name)?;
+            // A simple token is its random prefix and this entry's index, known to every
+            // member that applies the entry.
+            let token = context.tokens.filter(|t| t.is_simple()).map(|tokens| {
+                let token = format!("{}.{}", body.simple_token, context.index);
+                tokens.assign_simple(token.clone(), &body.name);
+                token
+            });
+            Ok(Applied::Authenticated {
+                username: body.name,
+                auth_revision,
+                token,
+                revision: store.current_revision(),
+            })
+        }
+        // `without_user` took the one wrapper a command may have; decoding refuses more.
+        Command::Authorized { .. } => Err(ServerError::InvalidAuthMgmt),
     }
 }
 
@@ -179,10 +229,15 @@ mod tests {
             alarm: pb::AlarmType::Nospace as i32,
         }];
         let mut members = Vec::new();
+        let mut auth = AuthRef::default();
         let mut context = ApplyContext {
             alarms: &mut alarms,
             members: &mut members,
             lease_clocks: None,
+            auth: &mut auth,
+            tokens: None,
+            index: 1,
+            from_client: true,
         };
         let error = apply(&mut store, &mut context, put("a")).unwrap_err();
         assert_eq!(error, ServerError::NoSpace);
@@ -198,10 +253,15 @@ mod tests {
         let mut store = Store::new();
         let mut alarms = Vec::new();
         let mut members = Vec::new();
+        let mut auth = AuthRef::default();
         let mut context = ApplyContext {
             alarms: &mut alarms,
             members: &mut members,
             lease_clocks: None,
+            auth: &mut auth,
+            tokens: None,
+            index: 1,
+            from_client: true,
         };
         let request = |action| {
             Command::Alarm(pb::AlarmRequest {

@@ -13,6 +13,8 @@
 use keel_proto::etcdserverpb as pb;
 use prost::Message;
 
+use crate::server::auth::{AuthChange, AuthInfo};
+
 /// Version byte at the start of a format-1 entry payload (before raft; still read).
 pub const ENTRY_FORMAT_VERSION: u8 = 1;
 
@@ -49,6 +51,45 @@ pub enum Command {
     /// A member's peer URLs changed (MemberUpdate). raft's configuration does not change, so
     /// this is a normal entry.
     MemberUpdate(pb::MemberUpdateRequest),
+    /// An auth change (AuthEnable, UserAdd, RoleGrantPermission...), passwords already
+    /// hashed; one tag per kind, the body the etcd request.
+    Auth(AuthChange),
+    /// Authenticate: hands a token to a user whose password the proposing member checked.
+    Authenticate(AuthenticateBody),
+    /// A client's command with the user that sent it, proposed while auth was enabled: apply
+    /// checks the user's permissions before the command.
+    Authorized {
+        /// Who sent it, and the auth revision their credentials were checked at.
+        user: AuthInfo,
+        /// The command.
+        command: Box<Command>,
+    },
+}
+
+/// The body of an Authenticate entry, etcd's `InternalAuthenticateRequest` (field numbers
+/// as etcd's). The password is never written to the log.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthenticateBody {
+    /// The user.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// The random prefix of the simple token (the entry's index is appended at apply).
+    #[prost(string, tag = "3")]
+    pub simple_token: String,
+}
+
+/// The body of an [`Command::Authorized`] entry: the user (as etcd's `RequestHeader` carries
+/// it), then the tag and body of the command.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AuthorizedBody {
+    #[prost(string, tag = "2")]
+    username: String,
+    #[prost(uint64, tag = "3")]
+    auth_revision: u64,
+    #[prost(uint32, tag = "4")]
+    tag: u32,
+    #[prost(bytes = "vec", tag = "5")]
+    body: Vec<u8>,
 }
 
 impl Command {
@@ -66,6 +107,40 @@ impl Command {
             Command::MemberRemove(_) => 10,
             Command::MemberPromote(_) => 11,
             Command::MemberUpdate(_) => 12,
+            Command::Auth(change) => match change {
+                AuthChange::Enable => 13,
+                AuthChange::Disable => 14,
+                AuthChange::UserAdd(_) => 15,
+                AuthChange::UserDelete(_) => 16,
+                AuthChange::UserChangePassword(_) => 17,
+                AuthChange::UserGrantRole(_) => 18,
+                AuthChange::UserRevokeRole(_) => 19,
+                AuthChange::RoleAdd(_) => 20,
+                AuthChange::RoleDelete(_) => 21,
+                AuthChange::RoleGrantPermission(_) => 22,
+                AuthChange::RoleRevokePermission(_) => 23,
+            },
+            Command::Authenticate(_) => 24,
+            Command::Authorized { .. } => 25,
+        }
+    }
+
+    /// The command without its user, and the user when it has one.
+    pub fn without_user(self) -> (Option<AuthInfo>, Command) {
+        match self {
+            Command::Authorized { user, command } => (Some(user), *command),
+            command => (None, command),
+        }
+    }
+
+    fn authorized_body(user: &AuthInfo, command: &Command) -> AuthorizedBody {
+        let mut body = Vec::with_capacity(command.body_len());
+        command.encode_body(&mut body);
+        AuthorizedBody {
+            username: user.username.clone(),
+            auth_revision: user.revision,
+            tag: u32::from(command.tag()),
+            body,
         }
     }
 
@@ -93,6 +168,23 @@ impl Command {
             Command::MemberRemove(r) => r.encoded_len(),
             Command::MemberPromote(r) => r.encoded_len(),
             Command::MemberUpdate(r) => r.encoded_len(),
+            Command::Auth(change) => match change {
+                AuthChange::Enable => pb::AuthEnableRequest {}.encoded_len(),
+                AuthChange::Disable => pb::AuthDisableRequest {}.encoded_len(),
+                AuthChange::UserAdd(r) => r.encoded_len(),
+                AuthChange::UserDelete(r) => r.encoded_len(),
+                AuthChange::UserChangePassword(r) => r.encoded_len(),
+                AuthChange::UserGrantRole(r) => r.encoded_len(),
+                AuthChange::UserRevokeRole(r) => r.encoded_len(),
+                AuthChange::RoleAdd(r) => r.encoded_len(),
+                AuthChange::RoleDelete(r) => r.encoded_len(),
+                AuthChange::RoleGrantPermission(r) => r.encoded_len(),
+                AuthChange::RoleRevokePermission(r) => r.encoded_len(),
+            },
+            Command::Authenticate(r) => r.encoded_len(),
+            Command::Authorized { user, command } => {
+                Command::authorized_body(user, command).encoded_len()
+            }
         }
     }
 
@@ -122,6 +214,23 @@ impl Command {
             Command::MemberRemove(r) => r.encode(out),
             Command::MemberPromote(r) => r.encode(out),
             Command::MemberUpdate(r) => r.encode(out),
+            Command::Auth(change) => match change {
+                AuthChange::Enable => pb::AuthEnableRequest {}.encode(out),
+                AuthChange::Disable => pb::AuthDisableRequest {}.encode(out),
+                AuthChange::UserAdd(r) => r.encode(out),
+                AuthChange::UserDelete(r) => r.encode(out),
+                AuthChange::UserChangePassword(r) => r.encode(out),
+                AuthChange::UserGrantRole(r) => r.encode(out),
+                AuthChange::UserRevokeRole(r) => r.encode(out),
+                AuthChange::RoleAdd(r) => r.encode(out),
+                AuthChange::RoleDelete(r) => r.encode(out),
+                AuthChange::RoleGrantPermission(r) => r.encode(out),
+                AuthChange::RoleRevokePermission(r) => r.encode(out),
+            },
+            Command::Authenticate(r) => r.encode(out),
+            Command::Authorized { user, command } => {
+                Command::authorized_body(user, command).encode(out)
+            }
         };
     }
 }
@@ -167,6 +276,56 @@ fn decode_command(tag: u8, body: &[u8]) -> Result<Command, EntryDecodeError> {
         10 => Command::MemberRemove(pb::MemberRemoveRequest::decode(body).map_err(bad)?),
         11 => Command::MemberPromote(pb::MemberPromoteRequest::decode(body).map_err(bad)?),
         12 => Command::MemberUpdate(pb::MemberUpdateRequest::decode(body).map_err(bad)?),
+        13 => {
+            pb::AuthEnableRequest::decode(body).map_err(bad)?;
+            Command::Auth(AuthChange::Enable)
+        }
+        14 => {
+            pb::AuthDisableRequest::decode(body).map_err(bad)?;
+            Command::Auth(AuthChange::Disable)
+        }
+        15 => Command::Auth(AuthChange::UserAdd(
+            pb::AuthUserAddRequest::decode(body).map_err(bad)?,
+        )),
+        16 => Command::Auth(AuthChange::UserDelete(
+            pb::AuthUserDeleteRequest::decode(body).map_err(bad)?,
+        )),
+        17 => Command::Auth(AuthChange::UserChangePassword(
+            pb::AuthUserChangePasswordRequest::decode(body).map_err(bad)?,
+        )),
+        18 => Command::Auth(AuthChange::UserGrantRole(
+            pb::AuthUserGrantRoleRequest::decode(body).map_err(bad)?,
+        )),
+        19 => Command::Auth(AuthChange::UserRevokeRole(
+            pb::AuthUserRevokeRoleRequest::decode(body).map_err(bad)?,
+        )),
+        20 => Command::Auth(AuthChange::RoleAdd(
+            pb::AuthRoleAddRequest::decode(body).map_err(bad)?,
+        )),
+        21 => Command::Auth(AuthChange::RoleDelete(
+            pb::AuthRoleDeleteRequest::decode(body).map_err(bad)?,
+        )),
+        22 => Command::Auth(AuthChange::RoleGrantPermission(
+            pb::AuthRoleGrantPermissionRequest::decode(body).map_err(bad)?,
+        )),
+        23 => Command::Auth(AuthChange::RoleRevokePermission(
+            pb::AuthRoleRevokePermissionRequest::decode(body).map_err(bad)?,
+        )),
+        24 => Command::Authenticate(AuthenticateBody::decode(body).map_err(bad)?),
+        25 => {
+            let wrapped = AuthorizedBody::decode(body).map_err(bad)?;
+            let inner_tag = u8::try_from(wrapped.tag)
+                .ok()
+                .filter(|t| *t != 25)
+                .ok_or_else(|| EntryDecodeError(format!("tag 25 wraps tag {}", wrapped.tag)))?;
+            Command::Authorized {
+                user: AuthInfo {
+                    username: wrapped.username,
+                    revision: wrapped.auth_revision,
+                },
+                command: Box::new(decode_command(inner_tag, &wrapped.body)?),
+            }
+        }
         tag => return Err(EntryDecodeError(format!("unknown tag {tag}"))),
     })
 }
@@ -259,6 +418,47 @@ mod tests {
         let mut bad = data.clone();
         bad[8] = 200;
         assert!(decode_data(&bad).is_err());
+    }
+
+    #[test]
+    fn auth_commands_round_trip_with_their_user() {
+        let commands = [
+            Command::Auth(AuthChange::Enable),
+            Command::Auth(AuthChange::UserAdd(pb::AuthUserAddRequest {
+                name: "alice".into(),
+                hashed_password: "$2b$10$hash".into(),
+                ..Default::default()
+            })),
+            Command::Authenticate(AuthenticateBody {
+                name: "alice".into(),
+                simple_token: "abc".into(),
+            }),
+            Command::Authorized {
+                user: AuthInfo {
+                    username: "alice".into(),
+                    revision: 4,
+                },
+                command: Box::new(Command::Put(pb::PutRequest {
+                    key: b"k".to_vec(),
+                    ..Default::default()
+                })),
+            },
+        ];
+        for command in commands {
+            let data = encode_data(3, &command);
+            assert_eq!(data.len(), DATA_HEADER_BYTES + command.body_len());
+            assert_eq!(decode_data(&data).unwrap(), (3, command));
+        }
+        // An authorized command wrapping another is refused, not recursed into.
+        let inner = Command::Authorized {
+            user: AuthInfo::default(),
+            command: Box::new(Command::Auth(AuthChange::Disable)),
+        };
+        let outer = Command::Authorized {
+            user: AuthInfo::default(),
+            command: Box::new(inner),
+        };
+        assert!(decode_data(&encode_data(1, &outer)).is_err());
     }
 
     #[test]

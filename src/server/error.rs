@@ -105,6 +105,68 @@ pub enum ServerError {
     /// `Unavailable`.
     #[error("etcdserver: rpc not supported for learner")]
     NotSupportedForLearner,
+    /// AuthEnable without a user named root. Code: `FailedPrecondition`.
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    /// AuthEnable while the root user lacks the root role. Code: `FailedPrecondition`.
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    /// UserAdd of a name in use. Code: `FailedPrecondition`.
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    /// A request with no user while auth is enabled, or UserAdd with an empty name. Code:
+    /// `InvalidArgument`.
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    /// The user does not exist. Code: `FailedPrecondition`.
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    /// RoleAdd of a name in use. Code: `FailedPrecondition`.
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    /// The role does not exist. Code: `FailedPrecondition`.
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    /// RoleAdd with an empty name. Code: `InvalidArgument`.
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    /// Authenticate with an unknown user or a wrong password. Code: `InvalidArgument`.
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    /// Authenticate as a user created with `--no-password`. etcd sends its auth store's
+    /// text with code `Unknown` (its error table does not map it).
+    #[error("auth: authentication failed, password was given for no password user")]
+    NoPasswordUser,
+    /// Authenticate on a member whose JWT provider has only a public key. Code: `Unknown`.
+    #[error("auth: token signing attempted with verify-only key")]
+    TokenVerifyOnly,
+    /// RoleGrantPermission without a permission. Code: `InvalidArgument`.
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    /// The user's roles do not allow the request. Code: `PermissionDenied`.
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    /// UserRevokeRole of a role the user does not have. Code: `FailedPrecondition`.
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    /// RoleRevokePermission of a permission the role does not have. Code:
+    /// `FailedPrecondition`.
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    /// Authenticate while auth is disabled. Code: `FailedPrecondition`.
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    /// A token that is unknown, expired or badly signed. Code: `Unauthenticated`.
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    /// Deleting root, its root role, or the root role itself while auth is enabled. Code:
+    /// `InvalidArgument`.
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    /// The request's credentials were checked at an auth revision older than the store's.
+    /// Code: `InvalidArgument`.
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
     /// The MVCC store refused the request (a compacted or future revision, an unknown lease,
     /// a duplicate key in a txn...). Text and code are the engine's
     /// ([`MvccError::grpc_message`], [`MvccError::grpc_code`]).
@@ -131,6 +193,11 @@ impl ServerError {
             ServerError::Unhealthy,
             ServerError::NotEnoughStartedMembers,
             ServerError::NotSupportedForLearner,
+            ServerError::PermissionDenied,
+            ServerError::UserEmpty,
+            ServerError::UserNotFound,
+            ServerError::AuthOldRevision,
+            ServerError::InvalidAuthToken,
         ]
         .into_iter()
         .find(|e| e.to_string() == text)

@@ -574,6 +574,8 @@ mod tests {
                 },
                 watch_progress_interval: Duration::from_secs(600),
                 id_seed: Some(1),
+                tokens: crate::server::tokens::Tokens::simple(Duration::from_secs(300)),
+                bcrypt_cost: 4,
             },
             keel_engine::mvcc::Store::new(),
             &meta,

@@ -15,12 +15,14 @@
 //! turns them into etcd's replies. Threads and startup are in `crate::member`.
 
 pub mod apply;
+pub mod auth;
 pub mod command;
 pub mod convert;
 pub mod error;
 pub mod log;
 pub mod membership;
 pub mod state;
+pub mod tokens;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -15,8 +15,10 @@ use keel_engine::mvcc::{self, Store};
 use keel_proto::etcdserverpb as pb;
 
 use crate::metrics::{Metrics, StoreGauges};
+use crate::server::auth::{AuthInfo, AuthRef};
 use crate::server::command::Command;
 use crate::server::error::ServerError;
+use crate::server::tokens::Tokens;
 
 /// The response header every reply carries.
 #[derive(Clone, Copy, Debug)]
@@ -86,6 +88,22 @@ pub enum Applied {
     MemberAttributes,
     /// A membership change applied; the members after it, sorted by id.
     Members(Vec<pb::Member>),
+    /// An auth change applied; the store revision at the time.
+    Auth {
+        /// The store's current revision.
+        revision: i64,
+    },
+    /// A user authenticated.
+    Authenticated {
+        /// The user.
+        username: String,
+        /// The auth revision the token is issued at.
+        auth_revision: u64,
+        /// The simple token assigned (`None` with JWT tokens: the proposing member signs one).
+        token: Option<String>,
+        /// The store's current revision.
+        revision: i64,
+    },
 }
 
 /// The result of applying a command.
@@ -320,6 +338,13 @@ pub struct Shared {
     pub lease_clocks: Mutex<LeaseClocks>,
     /// Active alarms.
     pub alarms: Mutex<Vec<pb::AlarmMember>>,
+    /// The auth state as last applied (copy-on-write: the raft core replaces it after a
+    /// change; requests check against the snapshot they took).
+    auth: RwLock<AuthRef>,
+    /// Auth tokens: simple tokens handed out, or the JWT keys.
+    pub tokens: Tokens,
+    /// `--bcrypt-cost`.
+    pub bcrypt_cost: u32,
     /// Metrics.
     pub metrics: Metrics,
     /// Server-chosen lease ids.
@@ -353,6 +378,10 @@ pub struct SharedConfig {
     pub watch_progress_interval: Duration,
     /// Seeds request and lease ids (`None`: the current time, as etcd does).
     pub id_seed: Option<u64>,
+    /// The token provider (`--auth-token`).
+    pub tokens: Tokens,
+    /// `--bcrypt-cost`.
+    pub bcrypt_cost: u32,
 }
 
 /// The raft core's ends of the channels [`Shared`] sends on.
@@ -413,6 +442,9 @@ impl Shared {
             commit_index: AtomicU64::new(applied_index),
             lease_clocks: Mutex::new(LeaseClocks::default()),
             alarms: Mutex::new(meta.alarms.clone()),
+            auth: RwLock::new(Arc::new(meta.auth.clone())),
+            tokens: config.tokens,
+            bcrypt_cost: config.bcrypt_cost,
             metrics: Metrics::default(),
             ids,
             wal_failed: AtomicBool::new(false),
@@ -524,6 +556,67 @@ impl Shared {
             return false;
         }
         matches!(futures::executor::block_on(answer), Ok(Ok(())))
+    }
+
+    /// The auth state as last applied.
+    pub fn auth(&self) -> AuthRef {
+        self.auth.read().expect("auth lock").clone()
+    }
+
+    /// Publishes the auth state after apply changed it (raft core only).
+    pub fn set_auth(&self, auth: AuthRef) {
+        *self.auth.write().expect("auth lock") = auth;
+    }
+
+    /// Who sends a request, from its token or (with `--client-cert-auth`) the common name of
+    /// its verified client certificate, as etcd's `AuthInfoFromCtx`: `None` while auth is
+    /// disabled; no user (auth revision 0) when neither is given. A token that is unknown,
+    /// expired or badly signed is refused, with no fall-back to the certificate. A simple
+    /// token is looked up once this member has applied the entry that assigned it.
+    pub async fn caller(
+        &self,
+        token: Option<&str>,
+        common_name: Option<&str>,
+    ) -> Result<Option<AuthInfo>, ServerError> {
+        let auth = self.auth();
+        if !auth.enabled() {
+            return Ok(None);
+        }
+        if let Some(token) = token {
+            if let Some(index) = self.tokens.simple_token_index(token) {
+                if index > self.applied_index.load(Ordering::Acquire) {
+                    // Not applied here yet: wait, unless this member has not even heard that
+                    // it committed (then the client retries with a new token).
+                    if index > self.commit_index.load(Ordering::Acquire) {
+                        return Err(ServerError::InvalidAuthToken);
+                    }
+                    self.wait_applied(index).await?;
+                }
+            }
+            return self.tokens.info(token, self.auth().revision()).map(Some);
+        }
+        Ok(Some(match common_name {
+            Some(name) => AuthInfo {
+                username: name.to_string(),
+                revision: auth.revision(),
+            },
+            None => AuthInfo::default(),
+        }))
+    }
+
+    /// [`Shared::propose`] on behalf of `user` (when auth was enabled): apply checks the
+    /// user's permissions first.
+    pub async fn propose_as(&self, user: Option<AuthInfo>, command: Command) -> ApplyResult {
+        match user {
+            Some(user) => {
+                self.propose(Command::Authorized {
+                    user,
+                    command: Box::new(command),
+                })
+                .await
+            }
+            None => self.propose(command).await,
+        }
     }
 
     /// Sends `command` through the log and waits for its result. Refuses requests larger

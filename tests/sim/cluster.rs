@@ -1071,6 +1071,8 @@ impl Sim {
                 // Request ids must not repeat across a member's processes (etcd uses the
                 // clock): each process gets its own range.
                 id_seed: Some(member.incarnation * 1_000_000),
+                tokens: keel::server::tokens::Tokens::simple(Duration::from_secs(300)),
+                bcrypt_cost: 4,
             },
             store,
             &recovered.meta.clone(),
