@@ -214,7 +214,7 @@ impl WatchStream {
         };
         // etcd's isWatchPermitted, first of all: read access to the watched keys (an empty
         // key is "\0"). A refused watch is answered as created and canceled, with id -1 and
-        // the reason; the stream stays open.
+        // the reason (the gRPC error as Go prints it); the stream stays open.
         let key: &[u8] = if create.key.is_empty() {
             &[0]
         } else {
@@ -227,7 +227,14 @@ impl WatchStream {
                 | ServerError::UserEmpty => error,
                 _ => ServerError::PermissionDenied,
             };
-            let response = refuse(-1, &reason.to_string());
+            // etcd puts the gRPC error's Go text in the reason.
+            let status = tonic::Status::from(reason);
+            let text = format!(
+                "rpc error: code = {:?} desc = {}",
+                status.code(),
+                status.message()
+            );
+            let response = refuse(-1, &text);
             return self.send(response).await;
         }
         let single_or_from_key = create.range_end.is_empty() || create.range_end == [0];

@@ -67,11 +67,13 @@ pub fn parse_token_spec(flag: &str) -> Result<TokenSpec, String> {
                     "sign-method" => sign_method = Some(value.to_string()),
                     "pub-key" => pub_key = Some(value.to_string()),
                     "priv-key" => priv_key = Some(value.to_string()),
-                    "ttl" => ttl = crate::config::parse_duration(value).ok_or_else(|| {
-                        format!(
+                    "ttl" => {
+                        ttl = crate::config::parse_duration(value).ok_or_else(|| {
+                            format!(
                             "invalid ttl {value:?} in --auth-token (want a duration such as 5m)"
                         )
-                    })?,
+                        })?
+                    }
                     other => return Err(format!("unknown auth token option {other:?}")),
                 }
             }
