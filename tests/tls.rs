@@ -245,6 +245,92 @@ fn client_tls_matches_etcd() {
     assert!(keel[9].ends_with("true"), "{keel:#?}");
 }
 
+/// With `--client-cert-auth` and auth enabled, the verified client certificate's common name
+/// is the user when no token is sent: users without passwords act through their certificates
+/// alone; a token, when sent, wins over the certificate.
+fn common_name_session(kind: Kind) -> Vec<String> {
+    let files = Files {
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let ca = Authority::new("ca");
+    files.write("ca.pem", &ca.cert.pem());
+    files.issue(&ca, "server", "server");
+    files.issue(&ca, "root", "root");
+    files.issue(&ca, "alice", "alice");
+    files.issue(&ca, "nobody", "nobody");
+    let server = start(
+        kind,
+        files.dir.path(),
+        &[
+            files.arg("cert-file", "server.pem"),
+            files.arg("key-file", "server.key"),
+            "--client-cert-auth".to_string(),
+            files.arg("trusted-ca-file", "ca.pem"),
+        ],
+    );
+    let as_cert = |name: &str| {
+        vec![
+            files.arg("cacert", "ca.pem"),
+            files.arg("cert", &format!("{name}.pem")),
+            files.arg("key", &format!("{name}.key")),
+        ]
+    };
+    let root = as_cert("root");
+    let mut out = Vec::new();
+    for args in [
+        &["user", "add", "root", "--no-password"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "alice", "--no-password"],
+        &["user", "add", "bob", "--new-user-password=bobpw"],
+        &["role", "add", "r1"],
+        &[
+            "role",
+            "grant-permission",
+            "r1",
+            "readwrite",
+            "foo",
+            "--prefix",
+        ],
+        &["user", "grant-role", "alice", "r1"],
+        &["auth", "enable"],
+        &["put", "bar", "root-wrote-this"],
+    ] {
+        out.push(ctl(&server, &root, args));
+    }
+    let alice = as_cert("alice");
+    out.push(ctl(&server, &alice, &["put", "foo1", "v"]));
+    out.push(ctl(&server, &alice, &["get", "bar"]));
+    out.push(ctl(&server, &alice, &["user", "list"]));
+    // A certificate naming no user: every check fails.
+    out.push(ctl(&server, &as_cert("nobody"), &["get", "foo1"]));
+    // A token (bob's) names the user even on alice's connection.
+    let mut bob = alice.clone();
+    bob.push("--user=bob:bobpw".to_string());
+    out.push(ctl(&server, &bob, &["get", "foo1"]));
+    out.push(ctl(&server, &root, &["user", "list"]));
+    out
+}
+
+#[test]
+fn client_certificate_common_name_is_the_user_as_in_etcd() {
+    let etcd = common_name_session(Kind::Etcd);
+    let keel = common_name_session(Kind::Keel);
+    assert_eq!(keel, etcd);
+    let ok: Vec<bool> = keel.iter().map(|s| s.contains("exit Some(0)")).collect();
+    let mut expected = vec![true; 10];
+    expected.extend([true, false, false, false, false, true]);
+    assert_eq!(ok, expected, "{keel:#?}");
+    assert!(
+        keel[11].ends_with("etcdserver: permission denied"),
+        "{keel:#?}"
+    );
+    assert!(
+        keel[14].ends_with("etcdserver: permission denied"),
+        "{keel:#?}"
+    );
+}
+
 /// An https client URL without a certificate is refused at startup with etcd's message.
 #[test]
 fn https_without_a_certificate_is_refused() {
