@@ -350,8 +350,13 @@ pub fn decode_state(payload: &[u8]) -> Result<(Option<StateMeta>, usize), Record
         .map_err(|e| bad(format!("checkpoint alarms: {e}")))?
         .alarms;
     at += alarms_len;
-    let auth = crate::server::auth::AuthStore::decode(&payload[at..at + auth_len])
-        .map_err(|e| bad(format!("checkpoint auth: {e}")))?;
+    let auth = if version == 1 {
+        // Written before auth: a new cluster's auth state.
+        crate::server::auth::AuthStore::default()
+    } else {
+        crate::server::auth::AuthStore::decode(&payload[at..at + auth_len])
+            .map_err(|e| bad(format!("checkpoint auth: {e}")))?
+    };
     Ok((
         Some(StateMeta {
             term,
@@ -487,6 +492,44 @@ mod tests {
         let mut truncated = payload.clone();
         truncated.truncate(45);
         assert!(decode_state(&truncated).is_err());
+    }
+
+    /// A format-1 state payload (before auth: a 40-byte header, no auth section) still reads,
+    /// as auth disabled with no users.
+    #[test]
+    fn format1_state_payloads_still_decode() {
+        let conf = ConfState::from((vec![1], vec![])).write_to_bytes().unwrap();
+        let members = pb::MemberListResponse {
+            members: vec![pb::Member {
+                id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mvcc = b"KEELMVCC payload".to_vec();
+        let sections = conf.len() + members.len();
+        let offset = (STATE_V1_HEADER_BYTES + sections).div_ceil(16) * 16;
+        let mut payload = Vec::new();
+        payload.extend_from_slice(STATE_MAGIC);
+        payload.extend_from_slice(&1u32.to_le_bytes());
+        payload.extend_from_slice(&(conf.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&3u64.to_le_bytes());
+        payload.extend_from_slice(&(members.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&0u32.to_le_bytes());
+        payload.extend_from_slice(&(offset as u64).to_le_bytes());
+        payload.extend_from_slice(&conf);
+        payload.extend_from_slice(&members);
+        payload.resize(offset, 0);
+        payload.extend_from_slice(&mvcc);
+        let (meta, at) = decode_state(&payload).unwrap();
+        let meta = meta.unwrap();
+        assert_eq!((meta.term, meta.members.len(), at), (3, 1, offset));
+        assert_eq!(meta.auth, crate::server::auth::AuthStore::default());
+        assert!(!meta.auth.enabled());
+        // Version 3 is refused, not guessed at.
+        payload[8] = 3;
+        assert!(decode_state(&payload).is_err());
     }
 
     #[test]

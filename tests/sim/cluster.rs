@@ -117,6 +117,11 @@ pub struct Stats {
     pub removed: u64,
     /// Spares in the cluster at the end.
     pub spares_joined: u64,
+    /// Auth changes proposed.
+    pub auth_changes: u64,
+    /// The auth revision at the end (on the member with the highest applied index): how
+    /// many auth changes applied.
+    pub final_auth_revision: u64,
 }
 
 impl Stats {
@@ -142,6 +147,8 @@ impl Stats {
         self.reconfigurations += other.reconfigurations;
         self.removed += other.removed;
         self.spares_joined += other.spares_joined;
+        self.auth_changes += other.auth_changes;
+        self.final_auth_revision += other.final_auth_revision;
     }
 }
 
@@ -180,6 +187,9 @@ enum Event {
     /// Propose a membership change: add a spare as a learner or a voter, promote a learner,
     /// or remove a voter (never below three).
     Reconfigure,
+    /// Propose an auth change (a user or role added, deleted, granted or revoked), so that
+    /// the auth state is replicated, checkpointed and replayed under the same faults.
+    AuthChange,
 }
 
 /// What a scripted scenario does with a message being sent.
@@ -459,6 +469,7 @@ impl Sim {
             (Event::SlowDisk, 10 * fault_level),
             (Event::SyncFailure, 2 * fault_level),
             (Event::Reconfigure, 15),
+            (Event::AuthChange, 20),
         ];
         let mut sim = Sim {
             seed,
@@ -596,6 +607,7 @@ impl Sim {
             Event::SlowDisk => self.stall_one(),
             Event::SyncFailure => self.arm_sync_failure(),
             Event::Reconfigure => self.reconfigure(),
+            Event::AuthChange => self.auth_change(),
         }
         self.after_event();
     }
@@ -925,6 +937,53 @@ impl Sim {
                 i + 1
             ));
         }
+    }
+
+    fn auth_change(&mut self) {
+        use keel::server::auth::AuthChange;
+        use keel_proto::authpb;
+        let Some(i) = self.random_live() else {
+            return;
+        };
+        let user = format!("u{}", self.rng.below(3));
+        let role = format!("r{}", self.rng.below(3));
+        let key = vec![b'a' + self.rng.below(4) as u8];
+        let range_end = match self.rng.below(3) {
+            0 => Vec::new(),
+            1 => vec![0],
+            _ => vec![key[0] + 1 + self.rng.below(2) as u8],
+        };
+        let change = match self.rng.below(7) {
+            0 => AuthChange::UserAdd(pb::AuthUserAddRequest {
+                name: user,
+                hashed_password: "$2b$04$hash".into(),
+                ..Default::default()
+            }),
+            1 => AuthChange::UserDelete(pb::AuthUserDeleteRequest { name: user }),
+            2 => AuthChange::RoleAdd(pb::AuthRoleAddRequest { name: role }),
+            3 => AuthChange::RoleDelete(pb::AuthRoleDeleteRequest { role }),
+            4 => AuthChange::UserGrantRole(pb::AuthUserGrantRoleRequest { user, role }),
+            5 => AuthChange::RoleGrantPermission(pb::AuthRoleGrantPermissionRequest {
+                name: role,
+                perm: Some(authpb::Permission {
+                    perm_type: self.rng.below(3) as i32,
+                    key,
+                    range_end,
+                }),
+            }),
+            _ => AuthChange::RoleRevokePermission(pb::AuthRoleRevokePermissionRequest {
+                role,
+                key,
+                range_end,
+            }),
+        };
+        self.note(format!("member {} proposes {change:?}", i + 1));
+        self.stats.auth_changes += 1;
+        let run = self.members[i].running.as_mut().expect("live");
+        run.node.propose(Proposal {
+            command: Command::Auth(change),
+            reply: None,
+        });
     }
 
     fn reconfigure(&mut self) {
@@ -1484,7 +1543,11 @@ impl Sim {
                 let hash = store
                     .hash_kv(0)
                     .unwrap_or_else(|e| panic!("hash_kv failed: {e}"));
-                (hash.hash, store.current_revision())
+                // The store and the auth state (users, roles, revision) together.
+                let mut state = crc32fast::Hasher::new();
+                state.update(&hash.hash.to_le_bytes());
+                state.update(&run.shared.auth().encode());
+                (state.finalize(), store.current_revision())
             });
 
             // Election safety (thesis figure 3.2): one leader per term.
@@ -1748,22 +1811,25 @@ impl Sim {
             let run = member.running.as_ref().expect("all running");
             let store = run.shared.read_store();
             let hash = store.hash_kv(0).expect("hash_kv");
+            let auth = run.shared.auth();
             hashes.push((
                 member.id,
                 run.node.applied_index(),
                 hash.hash,
                 store.current_revision(),
+                crc32fast::hash(&auth.encode()),
+                auth.revision(),
             ));
         }
-        if hashes
-            .iter()
-            .any(|h| (h.1, h.2, h.3) != (hashes[0].1, hashes[0].2, hashes[0].3))
-        {
+        let same = |h: &(u64, u64, u32, i64, u32, u64)| (h.1, h.2, h.3, h.4);
+        if hashes.iter().any(|h| same(h) != same(&hashes[0])) {
             self.fail(format!(
-                "members ended with different stores (id, applied, hash, revision): {hashes:?}"
+                "members ended with different stores (id, applied, hash, revision, auth hash, \
+                 auth revision): {hashes:?}"
             ));
         }
         self.stats.final_applied_index = hashes[0].1;
+        self.stats.final_auth_revision = hashes[0].5;
         self.stats.spares_joined =
             cluster.iter().filter(|i| self.members[**i].spare).count() as u64;
 
