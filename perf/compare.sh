@@ -4,7 +4,12 @@
 #
 #   perf/compare.sh [--rounds N] [--members 1|3] [--quick] [--sweep] [--no-extra]
 #                   [--duration 8s] [--build-keel] [--etcd PATH] [--keel PATH] [--tag NAME]
+#                   [--secure]
 #
+# --secure runs put and range with 100 clients over mutual TLS (https client URLs,
+# --client-cert-auth) with auth enabled (simple tokens; a benchmark user whose role grants
+# read-write on every key, so every request is checked), on both systems configured alike;
+# its tag ends in -secure.
 # Each (round, workload, system) gets a fresh cluster on a fresh data dir under perf/.run/ (the
 # same filesystem for both systems), and the systems alternate: etcd, keel, etcd, keel... so
 # that slow drifts of a shared machine hit both alike. Raw JSON goes to
@@ -25,6 +30,7 @@ extra=1
 duration=8s
 build_keel=0
 tag_override=""
+secure=0
 etcd_bin=/usr/bin/etcd
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 # Keel's binary: the release build in this target dir, else in the repository's own target/.
@@ -45,6 +51,7 @@ while [ $# -gt 0 ]; do
     --etcd) etcd_bin=$2; shift 2 ;;
     --keel) keel_bin=$2; shift 2 ;;
     --tag) tag_override=$2; shift 2 ;;
+    --secure) secure=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "compare.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -72,6 +79,7 @@ date_tag=$(date -u +%Y-%m-%d)
 host=$(hostname -s 2>/dev/null || uname -n)
 tag=$date_tag-$host
 [ "$members" = 3 ] && tag=$tag-3m
+[ "$secure" = 1 ] && tag=$tag-secure
 [ -n "$tag_override" ] && tag=$tag_override
 # Paths relative to the repository root (the working directory), so the report names them so.
 raw=perf/results/raw/$tag
@@ -129,7 +137,7 @@ start_cluster() {
   local -a clients=() peers=()
   start_error=""
   for i in $(seq "$members"); do
-    clients+=("http://127.0.0.1:$(free_port)")
+    clients+=("$scheme://127.0.0.1:$(free_port)")
     peers+=("http://127.0.0.1:$(free_port)")
     cluster="${cluster:+$cluster,}m$i=${peers[$((i - 1))]}"
   done
@@ -140,7 +148,7 @@ start_cluster() {
     "$binary" --name "m$i" --data-dir "$run_dir/$system-m$i" \
       --listen-client-urls "$client" --advertise-client-urls "$client" \
       --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
-      --initial-cluster "$cluster" >"$run_dir/$system-m$i.log" 2>&1 &
+      --initial-cluster "$cluster" "${server_tls[@]}" >"$run_dir/$system-m$i.log" 2>&1 &
     pids+=($!)
   done
   endpoints=$(IFS=,; echo "${clients[*]}")
@@ -155,8 +163,14 @@ start_cluster() {
         return 1
       fi
     done
-    if "$bench" put --endpoints "$endpoints" --target-leader --total 1 --json 2>/dev/null \
-      | grep -q '"errors":0'; then
+    if "$bench" put --endpoints "$endpoints" "${client_tls[@]}" --target-leader --total 1 \
+      --json 2>/dev/null | grep -q '"errors":0'; then
+      if [ "$secure" = 1 ] && ! "$bench" auth-setup --endpoints "$endpoints" \
+        "${client_tls[@]}" --target-leader >>"$run_dir/$system-auth-setup.log" 2>&1; then
+        start_error="auth set-up failed: $(tail -n 1 "$run_dir/$system-auth-setup.log")"
+        stop_cluster
+        return 1
+      fi
       return 0
     fi
     if [ $SECONDS -ge $deadline ]; then
@@ -167,6 +181,20 @@ start_cluster() {
     sleep 0.2
   done
 }
+
+# TLS and auth (--secure): certificates made once, the same for both systems.
+scheme=http
+server_tls=()
+client_tls=()
+if [ "$secure" = 1 ]; then
+  scheme=https
+  certs=$run_dir/certs
+  mkdir -p "$run_dir"
+  "$bench" certs --dir "$certs"
+  server_tls=(--cert-file "$certs/server.pem" --key-file "$certs/server.key"
+    --client-cert-auth --trusted-ca-file "$certs/ca.pem")
+  client_tls=(--cacert "$certs/ca.pem" --cert "$certs/client.pem" --key "$certs/client.key")
+fi
 
 # Workloads: name, then keel-bench arguments (endpoints and duration are added).
 workloads=(
@@ -180,6 +208,13 @@ if [ "$extra" = 1 ]; then
   workloads+=(
     "txn-mixed-100c|txn-mixed --rw-ratio 4 --clients 100 --conns 10 --key-space-size 100000"
     "k8s-100c|k8s --clients 100 --conns 10 --objects 1000"
+  )
+fi
+if [ "$secure" = 1 ]; then
+  workloads=(
+    "tls-auth-put-100c|put --clients 100 --conns 10 --key-space-size 100000 --user bench:bench"
+    "tls-auth-range-l-100c|range --consistency l --clients 100 --conns 10 --key-space-size 1000 --preload --user bench:bench"
+    "tls-auth-range-s-100c|range --consistency s --clients 100 --conns 10 --key-space-size 1000 --preload --user bench:bench"
   )
 fi
 if [ "$sweep" = 1 ]; then
@@ -215,8 +250,8 @@ run_one() {
   # shellcheck disable=SC2086 # $args is a word list on purpose.
   # The outer timeout is a last resort against a hang: keel-bench's own --op-timeout and
   # watch drain timeouts end a run against a stuck server well before it.
-  if timeout 600 "$bench" $args --endpoints "$endpoints" $target --duration "$duration" --json \
-    >"$out.json" 2>"$out.stderr"; then
+  if timeout 600 "$bench" $args --endpoints "$endpoints" "${client_tls[@]}" $target \
+    --duration "$duration" --json >"$out.json" 2>"$out.stderr"; then
     rm -f "$out.stderr"
     local ops
     ops=$(grep -o '"ops_per_sec":[0-9.]*' "$out.json" | cut -d: -f2 | cut -d. -f1 || true)

@@ -3,9 +3,31 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use keel_proto::etcdserverpb::auth_client::AuthClient;
 use keel_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use keel_proto::etcdserverpb::StatusRequest;
+use keel_proto::etcdserverpb::{AuthenticateRequest, StatusRequest};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Adds the auth token (when `--user` was given) to every request, as etcd's clients do.
+#[derive(Clone, Debug, Default)]
+pub struct Token(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A connection: an HTTP/2 channel whose requests carry the auth token, if any.
+pub type Conn = InterceptedService<Channel, Token>;
 
 /// Where and how to connect.
 #[derive(Clone, Debug)]
@@ -18,6 +40,8 @@ pub struct ConnSpec {
     pub cert: Option<String>,
     /// Client key (PEM) for mutual TLS.
     pub key: Option<String>,
+    /// `name:password` to authenticate as (etcd auth); every request then carries the token.
+    pub user: Option<String>,
 }
 
 impl ConnSpec {
@@ -87,7 +111,7 @@ impl ConnSpec {
         &self,
         conns: usize,
         target_leader: bool,
-    ) -> Result<(Vec<Channel>, Vec<String>)> {
+    ) -> Result<(Vec<Conn>, Vec<String>)> {
         if self.endpoints.is_empty() {
             bail!("no endpoints");
         }
@@ -100,6 +124,33 @@ impl ConnSpec {
         for c in 0..conns.max(1) {
             channels.push(self.connect(&used[c % used.len()]).await?);
         }
-        Ok((channels, used))
+        let token = match &self.user {
+            Some(user) => Token(Some(self.authenticate(&channels[0], user).await?)),
+            None => Token(None),
+        };
+        let conns = channels
+            .into_iter()
+            .map(|channel| InterceptedService::new(channel, token.clone()))
+            .collect();
+        Ok((conns, used))
+    }
+
+    /// A token for `user` (`name:password`), from Authenticate on `channel`.
+    pub async fn authenticate(
+        &self,
+        channel: &Channel,
+        user: &str,
+    ) -> Result<MetadataValue<Ascii>> {
+        let (name, password) = user.split_once(':').context("--user takes name:password")?;
+        let token = AuthClient::new(channel.clone())
+            .authenticate(AuthenticateRequest {
+                name: name.into(),
+                password: password.into(),
+            })
+            .await
+            .with_context(|| format!("authenticating as {name}"))?
+            .into_inner()
+            .token;
+        token.parse().context("the auth token is not ASCII")
     }
 }

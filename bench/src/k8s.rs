@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::conn::Conn;
 use anyhow::{Context, Result};
 use clap::Args;
 use futures::channel::mpsc;
@@ -29,7 +30,6 @@ use keel_proto::etcdserverpb::{
     compare, request_op, response_op, watch_request, Compare, LeaseGrantRequest, PutRequest,
     RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
 };
-use tonic::transport::Channel;
 
 use hdrhistogram::Histogram;
 
@@ -107,8 +107,8 @@ struct Tally {
 }
 
 struct K8sOp {
-    kv: KvClient<Channel>,
-    lease: LeaseClient<Channel>,
+    kv: KvClient<Conn>,
+    lease: LeaseClient<Conn>,
     rng: Rng,
     client: usize,
     value: Vec<u8>,

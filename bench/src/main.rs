@@ -13,14 +13,15 @@ mod disk;
 mod k8s;
 mod report;
 mod run;
+mod secure;
 mod watch;
 mod workloads;
 
 use std::time::Duration;
 
+use crate::conn::Conn;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use tonic::transport::Channel;
 
 use crate::conn::ConnSpec;
 use crate::run::{Outcome, Pace, Stop, Summary};
@@ -52,6 +53,11 @@ enum Command {
     /// A Kubernetes-apiserver-like mix: paginated lists, gets, OCC updates, leased events,
     /// prefix watches from a revision.
     K8s(k8s::K8sArgs),
+    /// Writes a CA and server/client certificates for the secure comparison.
+    Certs(secure::CertsArgs),
+    /// Creates root and a benchmark user with read-write access to every key, then enables
+    /// auth.
+    AuthSetup(secure::AuthSetupArgs),
     /// Latency of 4 KiB durable writes on the filesystem holding DIR (the physical floor).
     Disk(disk::DiskArgs),
     /// Writes a markdown report with SVG plots from the raw JSON of perf/compare.sh.
@@ -106,6 +112,9 @@ pub struct Common {
     /// Client private key (PEM) for mutual TLS; goes with --cert.
     #[arg(long)]
     pub key: Option<String>,
+    /// Authenticate as this user (name:password) and send its token with every request.
+    #[arg(long)]
+    pub user: Option<String>,
     /// Print the summary as one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -141,13 +150,14 @@ impl Common {
     }
 
     /// Opens the connections: returns channels and the endpoints used.
-    pub async fn open(&self) -> Result<(Vec<Channel>, Vec<String>)> {
+    pub async fn open(&self) -> Result<(Vec<Conn>, Vec<String>)> {
         self.validate()?;
         let spec = ConnSpec {
             endpoints: self.endpoints.clone(),
             cacert: self.cacert.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
+            user: self.user.clone(),
         };
         spec.open(self.conns, self.target_leader).await
     }
@@ -311,6 +321,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Disk(args) => disk::run(args),
         Command::Report(args) => report::run(args),
+        Command::Certs(args) => secure::certs(args),
         command => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -325,7 +336,10 @@ fn main() -> Result<()> {
                     Command::WatchLatency(args) => watch::watch_latency(args).await,
                     Command::LeaseKeepalive(args) => workloads::lease_keepalive(args).await,
                     Command::K8s(args) => k8s::run(args).await,
-                    Command::Disk(_) | Command::Report(_) => unreachable!("handled above"),
+                    Command::AuthSetup(args) => secure::auth_setup(args).await,
+                    Command::Disk(_) | Command::Report(_) | Command::Certs(_) => {
+                        unreachable!("handled above")
+                    }
                 }
             })
         }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::conn::Conn;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use futures::channel::mpsc;
@@ -15,7 +16,6 @@ use hdrhistogram::Histogram;
 use keel_proto::etcdserverpb::kv_client::KvClient;
 use keel_proto::etcdserverpb::watch_client::WatchClient;
 use keel_proto::etcdserverpb::{watch_request, PutRequest, WatchCreateRequest, WatchRequest};
-use tonic::transport::Channel;
 
 use crate::run::{drive, new_histogram, record, status_text, Op};
 use crate::{parse_duration, Common, Keys, Rng};
@@ -75,7 +75,7 @@ impl Watchers {
     /// Opens `streams` streams with `per_stream` watchers each, watcher j (counting over all
     /// streams) on `keys_for(j)` = (key, range_end), and returns once every watcher is created.
     async fn open(
-        channels: &[Channel],
+        channels: &[Conn],
         streams: usize,
         per_stream: usize,
         start_revision: i64,
@@ -207,7 +207,7 @@ fn timestamp(value: &[u8]) -> Option<Duration> {
 
 /// Puts that count, per successful put, how many events the watchers should see.
 struct CountedPut {
-    kv: KvClient<Channel>,
+    kv: KvClient<Conn>,
     keys: Keys,
     rng: Rng,
     value: Vec<u8>,
@@ -245,7 +245,7 @@ impl Op for CountedPut {
 
 fn counted_puts(
     common: &Common,
-    channels: &[Channel],
+    channels: &[Conn],
     watchers_on: Arc<Vec<u64>>,
     expected: Arc<AtomicU64>,
     stamp: bool,

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::conn::Conn;
 use anyhow::{Context, Result};
 use clap::Args;
 use futures::channel::mpsc;
@@ -13,7 +14,6 @@ use keel_proto::etcdserverpb::{
     request_op, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, PutRequest,
     RangeRequest, RequestOp, TxnRequest,
 };
-use tonic::transport::Channel;
 use tonic::Streaming;
 
 use crate::run::{drive, status_text, Op};
@@ -81,14 +81,14 @@ pub struct LeaseArgs {
 
 /// A KV client with the key generator and value every KV workload shares.
 struct KvOp {
-    kv: KvClient<Channel>,
+    kv: KvClient<Conn>,
     keys: Keys,
     rng: Rng,
     value: Vec<u8>,
 }
 
 impl KvOp {
-    fn new(common: &Common, channels: &[Channel], client: usize) -> KvOp {
+    fn new(common: &Common, channels: &[Conn], client: usize) -> KvOp {
         KvOp {
             kv: KvClient::new(channels[client % channels.len()].clone()),
             keys: common.keys(),
@@ -103,7 +103,7 @@ impl KvOp {
     }
 }
 
-fn kv_ops(common: &Common, channels: &[Channel]) -> Vec<KvOp> {
+fn kv_ops(common: &Common, channels: &[Conn]) -> Vec<KvOp> {
     (0..common.clients)
         .map(|c| KvOp::new(common, channels, c))
         .collect()
@@ -148,7 +148,7 @@ pub async fn put(args: PutArgs) -> Result<()> {
 }
 
 /// Puts keys 0..n of the key space through `channel`, 64 at a time, before a measurement.
-pub async fn preload(channel: Channel, keys: Keys, n: u64, value: &[u8]) -> Result<()> {
+pub async fn preload(channel: Conn, keys: Keys, n: u64, value: &[u8]) -> Result<()> {
     let mut kv = KvClient::new(channel);
     let mut next = 0u64;
     while next < n {
