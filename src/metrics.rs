@@ -177,6 +177,8 @@ pub struct Metrics {
     pub slow_read_indexes: Counter,
     /// `etcd_server_is_learner`: 1 while this member is a learner.
     pub is_learner: Counter,
+    /// `etcd_debugging_auth_revision`: the auth store's revision.
+    pub auth_revision: Counter,
     /// `etcd_server_learner_promote_successes`: promotions this member made as leader.
     pub learner_promote_successes: Counter,
     /// `etcd_server_learner_promote_failures{Reason}`: promotions this member refused as
@@ -460,6 +462,13 @@ impl Metrics {
         );
         scalar(
             &mut out,
+            "etcd_debugging_auth_revision",
+            "gauge",
+            "The current revision of auth store.",
+            self.auth_revision.get(),
+        );
+        scalar(
+            &mut out,
             "etcd_server_learner_promote_successes",
             "counter",
             "The total number of successful learner promotions while this member is leader.",
@@ -656,9 +665,11 @@ mod tests {
     fn render_names_etcd_metrics() {
         let metrics = Metrics::default();
         metrics.put_total.add(3);
+        metrics.auth_revision.set(4);
         let text = metrics.render(StoreGauges::default(), true, true, "3.5.0");
         for name in [
             "etcd_server_has_leader 1",
+            "etcd_debugging_auth_revision 4",
             "etcd_mvcc_put_total 3",
             "etcd_disk_wal_fsync_duration_seconds_count 0",
             "etcd_mvcc_db_total_size_in_bytes 0",
