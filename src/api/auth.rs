@@ -33,10 +33,12 @@ impl Credentials {
     /// request itself is not held across one).
     pub fn of<T>(request: &Request<T>) -> Credentials {
         let metadata = request.metadata();
+        // A token that is not text is a token no member issued (empty: invalid), never "no
+        // token" (which would fall back to the certificate's name).
         let token = metadata
             .get("token")
             .or_else(|| metadata.get("authorization"))
-            .and_then(|v| v.to_str().ok())
+            .map(|v| v.to_str().unwrap_or_default())
             .map(|t| t.strip_prefix("Bearer ").unwrap_or(t).to_string());
         Credentials {
             token,
@@ -87,23 +89,57 @@ pub fn raw_auth_status(error: ServerError) -> Status {
     Status::unknown(text)
 }
 
-/// Runs `work` (a bcrypt hash or check, tens of milliseconds) on a thread of its own.
-async fn off_core<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+/// Password checks and hashes (bcrypt, tens of milliseconds each) waiting for a thread, at
+/// most; beyond that a request is refused with `etcdserver: too many requests`.
+pub const BCRYPT_QUEUE_MAX: usize = 256;
+
+type BcryptJob = Box<dyn FnOnce() + Send>;
+
+/// The queue of the bcrypt threads: as many threads as cores (at least 2), started on first
+/// use and shared by every front core, so that a flood of logins costs a bounded number of
+/// threads and never blocks an executor.
+fn bcrypt_queue() -> &'static async_channel::Sender<BcryptJob> {
+    static QUEUE: std::sync::OnceLock<async_channel::Sender<BcryptJob>> =
+        std::sync::OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (jobs, queue) = async_channel::bounded::<BcryptJob>(BCRYPT_QUEUE_MAX);
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        for i in 0..threads {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("keel-bcrypt-{i}"))
+                .spawn(move || {
+                    while let Ok(job) = queue.recv_blocking() {
+                        job();
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "starting a bcrypt thread failed");
+            }
+        }
+        jobs
+    })
+}
+
+/// Runs `work` (a bcrypt hash or check) on a bcrypt thread.
+async fn off_core<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ServerError> {
     let (done, result) = futures::channel::oneshot::channel();
-    std::thread::Builder::new()
-        .name("keel-bcrypt".into())
-        .spawn(move || {
-            let _ = done.send(work());
-        })
-        .expect("spawning a bcrypt thread");
-    result.await.expect("the bcrypt thread answers")
+    let job: BcryptJob = Box::new(move || {
+        let _ = done.send(work());
+    });
+    bcrypt_queue()
+        .try_send(job)
+        .map_err(|_| ServerError::TooManyRequests)?;
+    result.await.map_err(|_| ServerError::TooManyRequests)
 }
 
 /// The bcrypt hash of `password` at the member's cost.
 async fn hash_password(shared: &Shared, password: String) -> Result<String, Status> {
     let cost = shared.bcrypt_cost;
     off_core(move || bcrypt::hash(password, cost))
-        .await
+        .await?
         .map_err(|e| Status::internal(format!("etcdserver: hashing the password failed: {e}")))
 }
 
@@ -215,7 +251,7 @@ impl Auth for AuthService {
             let matches = off_core(move || {
                 bcrypt::verify(password, &String::from_utf8_lossy(&hash)).unwrap_or(false)
             })
-            .await;
+            .await?;
             if !matches {
                 tracing::info!(user = %request.name, "authentication failed: invalid password");
                 return Err(ServerError::AuthFailed.into());
@@ -223,21 +259,26 @@ impl Auth for AuthService {
             let command = Command::Authenticate(AuthenticateBody {
                 name: request.name.clone(),
                 simple_token: Tokens::new_prefix(),
+                checked_revision,
             });
+            let applied = match self.shared.propose(command).await {
+                // Users or roles changed between the password check and the entry: apply
+                // handed out no token; check the password again.
+                Err(ServerError::AuthOldRevision) => {
+                    tracing::info!("revision when password checked became stale; retrying");
+                    continue;
+                }
+                other => other?,
+            };
             let Applied::Authenticated {
                 username,
                 auth_revision,
                 token,
                 revision,
-            } = self.shared.propose(command).await?
+            } = applied
             else {
                 return Err(Status::internal("etcdserver: unexpected apply result"));
             };
-            if auth_revision != checked_revision {
-                // The user changed between the password check and the token: check again.
-                tracing::info!("revision when password checked became stale; retrying");
-                continue;
-            }
             let token = match token {
                 Some(token) => token,
                 None => self.shared.tokens.sign_jwt(&username, auth_revision)?,
@@ -255,6 +296,8 @@ impl Auth for AuthService {
     ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
         let credentials = Credentials::of(&request);
         let mut request = request.into_inner();
+        // Only an admin may make a user hash a password (apply checks again).
+        credentials.require_admin(&self.shared).await?;
         if !request.options.is_some_and(|o| o.no_password) {
             let password = std::mem::take(&mut request.password);
             request.hashed_password = hash_password(&self.shared, password).await?;
@@ -311,6 +354,7 @@ impl Auth for AuthService {
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
         let credentials = Credentials::of(&request);
         let mut request = request.into_inner();
+        credentials.require_admin(&self.shared).await?;
         let password = std::mem::take(&mut request.password);
         // etcd hashes only a non-empty password; an empty one leaves a hash no login matches.
         request.hashed_password = if password.is_empty() {

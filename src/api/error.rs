@@ -54,7 +54,7 @@ impl From<ServerError> for Status {
             ServerError::PermissionDenied => Code::PermissionDenied,
             ServerError::InvalidAuthToken => Code::Unauthenticated,
             ServerError::WalFailed | ServerError::WalError(_) => Code::Internal,
-            ServerError::NoSpace => Code::ResourceExhausted,
+            ServerError::NoSpace | ServerError::TooManyRequests => Code::ResourceExhausted,
             ServerError::RequestTooLarge
             | ServerError::InvalidEnum { .. }
             | ServerError::EmptyTxnOp => Code::InvalidArgument,
@@ -195,6 +195,11 @@ mod tests {
                 ServerError::EmptyTxnOp,
                 Code::InvalidArgument,
                 "etcdserver: key is not provided",
+            ),
+            (
+                ServerError::TooManyRequests,
+                Code::ResourceExhausted,
+                "etcdserver: too many requests",
             ),
             // Auth (etcd's api/v3rpc/rpctypes/error.go).
             (

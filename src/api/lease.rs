@@ -31,8 +31,7 @@ impl LeaseService {
     }
 }
 
-/// etcd's lease checks: `access` to every key of `lease_ids` (an admin may do anything), then
-/// an auth revision that moved during the check fails the request.
+/// etcd's lease checks: `access` to every key of `lease_ids` (an admin may do anything).
 fn check_leases(
     shared: &Shared,
     user: &Option<AuthInfo>,
@@ -43,16 +42,22 @@ fn check_leases(
         return Ok(());
     };
     let auth = shared.auth();
-    {
-        let store = shared.read_store();
-        for id in lease_ids {
-            auth.check_lease_keys(&store, user, *id, access)?;
-        }
-    }
-    if user.revision != shared.auth().revision() {
-        return Err(ServerError::AuthOldRevision);
+    let store = shared.read_store();
+    for id in lease_ids {
+        auth.check_lease_keys(&store, user, *id, access)?;
     }
     Ok(())
+}
+
+/// After the answer was read: an auth revision that moved since the caller's credentials were
+/// checked fails the request (the client retries with fresh ones), as etcd does.
+fn recheck_revision(shared: &Shared, user: &Option<AuthInfo>) -> Result<(), ServerError> {
+    match user {
+        Some(user) if user.revision != shared.auth().revision() => {
+            Err(ServerError::AuthOldRevision)
+        }
+        _ => Ok(()),
+    }
 }
 
 type KeepAliveStream =
@@ -145,6 +150,7 @@ impl Lease for LeaseService {
                         // etcd's checkLeaseRenew: a user, with write access to the lease's keys.
                         let user = credentials.require_user(&shared).await?;
                         check_leases(&shared, &user, &[request.id], Access::Write)?;
+                        recheck_revision(&shared, &user)?;
                         // Only the leader's clock counts: a keep-alive that reached a follower
                         // renews the lease on the leader.
                         let clock = shared.lease_clock(request.id, true).await?;
@@ -181,6 +187,7 @@ impl Lease for LeaseService {
                 store.current_revision(),
             )
         };
+        recheck_revision(&self.shared, &user)?;
         let header = self.shared.header().at(revision);
         let info = match info {
             Ok(info) => info,
@@ -228,6 +235,7 @@ impl Lease for LeaseService {
             check_leases(&self.shared, &user, &ids, Access::Read)?;
         }
         let store = self.shared.read_store();
+        recheck_revision(&self.shared, &user)?;
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: self.shared.header().at(store.current_revision()),
             leases: store

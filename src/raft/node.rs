@@ -1694,14 +1694,19 @@ impl<D: Disk> RaftNode<D> {
         };
         {
             let shared = &self.shared;
-            *shared.write_store() = store;
+            {
+                // The store and the auth state change together: no request may check the old
+                // permissions against the new data.
+                let mut current = shared.write_store();
+                *current = store;
+                shared.set_auth(std::sync::Arc::new(state_meta.auth.clone()));
+                // A snapshot replaces the auth state wholesale: the tokens handed out before
+                // it may belong to users it no longer has.
+                shared.tokens.invalidate_all();
+            }
             *shared.alarms.lock().expect("alarm lock") = state_meta.alarms.clone();
             *shared.members.lock().expect("members lock") = state_meta.members.clone();
             *shared.removed_members.lock().expect("members lock") = state_meta.removed.clone();
-            shared.set_auth(std::sync::Arc::new(state_meta.auth.clone()));
-            // A snapshot replaces the auth state wholesale: the tokens handed out before it
-            // may belong to users it no longer has.
-            shared.tokens.invalidate_all();
             shared.restart_lease_clocks();
             shared.set_conf_state(&marker.conf_state);
             shared.applied_index.store(index, Ordering::Release);

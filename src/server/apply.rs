@@ -155,7 +155,9 @@ pub fn apply(store: &mut Store, context: &mut ApplyContext<'_>, command: Command
             })
         }
         Command::Authenticate(body) => {
-            let auth_revision = context.auth.authenticate(&body.name)?;
+            let auth_revision = context
+                .auth
+                .authenticate(&body.name, body.checked_revision)?;
             // A simple token is its random prefix and this entry's index, known to every
             // member that applies the entry.
             let token = context.tokens.filter(|t| t.is_simple()).map(|tokens| {

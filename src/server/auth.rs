@@ -279,8 +279,12 @@ impl AuthStore {
     }
 
     /// Reads a section written by [`AuthStore::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<AuthStore, prost::DecodeError> {
-        let section = AuthSection::decode(bytes)?;
+    pub fn decode(bytes: &[u8]) -> Result<AuthStore, String> {
+        let section = AuthSection::decode(bytes).map_err(|e| e.to_string())?;
+        if section.revision == 0 {
+            // Every auth state Keel writes is at revision 1 or later.
+            return Err("auth section at revision 0".into());
+        }
         let mut store = AuthStore {
             enabled: section.enabled,
             revision: section.revision,
@@ -314,8 +318,10 @@ impl AuthStore {
                         .iter()
                         .flat_map(|role| role.key_permission.iter())
                         .filter(move |p| {
-                            let kind = authpb::permission::Type::try_from(p.perm_type)
-                                .unwrap_or(authpb::permission::Type::Read);
+                            // A type etcd does not define grants nothing (etcd skips it).
+                            let Ok(kind) = authpb::permission::Type::try_from(p.perm_type) else {
+                                return false;
+                            };
                             matches!(
                                 (kind, access),
                                 (authpb::permission::Type::Readwrite, _)
@@ -495,11 +501,16 @@ impl AuthStore {
         }
     }
 
-    /// Authenticate at apply: the user still exists and may log in with a password (checked
-    /// before proposing, at `checked_revision`). Returns the revision the token carries.
-    pub fn authenticate(&self, name: &str) -> Result<u64, ServerError> {
+    /// Authenticate at apply: the user still exists and may log in with a password, checked
+    /// before proposing at auth revision `checked_revision` (0: not said), which must still
+    /// be the store's (else no token is handed out and the password is checked again).
+    /// Returns the revision the token carries.
+    pub fn authenticate(&self, name: &str, checked_revision: u64) -> Result<u64, ServerError> {
         if !self.enabled {
             return Err(ServerError::AuthNotEnabled);
+        }
+        if checked_revision != 0 && checked_revision != self.revision {
+            return Err(ServerError::AuthOldRevision);
         }
         match self.users.get(name) {
             Some(user) if !no_password(user) => Ok(self.revision),
@@ -862,6 +873,36 @@ mod tests {
             revision: 1,
         };
         assert_eq!(store.check_admin(&stale_root), Ok(()));
+    }
+
+    #[test]
+    fn authenticate_refuses_a_stale_password_check_and_odd_types_grant_nothing() {
+        let mut store = enabled_store();
+        let checked = store.revision();
+        assert_eq!(store.authenticate("u", checked), Ok(checked));
+        store.apply(&role_add("other")).unwrap();
+        assert_eq!(
+            store.authenticate("u", checked),
+            Err(ServerError::AuthOldRevision)
+        );
+        assert_eq!(store.authenticate("ghost", 0), Err(ServerError::AuthFailed));
+        // A permission type etcd does not define is stored but grants nothing.
+        store
+            .apply(&AuthChange::RoleGrantPermission(
+                pb::AuthRoleGrantPermissionRequest {
+                    name: "r".into(),
+                    perm: Some(authpb::Permission {
+                        perm_type: 7,
+                        key: b"k".to_vec(),
+                        range_end: Vec::new(),
+                    }),
+                },
+            ))
+            .unwrap();
+        assert_eq!(
+            store.check_keys(&info(&store, "u"), b"k", b"", Access::Read),
+            Err(ServerError::PermissionDenied)
+        );
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub struct AuthenticateBody {
     /// The random prefix of the simple token (the entry's index is appended at apply).
     #[prost(string, tag = "3")]
     pub simple_token: String,
+    /// Keel's: the auth revision the password was checked at; apply hands out no token if
+    /// the auth state changed since (0: not checked, as an etcd entry).
+    #[prost(uint64, tag = "15")]
+    pub checked_revision: u64,
 }
 
 /// The body of an [`Command::Authorized`] entry: the user (as etcd's `RequestHeader` carries
@@ -456,6 +460,7 @@ mod tests {
             Command::Authenticate(AuthenticateBody {
                 name: "alice".into(),
                 simple_token: "abc".into(),
+                checked_revision: 3,
             }),
             Command::Authorized {
                 user: AuthInfo {

@@ -167,6 +167,10 @@ pub enum ServerError {
     /// Code: `InvalidArgument`.
     #[error("etcdserver: revision of auth store is old")]
     AuthOldRevision,
+    /// More password checks are waiting than the member takes on. Code:
+    /// `ResourceExhausted`.
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
     /// The MVCC store refused the request (a compacted or future revision, an unknown lease,
     /// a duplicate key in a txn...). Text and code are the engine's
     /// ([`MvccError::grpc_message`], [`MvccError::grpc_code`]).

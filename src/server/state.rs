@@ -43,6 +43,11 @@ impl HeaderFields {
     }
 }
 
+/// How far beyond the commit index this member knows a simple token's index may be for the
+/// member to wait until it applies it (a token issued on the leader reaches a follower before
+/// the follower hears of the commit); a token further out is refused as invalid.
+pub const SIMPLE_TOKEN_INDEX_SLACK: u64 = 10_000;
+
 /// The etcd API version Keel speaks, reported by Status and `/version`.
 pub const ETCD_API_VERSION: &str = "3.5.0";
 
@@ -570,8 +575,9 @@ impl Shared {
     /// Publishes the auth state after apply changed it (raft core only).
     pub fn set_auth(&self, auth: AuthRef) {
         self.metrics.auth_revision.set(auth.revision());
-        self.auth_enabled.store(auth.enabled(), Ordering::Release);
+        let enabled = auth.enabled();
         *self.auth.write().expect("auth lock") = auth;
+        self.auth_enabled.store(enabled, Ordering::Release);
     }
 
     /// Who sends a request, from its token or (with `--client-cert-auth`) the common name of
@@ -594,9 +600,11 @@ impl Shared {
         if let Some(token) = token {
             if let Some(index) = self.tokens.simple_token_index(token) {
                 if index > self.applied_index.load(Ordering::Acquire) {
-                    // Not applied here yet: wait, unless this member has not even heard that
-                    // it committed (then the client retries with a new token).
-                    if index > self.commit_index.load(Ordering::Acquire) {
+                    // Not applied here yet (a token from the leader, used at once on a
+                    // follower): wait for it, as etcd does, unless the index is beyond
+                    // anything this member could soon apply (a made-up token).
+                    let known = self.commit_index.load(Ordering::Acquire);
+                    if index > known.saturating_add(SIMPLE_TOKEN_INDEX_SLACK) {
                         return Err(ServerError::InvalidAuthToken);
                     }
                     self.wait_applied(index).await?;

@@ -127,10 +127,17 @@ struct Jwt {
     ttl: Duration,
 }
 
+/// Simple tokens: token -> (user, expiry), and the size at which expired ones are swept next
+/// (so that a sweep costs amortized constant time per token handed out).
+#[derive(Default)]
+struct SimpleTable {
+    tokens: HashMap<String, (String, Instant)>,
+    sweep_at: usize,
+}
+
 enum Kind {
     Simple {
-        /// Token -> (user, expiry).
-        table: Mutex<HashMap<String, (String, Instant)>>,
+        table: Mutex<SimpleTable>,
         ttl: Duration,
     },
     Jwt(Box<Jwt>),
@@ -146,7 +153,7 @@ impl Tokens {
     pub fn simple(ttl: Duration) -> Tokens {
         Tokens {
             kind: Kind::Simple {
-                table: Mutex::new(HashMap::new()),
+                table: Mutex::new(SimpleTable::default()),
                 ttl,
             },
         }
@@ -244,9 +251,13 @@ impl Tokens {
         if let Kind::Simple { table, ttl } = &self.kind {
             let mut table = table.lock().expect("token lock");
             let now = Instant::now();
-            // Expired tokens go as new ones come, so the table never outgrows the live ones.
-            table.retain(|_, (_, deadline)| *deadline > now);
-            table.insert(token, (user.to_string(), now + *ttl));
+            // Expired tokens go whenever the table has doubled since the last sweep, so it
+            // stays within twice the live tokens at a constant cost per token.
+            if table.tokens.len() >= table.sweep_at {
+                table.tokens.retain(|_, (_, deadline)| *deadline > now);
+                table.sweep_at = 2 * table.tokens.len() + 64;
+            }
+            table.tokens.insert(token, (user.to_string(), now + *ttl));
         }
     }
 
@@ -290,7 +301,7 @@ impl Tokens {
             Kind::Simple { table, ttl } => {
                 let mut table = table.lock().expect("token lock");
                 let now = Instant::now();
-                match table.get_mut(token) {
+                match table.tokens.get_mut(token) {
                     Some((user, deadline)) if *deadline > now => {
                         *deadline = now + *ttl;
                         Ok(AuthInfo {
@@ -321,6 +332,7 @@ impl Tokens {
             table
                 .lock()
                 .expect("token lock")
+                .tokens
                 .retain(|_, (owner, _)| owner != user);
         }
     }
@@ -328,7 +340,7 @@ impl Tokens {
     /// Voids every simple token.
     pub fn invalidate_all(&self) {
         if let Kind::Simple { table, .. } = &self.kind {
-            table.lock().expect("token lock").clear();
+            table.lock().expect("token lock").tokens.clear();
         }
     }
 }
