@@ -938,3 +938,42 @@ fn a_tls_handshake_that_never_finishes_is_closed() {
     );
     assert!(get.contains("exit Some(0)"), "{get}");
 }
+
+/// `--trusted-ca-file` without `--client-cert-auth`: etcd still asks every client for a
+/// certificate signed by that CA (its TLS listener requires one whenever a CA file is given);
+/// so does Keel. What each step gave.
+fn trusted_ca_session(kind: Kind) -> Vec<String> {
+    let files = Files {
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let ca = Authority::new("ca");
+    files.write("ca.pem", &ca.cert.pem());
+    files.issue(&ca, "server", "server");
+    files.issue(&ca, "client", "client");
+    let server = start(
+        kind,
+        files.dir.path(),
+        &[
+            files.arg("cert-file", "server.pem"),
+            files.arg("key-file", "server.key"),
+            files.arg("trusted-ca-file", "ca.pem"),
+        ],
+    );
+    let ca_only = vec![files.arg("cacert", "ca.pem")];
+    let mut with_cert = ca_only.clone();
+    with_cert.push(files.arg("cert", "client.pem"));
+    with_cert.push(files.arg("key", "client.key"));
+    vec![
+        ctl(&server, &ca_only, &["put", "k", "v"]),
+        ctl(&server, &with_cert, &["put", "k", "v"]),
+    ]
+}
+
+#[test]
+fn a_trusted_ca_alone_requires_client_certificates_as_in_etcd() {
+    let etcd = trusted_ca_session(Kind::Etcd);
+    let keel = trusted_ca_session(Kind::Keel);
+    assert_eq!(keel, etcd);
+    let ok: Vec<bool> = keel.iter().map(|s| s.contains("exit Some(0)")).collect();
+    assert_eq!(ok, [false, true], "{keel:#?}");
+}

@@ -558,4 +558,53 @@ mod tests {
         // The common name is not a host name.
         assert!(!valid("ignored.example.com"));
     }
+
+    #[test]
+    fn peers_this_member_connects_to_must_carry_an_allowed_name_too() {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issue = |common_name: &str| {
+            let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, common_name);
+            let key = rcgen::KeyPair::generate().unwrap();
+            params.signed_by(&key, &ca, &ca_key).unwrap().der().clone()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = CheckedServerVerifier::new(
+            Arc::new(roots),
+            provider.clone(),
+            AllowedIdentities::CommonNames(vec!["member".into()]),
+        )
+        .unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let verify = |der: &CertificateDer<'_>| {
+            verifier.verify_server_cert(der, &[], &name, &[], UnixTime::now())
+        };
+        assert!(verify(&issue("member")).is_ok());
+        let refused = verify(&issue("stranger")).unwrap_err();
+        let reason = rejection_reason(&std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            refused,
+        ));
+        assert!(
+            reason
+                .starts_with("client certificate authentication failed: common name \"stranger\""),
+            "{reason}"
+        );
+        // Auto TLS: anything goes.
+        let unverified = CheckedServerVerifier::unverified(provider);
+        let self_signed = rcgen::CertificateParams::new(vec!["x".to_string()])
+            .unwrap()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        assert!(unverified
+            .verify_server_cert(self_signed.der(), &[], &name, &[], UnixTime::now())
+            .is_ok());
+    }
 }
