@@ -173,16 +173,35 @@ fn has_checkpoint(data_dir: &DataDir) -> bool {
         .unwrap_or(false)
 }
 
-/// Starts a member with `config`. Returns when it serves clients.
-pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
-    config.validate()?;
+/// The TLS configurations of the client listeners and of the peer listener, and how to
+/// connect to peers.
+type TlsConfigs = (
+    Option<std::sync::Arc<rustls::ServerConfig>>,
+    Option<std::sync::Arc<rustls::ServerConfig>>,
+    net::ClientOptions,
+);
+
+/// The TLS configurations from the flags. `--auto-tls` and `--peer-auto-tls` certificates are
+/// made here unless they exist (under `<data-dir>/fixtures`, so only once the data dir is open
+/// and locked: a fresh data dir must be empty when it is opened).
+fn tls_configs(config: &Config) -> anyhow::Result<TlsConfigs> {
+    for (flag, self_signed) in [
+        ("client", config.client_self_signed()?),
+        ("peer", config.peer_self_signed()?),
+    ] {
+        if let Some(self_signed) = self_signed {
+            self_signed
+                .ensure()
+                .with_context(|| format!("failed to get {flag} self-signed certs"))?;
+        }
+    }
     // https client URLs are served over TLS with --cert-file/--key-file (re-read when they
     // change); http ones stay plain, as etcd serves them.
     let client_tls = match config.client_tls()? {
         Some(files) => Some(net::server_config_from_files(&files)?),
         None => None,
     };
-    // Peers: TLS both ways when --peer-cert-file is given (https peer URLs), checked against
+    // Peers: TLS both ways when --peer-cert-file (or --peer-auto-tls) is given, checked against
     // --peer-trusted-ca-file.
     let (peer_serve_tls, peer_client) = match config.peer_tls()? {
         Some(peer) => (
@@ -190,22 +209,28 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             net::ClientOptions {
                 tls: Some(net::client_config_from_files(
                     &peer.server,
-                    &peer.trusted_ca,
+                    peer.trusted_ca.as_deref(),
                 )?),
                 ..net::ClientOptions::default()
             },
         ),
         None => (None, net::ClientOptions::default()),
     };
+    Ok((client_tls, peer_serve_tls, peer_client))
+}
+
+/// Starts a member with `config`. Returns when it serves clients.
+pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
+    config.validate()?;
+    config.check_tls()?;
+    for warning in config.tls_warnings() {
+        tracing::warn!("{warning}");
+    }
     let mut client_addrs = Vec::new();
-    let mut client_secure = Vec::new();
+    let mut client_https = Vec::new();
     for url in parse_urls("listen-client-urls", &config.listen_client_urls)? {
         client_addrs.push(url.socket_addr()?);
-        client_secure.push(if url.scheme == "https" {
-            client_tls.clone()
-        } else {
-            None
-        });
+        client_https.push(url.scheme == "https");
     }
     let metrics_addrs = match &config.listen_metrics_urls {
         Some(urls) => addrs("listen-metrics-urls", urls)?,
@@ -243,6 +268,11 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     let data_dir_path = config.data_dir();
     let data_dir = DataDir::open(&data_dir_path)
         .with_context(|| format!("opening data dir {}", data_dir_path.display()))?;
+    let (client_tls, peer_serve_tls, peer_client) = tls_configs(config)?;
+    let client_secure: Vec<_> = client_https
+        .iter()
+        .map(|&https| if https { client_tls.clone() } else { None })
+        .collect();
     // A member joining a running cluster (`existing`) with a data dir that holds no state yet
     // learns the cluster from its peers (etcd's GetClusterFromRemotePeers): the ids are the
     // cluster's, its own the one MemberAdd gave its peer URLs. With state on disk the flags are
@@ -505,6 +535,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             shared: shared.clone(),
             client_addrs: bound_clients.clone(),
             client_tls: client_secure.clone(),
+            client_certificate_identity: config.client_certificate_identity(),
             metrics_addrs: bound_metrics.clone(),
         };
         let spawned = LocalExecutorBuilder::new(Placement::Unbound)
@@ -566,6 +597,9 @@ struct FrontCore {
     client_addrs: Vec<SocketAddr>,
     /// The TLS configuration of each client address (`None`: plain).
     client_tls: Vec<Option<std::sync::Arc<rustls::ServerConfig>>>,
+    /// Whether a verified client certificate's common name names the user (etcd's
+    /// `--client-cert-auth`).
+    client_certificate_identity: bool,
     metrics_addrs: Vec<SocketAddr>,
 }
 
@@ -607,6 +641,7 @@ impl FrontCore {
             // The metrics listener stays plain http while the client port is https, as in etcd.
             let options = ServeOptions {
                 tls,
+                tls_client_identity: self.client_certificate_identity,
                 ..ServeOptions::default()
             };
             let grpc = if is_client {

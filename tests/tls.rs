@@ -31,6 +31,15 @@ impl Authority {
 
     /// A certificate for 127.0.0.1 usable by a server and a client: (cert PEM, key PEM).
     fn issue(&self, common_name: &str) -> (String, String) {
+        self.issue_with(common_name, |_| {})
+    }
+
+    /// [`Authority::issue`], with the parameters changed by `configure` first.
+    fn issue_with(
+        &self,
+        common_name: &str,
+        configure: impl FnOnce(&mut CertificateParams),
+    ) -> (String, String) {
         let mut params =
             CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
                 .expect("params");
@@ -41,12 +50,50 @@ impl Authority {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        configure(&mut params);
         let key = KeyPair::generate().expect("key");
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .expect("signed certificate");
         (cert.pem(), key.serialize_pem())
     }
+
+    /// A revocation list (PEM) revoking the certificates with these serial numbers.
+    fn crl(&self, revoked: &[u64]) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::hours(1),
+            next_update: now + time::Duration::days(30),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|&serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(serial),
+                    revocation_time: now - time::Duration::hours(1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.cert, &self.key)
+            .expect("signed CRL")
+            .pem()
+            .expect("CRL PEM")
+    }
+}
+
+/// Sets a certificate's serial number.
+fn serial(number: u64) -> impl FnOnce(&mut CertificateParams) {
+    move |params| params.serial_number = Some(rcgen::SerialNumber::from(number))
+}
+
+/// Makes a certificate one that expired in 2021.
+fn expired(params: &mut CertificateParams) {
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
 }
 
 /// Every file the session uses, in one temp dir.
@@ -68,6 +115,25 @@ impl Files {
         let (cert, key) = ca.issue(common_name);
         self.write(&format!("{name}.pem"), &cert);
         self.write(&format!("{name}.key"), &key);
+    }
+
+    /// [`Files::issue`] with the parameters changed by `configure`.
+    fn issue_with(
+        &self,
+        ca: &Authority,
+        common_name: &str,
+        name: &str,
+        configure: impl FnOnce(&mut CertificateParams),
+    ) {
+        let (cert, key) = ca.issue_with(common_name, configure);
+        self.write(&format!("{name}.pem"), &cert);
+        self.write(&format!("{name}.key"), &key);
+    }
+
+    /// Writes `text` to `name` through a rename, as a careful operator replaces a file.
+    fn replace(&self, name: &str, text: &str) {
+        self.write(&format!("{name}.new"), text);
+        std::fs::rename(self.path(&format!("{name}.new")), self.path(name)).expect("rename");
     }
 
     fn arg(&self, flag: &str, name: &str) -> String {
@@ -354,9 +420,11 @@ fn https_without_a_certificate_is_refused() {
 }
 
 /// Three members with peer mTLS (https peer URLs, each peer's certificate checked against
-/// `--peer-trusted-ca-file`) form a cluster and serve; a member added with a certificate from
-/// another CA cannot join (it cannot even ask the peers for the cluster) and the cluster goes
-/// on serving.
+/// `--peer-trusted-ca-file`, `--peer-cert-allowed-cn` and `--peer-crl-file`) form a cluster
+/// and serve; a member added with a certificate from another CA cannot join (it cannot even
+/// ask the peers for the cluster), nor can one with a certificate from the right CA whose
+/// common name is not allowed, nor one whose certificate the CRL revokes; the cluster goes on
+/// serving and logs whom it refused, and why.
 #[test]
 fn peers_with_mutual_tls_form_a_cluster_and_keep_a_stranger_out() {
     let files = Files {
@@ -367,11 +435,16 @@ fn peers_with_mutual_tls_form_a_cluster_and_keep_a_stranger_out() {
     files.write("ca2.pem", &ca2.cert.pem());
     files.issue(&ca1, "peer", "peer");
     files.issue(&ca2, "stranger", "other");
+    files.issue(&ca1, "intruder", "intruder");
+    files.issue_with(&ca1, "peer", "revoked", serial(77));
+    files.write("crl.pem", &ca1.crl(&[77]));
     let flags = [
         files.arg("peer-cert-file", "peer.pem"),
         files.arg("peer-key-file", "peer.key"),
         files.arg("peer-trusted-ca-file", "ca1.pem"),
         "--peer-client-cert-auth".to_string(),
+        "--peer-cert-allowed-cn=peer,other-peer".to_string(),
+        files.arg("peer-crl-file", "crl.pem"),
     ];
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut cluster = common::Cluster::start(Kind::Keel, 3, &flags);
@@ -402,24 +475,505 @@ fn peers_with_mutual_tls_form_a_cluster_and_keep_a_stranger_out() {
         .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
         .map(|v| v.trim_matches('"').to_string())
         .expect("ETCD_INITIAL_CLUSTER");
-    let stranger = [
-        files.arg("peer-cert-file", "other.pem"),
-        files.arg("peer-key-file", "other.key"),
-        files.arg("peer-trusted-ca-file", "ca2.pem"),
+    // Each stranger in turn takes the added member's place, with a fresh data dir.
+    let strangers = [
+        // It does not trust the members' certificates either, so it gives up first: the
+        // members see the handshake end.
+        ("other", "ca2.pem", "tls handshake eof"),
+        (
+            "intruder",
+            "ca1.pem",
+            "common name \"intruder\" is not one of the allowed CNs [\"peer\" \"other-peer\"]",
+        ),
+        ("revoked", "ca1.pem", "invalid peer certificate: Revoked"),
     ];
-    let stranger: Vec<&str> = stranger.iter().map(String::as_str).collect();
-    cluster.join(index, &initial_cluster, &stranger);
-    let status = cluster.wait_exit(index, READY_TIMEOUT);
-    assert_eq!(status.and_then(|s| s.code()), Some(1), "{}", cluster.logs());
-    assert!(cluster.members[index]
-        .log()
-        .contains("cannot fetch cluster info from peer urls"));
-    // The three go on serving, and say whom they refused.
-    let put = common::etcdctl(&cluster.members[1].endpoint, &["put", "k", "w"], None);
-    assert!(put.status.success(), "{}", error_lines(&put));
-    assert!(
-        (0..3).any(|i| cluster.members[i].log().contains("rejected connection")),
-        "{}",
-        cluster.logs()
+    for (name, ca, refusal) in strangers {
+        let _ = std::fs::remove_dir_all(cluster.dir.path().join("m3"));
+        let stranger = [
+            files.arg("peer-cert-file", &format!("{name}.pem")),
+            files.arg("peer-key-file", &format!("{name}.key")),
+            files.arg("peer-trusted-ca-file", ca),
+        ];
+        let stranger: Vec<&str> = stranger.iter().map(String::as_str).collect();
+        cluster.join(index, &initial_cluster, &stranger);
+        let status = cluster.wait_exit(index, READY_TIMEOUT);
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "{}", cluster.logs());
+        assert!(cluster.members[index]
+            .log()
+            .contains("cannot fetch cluster info from peer urls"));
+        // The three go on serving, and say whom they refused.
+        let put = common::etcdctl(&cluster.members[1].endpoint, &["put", "k", "w"], None);
+        assert!(put.status.success(), "{}", error_lines(&put));
+        assert!(
+            (0..3).any(|i| cluster.members[i]
+                .log()
+                .lines()
+                .any(|l| l.contains("rejected connection") && l.contains(refusal))),
+            "{name}: {}",
+            cluster.logs()
+        );
+    }
+}
+
+/// Certificates a revocation list names, and expired ones, refused by `kind`: what each step
+/// gave. The CRL is replaced on disk while the server runs; etcd reads it at every handshake,
+/// Keel when it changes, so both see the new list at the next connection.
+fn revocation_session(kind: Kind) -> Vec<String> {
+    let files = Files {
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let ca = Authority::new("ca");
+    files.write("ca.pem", &ca.cert.pem());
+    files.issue(&ca, "server", "server");
+    files.issue_with(&ca, "good", "good", serial(1001));
+    files.issue_with(&ca, "revoked", "revoked", serial(1002));
+    files.issue_with(&ca, "good", "expired", |p| {
+        serial(1003)(p);
+        expired(p);
+    });
+    files.write("crl.pem", &ca.crl(&[1002]));
+    let server = start(
+        kind,
+        files.dir.path(),
+        &[
+            files.arg("cert-file", "server.pem"),
+            files.arg("key-file", "server.key"),
+            "--client-cert-auth".to_string(),
+            files.arg("trusted-ca-file", "ca.pem"),
+            files.arg("client-crl-file", "crl.pem"),
+        ],
     );
+    let as_cert = |name: &str| {
+        vec![
+            files.arg("cacert", "ca.pem"),
+            files.arg("cert", &format!("{name}.pem")),
+            files.arg("key", &format!("{name}.key")),
+        ]
+    };
+    let mut out = vec![
+        ctl(&server, &as_cert("good"), &["put", "k", "v"]),
+        ctl(&server, &as_cert("revoked"), &["get", "k"]),
+        ctl(&server, &as_cert("expired"), &["get", "k"]),
+    ];
+    // The good certificate revoked too, then nothing revoked any more.
+    files.replace("crl.pem", &ca.crl(&[1002, 1001]));
+    out.push(ctl(&server, &as_cert("good"), &["get", "k"]));
+    files.replace("crl.pem", &ca.crl(&[]));
+    out.push(ctl(&server, &as_cert("revoked"), &["get", "k"]));
+    out.push(ctl(&server, &as_cert("good"), &["get", "k"]));
+    if kind == Kind::Keel {
+        // Keel says why it refused each (etcd 3.4 logs a closed connection).
+        let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+        for reason in [
+            "invalid peer certificate: Revoked",
+            "invalid peer certificate: certificate expired",
+        ] {
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("rejected connection") && l.contains(reason)),
+                "{reason}: {log}"
+            );
+        }
+    }
+    out
+}
+
+/// A revoked and an expired client certificate are refused by Keel and etcd 3.4.23 alike,
+/// and a CRL replaced on disk counts from the next connection on.
+#[test]
+fn revoked_and_expired_client_certificates_are_refused_as_in_etcd() {
+    let etcd = revocation_session(Kind::Etcd);
+    let keel = revocation_session(Kind::Keel);
+    assert_eq!(keel, etcd);
+    let ok: Vec<bool> = keel.iter().map(|s| s.contains("exit Some(0)")).collect();
+    assert_eq!(ok, [true, false, false, false, true, true], "{keel:#?}");
+}
+
+/// One TLS handshake with a rustls client offering only `versions` and, if given, only
+/// `suite`: the version and suite agreed, or why the handshake failed.
+fn handshake(
+    endpoint: &str,
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    suite: Option<rustls::CipherSuite>,
+) -> String {
+    use rustls::pki_types::pem::PemObject;
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(suite) = suite {
+        provider.cipher_suites.retain(|s| s.suite() == suite);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA"))
+        .expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_protocol_versions(versions)
+        .expect("client versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("connection");
+    let mut socket = std::net::TcpStream::connect(endpoint).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    while connection.is_handshaking() {
+        if let Err(error) = connection.complete_io(&mut socket) {
+            return format!("refused: {error}");
+        }
+    }
+    format!(
+        "{:?} {:?}",
+        connection.protocol_version().expect("version"),
+        connection.negotiated_cipher_suite().expect("suite").suite()
+    )
+}
+
+/// What clients offering one cipher suite each get from `kind` with `--cipher-suites`.
+fn cipher_session(kind: Kind) -> Vec<String> {
+    use rustls::version::{TLS12, TLS13};
+    use rustls::CipherSuite as S;
+    let files = Files {
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let ca = Authority::new("ca");
+    files.write("ca.pem", &ca.cert.pem());
+    files.issue(&ca, "server", "server");
+    let server = start(
+        kind,
+        files.dir.path(),
+        &[
+            files.arg("cert-file", "server.pem"),
+            files.arg("key-file", "server.key"),
+            "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,\
+             TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+                .to_string(),
+        ],
+    );
+    let ca_pem = ca.cert.pem();
+    let try_suite = |versions: &[&'static rustls::SupportedProtocolVersion], suite| {
+        handshake(&server.endpoint, &ca_pem, versions, suite)
+    };
+    vec![
+        try_suite(&[&TLS12], Some(S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)),
+        try_suite(
+            &[&TLS12],
+            Some(S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
+        ),
+        try_suite(&[&TLS12], Some(S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)),
+        // TLS 1.3 suites are not restricted (Go cannot restrict them).
+        try_suite(&[&TLS13], Some(S::TLS13_CHACHA20_POLY1305_SHA256)),
+        // etcdctl still connects.
+        ctl(
+            &server,
+            &[files.arg("cacert", "ca.pem")],
+            &["put", "k", "v"],
+        ),
+    ]
+}
+
+/// `--cipher-suites` restricts TLS 1.2 as in etcd 3.4.23: a client that offers only a suite
+/// left out is refused, one that offers an allowed suite gets it, and TLS 1.3 is untouched.
+#[test]
+fn cipher_suites_restrict_tls12_as_in_etcd() {
+    let etcd = cipher_session(Kind::Etcd);
+    let keel = cipher_session(Kind::Keel);
+    assert_eq!(
+        keel[0], "TLSv1_2 TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "{keel:#?}"
+    );
+    assert!(keel[1].starts_with("refused") && keel[2].starts_with("refused"));
+    assert_eq!(
+        keel[3], "TLSv1_3 TLS13_CHACHA20_POLY1305_SHA256",
+        "{keel:#?}"
+    );
+    assert!(keel[4].contains("exit Some(0)"), "{keel:#?}");
+    assert_eq!(keel, etcd);
+}
+
+/// Both servers refuse to start with a cipher suite name Go does not know; Keel also refuses
+/// cipher suites when only TLS 1.3 is allowed (as etcd 3.5 does), and a name Go knows but
+/// rustls does not implement, naming it.
+#[test]
+fn tls_flag_errors_stop_the_start_as_in_etcd() {
+    let run = |kind: Kind, flags: &[&str]| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (client, peer) = (free_port(), free_port());
+        let mut command = Command::new(kind.binary());
+        command
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            ))
+            .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer}"))
+            .args(flags)
+            .stdin(Stdio::null());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ETCD_") {
+                command.env_remove(key);
+            }
+        }
+        let output = command.output().expect("run the server");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let flags = ["--cipher-suites=TLS_FOO"];
+    let message = "unexpected TLS cipher suite \"TLS_FOO\"";
+    let (code, stderr) = run(Kind::Etcd, &flags);
+    assert_eq!(code, Some(1), "etcd: {stderr}");
+    assert!(stderr.contains(message), "etcd: {stderr}");
+    let (code, stderr) = run(Kind::Keel, &flags);
+    assert_eq!(code, Some(1), "keel: {stderr}");
+    assert!(stderr.contains(message), "keel: {stderr}");
+    // etcd 3.4 has no --tls-min-version; etcd 3.5 refuses cipher suites with TLS 1.3 as the
+    // minimum in its configuration check (server/embed/config.go, Validate), exit status 1.
+    let (code, stderr) = run(
+        Kind::Keel,
+        &[
+            "--tls-min-version=TLS1.3",
+            "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cipher suites cannot be configured when only TLS1.3 is enabled"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(
+        Kind::Keel,
+        &["--cipher-suites=TLS_RSA_WITH_AES_128_CBC_SHA"],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr
+            .contains("TLS cipher suite \"TLS_RSA_WITH_AES_128_CBC_SHA\" is not supported by keel"),
+        "{stderr}"
+    );
+}
+
+/// etcdctl against a server with `--auto-tls`: what each step gave. The generated pair lives
+/// under `<data-dir>/fixtures/client`.
+fn auto_tls_session(kind: Kind) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(kind, dir.path(), &["--auto-tls".to_string()]);
+    let skip_verify = [
+        "--insecure-transport=false".to_string(),
+        "--insecure-skip-tls-verify".to_string(),
+    ];
+    let fixtures = dir.path().join(format!("{kind:?}.data/fixtures/client"));
+    let key_mode = std::fs::metadata(fixtures.join("key.pem"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    vec![
+        ctl(&server, &skip_verify, &["put", "k", "v"]),
+        ctl(&server, &skip_verify, &["get", "k"]),
+        // Without skipping verification the self-signed certificate is not trusted.
+        ctl(
+            &server,
+            &["--insecure-transport=false".to_string()],
+            &["get", "k"],
+        ),
+        format!(
+            "cert.pem: {}, key.pem mode: {:o}",
+            fixtures.join("cert.pem").exists(),
+            key_mode.unwrap_or(0)
+        ),
+    ]
+}
+
+/// `--auto-tls` serves etcdctl with `--insecure-skip-tls-verify`, as etcd 3.4.23 does.
+#[test]
+fn auto_tls_serves_etcdctl_as_etcd_does() {
+    let etcd = auto_tls_session(Kind::Etcd);
+    let keel = auto_tls_session(Kind::Keel);
+    assert_eq!(keel, etcd);
+    let ok: Vec<bool> = keel.iter().map(|s| s.contains("exit Some(0)")).collect();
+    assert_eq!(ok, [true, true, false, false], "{keel:#?}");
+    assert_eq!(keel[3], "cert.pem: true, key.pem mode: 600");
+}
+
+/// Three members with `--peer-auto-tls` and https peer URLs, no certificate files: each makes
+/// its own self-signed pair, none verifies the others' (as in etcd), and they form a cluster.
+#[test]
+fn peers_with_auto_tls_form_a_cluster() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let initial_cluster = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("m{i}=https://127.0.0.1:{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    struct Members(Vec<Child>);
+    impl Drop for Members {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    let mut members = Members(Vec::new());
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        let log = std::fs::File::create(dir.path().join(format!("m{i}.log"))).expect("log");
+        let mut command = Command::new(Kind::Keel.binary());
+        command
+            .arg(format!("--name=m{i}"))
+            .arg(format!(
+                "--data-dir={}",
+                dir.path().join(format!("m{i}")).display()
+            ))
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--listen-peer-urls=https://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=https://127.0.0.1:{peer}"
+            ))
+            .arg(format!("--initial-cluster={initial_cluster}"))
+            .arg("--initial-cluster-token=auto-tls-cluster")
+            .arg("--peer-auto-tls")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ETCD_") {
+                command.env_remove(key);
+            }
+        }
+        members.0.push(command.spawn().expect("spawn keel"));
+    }
+    let logs = || {
+        (0..3)
+            .map(|i| {
+                let log = std::fs::read_to_string(dir.path().join(format!("m{i}.log")));
+                format!("==== m{i} ====\n{}", log.unwrap_or_default())
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    for (i, (client, _)) in ports.iter().enumerate() {
+        let endpoint = format!("127.0.0.1:{client}");
+        while !matches!(http_get(&endpoint, "/health"), Ok((200, _))) {
+            let exited = members.0[i].try_wait().ok().flatten();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "m{i} did not become healthy:\n{}",
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let put = common::etcdctl(
+        &format!("127.0.0.1:{}", ports[0].0),
+        &["put", "k", "v"],
+        None,
+    );
+    assert!(put.status.success(), "{}", error_lines(&put));
+    let get = common::etcdctl(&format!("127.0.0.1:{}", ports[2].0), &["get", "k"], None);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "k\nv\n");
+    for i in 0..3 {
+        let fixtures = dir.path().join(format!("m{i}/fixtures/peer"));
+        assert!(
+            fixtures.join("cert.pem").exists() && fixtures.join("key.pem").exists(),
+            "m{i}"
+        );
+    }
+}
+
+/// A client that opens a TCP connection to the TLS port and never finishes the handshake
+/// (sends nothing, or half a ClientHello) is disconnected by the server after its handshake
+/// timeout (10 s), so it cannot hold a connection slot forever.
+#[test]
+fn a_tls_handshake_that_never_finishes_is_closed() {
+    use std::io::{Read, Write};
+    let files = Files {
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let ca = Authority::new("ca");
+    files.write("ca.pem", &ca.cert.pem());
+    files.issue(&ca, "server", "server");
+    let server = start(
+        Kind::Keel,
+        files.dir.path(),
+        &[
+            files.arg("cert-file", "server.pem"),
+            files.arg("key-file", "server.key"),
+        ],
+    );
+    let silent = std::net::TcpStream::connect(&server.endpoint).expect("connect");
+    let mut partial = std::net::TcpStream::connect(&server.endpoint).expect("connect");
+    // A handshake record header announcing 512 bytes, and the first few of them.
+    partial
+        .write_all(&[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ])
+        .expect("write");
+    // Generous: the server's timeout is 10 s.
+    let deadline = Duration::from_secs(60);
+    for (name, mut stream) in [("silent", silent), ("partial", partial)] {
+        stream.set_read_timeout(Some(deadline)).expect("timeout");
+        let mut buffer = [0u8; 64];
+        let closed = loop {
+            match stream.read(&mut buffer) {
+                Ok(0) => break true,
+                // A TLS alert may come before the close.
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+                Err(e) => panic!("{name}: the server did not close the connection: {e}"),
+            }
+        };
+        assert!(closed, "{name}");
+    }
+    // The server still serves.
+    let get = ctl(
+        &server,
+        &[files.arg("cacert", "ca.pem")],
+        &["put", "k", "v"],
+    );
+    assert!(get.contains("exit Some(0)"), "{get}");
+}
+
+/// `--trusted-ca-file` without `--client-cert-auth`: etcd still asks every client for a
+/// certificate signed by that CA (its TLS listener requires one whenever a CA file is given);
+/// so does Keel. What each step gave.
+fn trusted_ca_session(kind: Kind) -> Vec<String> {
+    let files = Files {
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let ca = Authority::new("ca");
+    files.write("ca.pem", &ca.cert.pem());
+    files.issue(&ca, "server", "server");
+    files.issue(&ca, "client", "client");
+    let server = start(
+        kind,
+        files.dir.path(),
+        &[
+            files.arg("cert-file", "server.pem"),
+            files.arg("key-file", "server.key"),
+            files.arg("trusted-ca-file", "ca.pem"),
+        ],
+    );
+    let ca_only = vec![files.arg("cacert", "ca.pem")];
+    let mut with_cert = ca_only.clone();
+    with_cert.push(files.arg("cert", "client.pem"));
+    with_cert.push(files.arg("key", "client.key"));
+    vec![
+        ctl(&server, &ca_only, &["put", "k", "v"]),
+        ctl(&server, &with_cert, &["put", "k", "v"]),
+    ]
+}
+
+#[test]
+fn a_trusted_ca_alone_requires_client_certificates_as_in_etcd() {
+    let etcd = trusted_ca_session(Kind::Etcd);
+    let keel = trusted_ca_session(Kind::Keel);
+    assert_eq!(keel, etcd);
+    let ok: Vec<bool> = keel.iter().map(|s| s.contains("exit Some(0)")).collect();
+    assert_eq!(ok, [false, true], "{keel:#?}");
 }

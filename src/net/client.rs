@@ -161,7 +161,10 @@ pub enum ConnectError {
     },
     /// The TLS handshake failed (the peer's certificate was not trusted or does not carry
     /// the expected name, the peer wanted a client certificate, the peer chose HTTP/1.1, ...).
-    #[error("TLS handshake with {addr} failed: {source}")]
+    #[error(
+        "TLS handshake with {addr} failed: {}",
+        super::tls_verify::rejection_reason(.source)
+    )]
     Tls {
         /// The address dialed.
         addr: SocketAddr,

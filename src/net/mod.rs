@@ -51,16 +51,20 @@
 mod client;
 mod io;
 mod rt;
+mod self_signed;
 mod tls;
+mod tls_verify;
 
 pub use self::client::{
     connect, ClientOptions, ConnectError, GrpcChannel, ResponseBody, ResponseFuture,
     CONNECT_TIMEOUT_DEFAULT, HTTP2_KEEPALIVE_INTERVAL_DEFAULT, HTTP2_KEEPALIVE_TIMEOUT_DEFAULT,
 };
+pub use self::self_signed::{SelfSignedCert, SelfSignedError};
 pub use self::tls::{
-    client_config_from_files, server_config, server_config_from_files, TlsConfigError, TlsFiles,
-    TlsFilesError, TlsVersion,
+    client_config_from_files, parse_cipher_suites, server_config, server_config_from_files,
+    CipherSuiteError, TlsConfigError, TlsFiles, TlsFilesError, TlsVersion,
 };
+pub use self::tls_verify::AllowedIdentities;
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -124,6 +128,11 @@ pub struct ServeOptions {
     /// TLS for every connection; `None` serves plaintext (HTTP/1.1 and h2c). Build it with
     /// [`server_config`]. Default `None`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether the common name of a verified client certificate is handed to gRPC handlers
+    /// ([`ClientCommonName`], the user when a request carries no token). etcd does so only
+    /// with `--client-cert-auth`, although `--trusted-ca-file` alone already makes clients
+    /// present certificates. Default `true`.
+    pub tls_client_identity: bool,
     /// How long a new connection may take to finish its TLS handshake (if any) and show its
     /// protocol: the whole HTTP/2 preface, or the first byte of an HTTP/1 request. hyper's own
     /// timers start only after that, so without this a client could hold a connection slot
@@ -152,6 +161,7 @@ impl Default for ServeOptions {
             http2_initial_stream_window_size: None,
             http2_initial_connection_window_size: None,
             tls: None,
+            tls_client_identity: true,
             handshake_timeout: Duration::from_secs(10),
             http1_header_read_timeout: Some(Duration::from_secs(30)),
             http_body_max: HTTP_BODY_MAX_DEFAULT,
@@ -253,6 +263,7 @@ pub async fn serve(
         let signals = signals.clone();
         let mut handshake = Handshake::start(options.handshake_timeout);
         let tls = tls.clone();
+        let tls_client_identity = options.tls_client_identity;
         glommio::spawn_local(async move {
             match tls {
                 None => {
@@ -264,7 +275,9 @@ pub async fn serve(
                     if let Some(stream) =
                         accept_tls(&acceptor, stream, peer, &mut handshake, &signals).await
                     {
-                        let name = client_common_name(stream.get_ref().1);
+                        let name = tls_client_identity
+                            .then(|| client_common_name(stream.get_ref().1))
+                            .flatten();
                         let service = DispatchService(dispatch, name);
                         serve_connection(&builder, stream, handshake, service, signals).await;
                     }
@@ -355,16 +368,15 @@ async fn serve_connection<IO>(
     }
 }
 
-/// Runs the TLS handshake of a new connection within its handshake deadline. `None` when the
-/// handshake failed, timed out, or shutdown began meanwhile: the connection is then dropped.
 /// Logs a refused TLS handshake with the client's address, once per address and reason (a
 /// client retrying with the wrong certificate would otherwise fill the log; etcd logs each
-/// "rejected connection").
+/// "rejected connection"). A certificate that expired or is not yet valid is one reason,
+/// whatever the clock said at each try.
 fn log_rejection(peer: Option<std::net::SocketAddr>, error: &std::io::Error) {
     const REMEMBERED_MAX: usize = 4096;
     static LOGGED: std::sync::Mutex<Option<std::collections::HashSet<(std::net::IpAddr, String)>>> =
         std::sync::Mutex::new(None);
-    let reason = error.to_string();
+    let reason = tls_verify::rejection_reason(error);
     let Some(peer) = peer else {
         tracing::warn!(error = %reason, "rejected a TLS connection");
         return;
@@ -381,6 +393,8 @@ fn log_rejection(peer: Option<std::net::SocketAddr>, error: &std::io::Error) {
     }
 }
 
+/// Runs the TLS handshake of a new connection within its handshake deadline. `None` when the
+/// handshake failed, timed out, or shutdown began meanwhile: the connection is then dropped.
 async fn accept_tls<IO>(
     acceptor: &futures_rustls::TlsAcceptor,
     stream: IO,
