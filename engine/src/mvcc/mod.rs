@@ -39,6 +39,7 @@
 
 mod codec;
 mod error;
+mod export;
 mod lease;
 mod types;
 mod validate;
@@ -50,6 +51,7 @@ use std::sync::Arc;
 
 pub use codec::CheckpointEncoder;
 pub use error::{grpc_code, MvccError};
+pub use export::{Export, Exported, ExportedLease, ExportedRevision};
 pub use lease::{LeaseInfo, LEASE_TTL_MAX_SECONDS};
 pub use types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event,
@@ -1294,6 +1296,15 @@ impl Store {
     pub fn begin_checkpoint(&mut self) -> CheckpointEncoder {
         self.checkpoint_pins += 1;
         CheckpointEncoder::new(self)
+    }
+
+    /// Starts an export of every retained revision as the store is now, collected a slice at
+    /// a time with [`Export::step`] while the store keeps taking writes; it pins physical
+    /// compaction like a checkpoint: end it with [`Store::end_checkpoint`] and
+    /// [`Export::instance`].
+    pub fn begin_export(&mut self) -> Export {
+        self.checkpoint_pins += 1;
+        Export::new(self)
     }
 
     /// Ends one checkpoint begun with [`Store::begin_checkpoint`] (finished or abandoned) by

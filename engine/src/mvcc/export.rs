@@ -1,0 +1,222 @@
+//! Every retained revision of the store in revision order, taken from a consistent view a
+//! slice of keys at a time (as [`super::CheckpointEncoder`] does), for writing the store in
+//! another format (etcd's backend file, whose `key` bucket is ordered by revision).
+//!
+//! The export shares keys and values with the store (`Arc`s): it holds one small record per
+//! retained revision, never a second copy of the data.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use super::{retained_from, MvccError, Store};
+
+/// One retained revision of one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportedRevision {
+    /// Main revision.
+    pub main: i64,
+    /// Sub revision (the change's place in its request).
+    pub sub: u32,
+    /// The key.
+    pub key: Arc<[u8]>,
+    /// 0 for a tombstone.
+    pub create_revision: i64,
+    /// 0 for a tombstone.
+    pub version: i64,
+    /// 0 for a tombstone or no lease.
+    pub lease: i64,
+    /// `None` for a tombstone (a deletion).
+    pub value: Option<Arc<[u8]>>,
+}
+
+/// A lease as exported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportedLease {
+    /// The lease id.
+    pub id: i64,
+    /// The granted TTL in seconds.
+    pub granted_ttl_seconds: i64,
+    /// The remaining TTL of the last lease checkpoint, 0 if none.
+    pub remaining_ttl_seconds: i64,
+}
+
+/// What an export holds once done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exported {
+    /// The store revision the export captures.
+    pub revision: i64,
+    /// The compact revision at that moment.
+    pub compact_revision: i64,
+    /// Every retained revision at or below `revision`, ordered by (main, sub).
+    pub revisions: Vec<ExportedRevision>,
+    /// The leases, by id.
+    pub leases: Vec<ExportedLease>,
+}
+
+/// An export in progress: begun with [`Store::begin_export`] (which pins physical compaction
+/// like a checkpoint does), stepped under the caller's read lock, finished with
+/// [`Export::finish`]; [`Store::end_checkpoint`] with [`Export::instance`] releases the pin.
+#[derive(Debug)]
+pub struct Export {
+    instance: u64,
+    revision: i64,
+    compact_revision: i64,
+    revisions: Vec<ExportedRevision>,
+    leases: Vec<ExportedLease>,
+    last_key: Option<Arc<[u8]>>,
+    done: bool,
+}
+
+impl Export {
+    pub(crate) fn new(store: &Store) -> Export {
+        Export {
+            instance: store.instance,
+            revision: store.current_revision,
+            compact_revision: store.compact_revision,
+            revisions: Vec::new(),
+            leases: store
+                .leases
+                .leases
+                .iter()
+                .map(|(id, lease)| ExportedLease {
+                    id: *id,
+                    granted_ttl_seconds: lease.granted_ttl_seconds,
+                    remaining_ttl_seconds: lease.remaining_ttl_seconds,
+                })
+                .collect(),
+            last_key: None,
+            done: false,
+        }
+    }
+
+    /// The store this export began on (for [`Store::end_checkpoint`]).
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// The store revision this export captures.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// Collects up to `keys_budget` more keys of `store` (the store it began on). Returns true
+    /// once every key is collected. Errors: [`MvccError::StoreReplaced`] for another store.
+    pub fn step(&mut self, store: &Store, keys_budget: usize) -> Result<bool, MvccError> {
+        if store.instance != self.instance {
+            return Err(MvccError::StoreReplaced);
+        }
+        if self.done {
+            return Ok(true);
+        }
+        let from = match &self.last_key {
+            Some(key) => Bound::Excluded(key.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut visited = 0usize;
+        let mut last = None;
+        let mut keys = store.order.range((from, Bound::Unbounded));
+        let finished = loop {
+            if visited == keys_budget {
+                break false;
+            }
+            let Some(key) = keys.next() else {
+                break true;
+            };
+            visited += 1;
+            last = Some(key);
+            let Some((_, history)) = store.index.get(key) else {
+                continue;
+            };
+            let seen = &history[..history.partition_point(|e| e.main <= self.revision)];
+            for entry in &seen[retained_from(seen, self.compact_revision)..] {
+                self.revisions.push(ExportedRevision {
+                    main: entry.main,
+                    sub: entry.sub,
+                    key: key.clone(),
+                    create_revision: entry.create_revision,
+                    version: entry.version,
+                    lease: entry.lease,
+                    value: entry.value.clone(),
+                });
+            }
+        };
+        if let Some(key) = last {
+            self.last_key = Some(key.clone());
+        }
+        self.done = finished;
+        Ok(finished)
+    }
+
+    /// The export, revisions in (main, sub) order, once [`Export::step`] returned true.
+    /// Errors: [`MvccError::StoreReplaced`] for an export not done (it cannot be trusted).
+    pub fn finish(mut self) -> Result<Exported, MvccError> {
+        if !self.done {
+            return Err(MvccError::StoreReplaced);
+        }
+        self.revisions.sort_unstable_by_key(|r| (r.main, r.sub));
+        Ok(Exported {
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+            revisions: self.revisions,
+            leases: self.leases,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{DeleteRangeRequest, PutRequest};
+    use super::*;
+
+    fn put(store: &mut Store, key: &str, value: &str) {
+        store
+            .put(&PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: value.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+
+    /// What compaction keeps, in revision order, at the revision the export began, whatever
+    /// is written meanwhile and however small the slices.
+    #[test]
+    fn exports_what_compaction_keeps_in_revision_order() {
+        let mut store = Store::new();
+        put(&mut store, "a", "1"); // 2
+        put(&mut store, "b", "1"); // 3
+        put(&mut store, "a", "2"); // 4
+        store
+            .delete_range(&DeleteRangeRequest {
+                key: b"b".to_vec(),
+                ..Default::default()
+            })
+            .unwrap(); // 5
+        store.compact(4).unwrap();
+        let mut export = store.begin_export();
+        assert!(!export.step(&store, 1).unwrap());
+        put(&mut store, "c", "1"); // 6: after the export began
+        put(&mut store, "a", "3"); // 7
+        while !export.step(&store, 1).unwrap() {}
+        let exported = export.finish().unwrap();
+        store.end_checkpoint(store.instance);
+        let got: Vec<(i64, &[u8], Option<&[u8]>)> = exported
+            .revisions
+            .iter()
+            .map(|r| (r.main, &*r.key, r.value.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, &b"b"[..], Some(&b"1"[..])),
+                (4, &b"a"[..], Some(&b"2"[..])),
+                (5, &b"b"[..], None),
+            ]
+        );
+        assert_eq!((exported.revision, exported.compact_revision), (5, 4));
+        // Another store is refused.
+        let other = Store::new();
+        let mut export = store.begin_export();
+        assert_eq!(export.step(&other, 10), Err(MvccError::StoreReplaced));
+    }
+}
