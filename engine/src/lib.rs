@@ -10,9 +10,13 @@
 //!   compaction, txns, an event feed for watch), held in memory and made durable by the WAL
 //!   plus periodic [`checkpoint`]s.
 //!
+//! Beside them, [`bbolt`] reads and writes etcd's backend file format (bbolt), so that backups
+//! cross between Keel and etcd in etcd's own format.
+//!
 //! Every byte the engine writes is specified in `engine/FORMAT.md`.
 #![deny(missing_docs)]
 
+pub mod bbolt;
 pub mod checkpoint;
 pub mod io;
 pub mod mvcc;
