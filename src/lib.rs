@@ -8,6 +8,7 @@
 //! * [`raft`]: the raft node (raft-rs over Keel's WAL and store), its log format and the peer
 //!   transport.
 //! * [`cluster`]: etcd's member and cluster ids, `--initial-cluster`.
+//! * [`backup`]: Keel's state as etcd's backend file (the Snapshot RPC's stream).
 //! * [`api`]: the etcd v3 gRPC services (KV, Watch, Lease, Maintenance, Cluster); turns the
 //!   server core's typed results and errors into etcd's replies.
 //! * [`http`]: `/metrics`, `/health`, `/readyz`, `/livez`, `/version`.
@@ -21,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod datadir;

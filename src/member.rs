@@ -160,6 +160,21 @@ fn addrs(flag: &'static str, urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
         .collect()
 }
 
+/// Removes the backend files of Snapshot streams a crash interrupted (a stream removes its
+/// own when it ends).
+fn remove_snapshot_leftovers(snap_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(snap_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("backend-export-") && name.ends_with(".db.tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// True when the data dir holds a checkpoint (every member that ever started wrote one).
 fn has_checkpoint(data_dir: &DataDir) -> bool {
     let name = keel_engine::checkpoint::file_name(0);
@@ -299,6 +314,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         None => data_dir.wal_dir(),
     };
     let snap_dir = data_dir.snap_dir();
+    remove_snapshot_leftovers(&snap_dir);
     let snap_dir_for_peers = snap_dir.clone();
     let identity = Identity::load_or_store(
         &data_dir.root().join("member").join("identity"),
@@ -449,6 +465,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
                     id_seed: None,
                     tokens,
                     bcrypt_cost,
+                    scratch_dir: snap_dir.clone(),
                 },
                 store,
                 &meta,

@@ -17,10 +17,6 @@ use crate::server::state::{Applied, SharedRef, ETCD_API_VERSION};
 
 /// Size of one Snapshot response chunk (etcd sends 32 KiB chunks).
 pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
-/// A snapshot's body is padded to a multiple of this before its SHA-256 trailer (etcdctl
-/// refuses a snapshot whose body is not).
-pub const SNAPSHOT_ALIGN_BYTES: usize = 512;
-
 /// Keys encoded per slice of a Snapshot, each slice under the store's read lock.
 pub const SNAPSHOT_SLICE_KEYS: usize = 4096;
 
@@ -184,48 +180,70 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.admin_only(&request).await?;
-        // The snapshot is the MVCC checkpoint payload (engine/FORMAT.md), a self-checking
-        // image of the whole keyspace and its leases at one revision, zero-padded to a
-        // multiple of 512 bytes and followed by its SHA-256, the trailer etcdctl verifies
-        // (see "Snapshot files" in engine/FORMAT.md). It is encoded from the store's view at
-        // the current revision a slice of keys at a time, each under the read lock, so writes
-        // go on meanwhile; then sent a chunk at a time.
+        // The stream is etcd's backend file (a bbolt database with etcd's buckets; see
+        // `crate::backup`) followed by the SHA-256 of the file, as etcd streams it, so that
+        // `etcdctl snapshot status` and `restore` (and etcd itself) read it. The store is
+        // exported from a consistent view a slice of keys at a time, under the read lock for
+        // each slice only, so writes go on; the file is written by a thread of its own to the
+        // data dir and streamed from there, then removed.
         let shared = self.shared.clone();
-        let (pin, mut encoder, revision) = shared.begin_checkpoint();
-        let encoded = loop {
+        let (pin, mut export, meta) = shared.begin_export();
+        let revision = export.revision();
+        let collected = loop {
             shared.let_store_writers_in();
-            let step = encoder.step(&shared.read_store(), SNAPSHOT_SLICE_KEYS);
+            let step = export.step(&shared.read_store(), SNAPSHOT_SLICE_KEYS);
             match step {
                 Ok(true) => break Ok(()),
                 Ok(false) => futures_lite::future::yield_now().await,
                 Err(error) => break Err(error),
             }
         };
-        drop(pin);
-        let mut payload = encoded
-            .and_then(|()| encoder.finish())
+        let exported = collected
+            .and_then(|()| export.finish())
             .map_err(|e| Status::internal(format!("etcdserver: snapshot failed: {e}")))?;
-        payload.resize(
-            payload.len().div_ceil(SNAPSHOT_ALIGN_BYTES) * SNAPSHOT_ALIGN_BYTES,
-            0,
-        );
-        let digest = Sha256::digest(&payload);
-        payload.extend_from_slice(&digest);
+        // The export shares keys and values with the store: compaction may go on now.
+        drop(pin);
+        let path = shared.scratch_dir.join(format!(
+            "backend-export-{:016x}.db.tmp",
+            shared.ids.next_request_id()
+        ));
+        let file = BackendFile::write(path, exported, meta).await?;
         let header = shared.header().at(revision);
-        let chunks =
-            futures::stream::unfold((payload, 0usize), move |(payload, sent)| async move {
-                if sent >= payload.len() {
+        let chunks = futures::stream::unfold(
+            (file, Sha256::new(), false),
+            move |(mut file, mut digest, finished)| async move {
+                if finished {
                     return None;
                 }
-                let end = (sent + SNAPSHOT_CHUNK_BYTES).min(payload.len());
+                let chunk = match file.next_chunk() {
+                    Ok(chunk) => chunk,
+                    Err(error) => {
+                        let status = Status::internal(format!(
+                            "etcdserver: reading the snapshot file failed: {error}"
+                        ));
+                        return Some((Err(status), (file, digest, true)));
+                    }
+                };
+                if chunk.is_empty() {
+                    // The trailer etcdctl checks: the SHA-256 of everything sent before.
+                    let response = pb::SnapshotResponse {
+                        header,
+                        remaining_bytes: 0,
+                        blob: digest.finalize_reset().to_vec(),
+                        version: ETCD_API_VERSION.to_string(),
+                    };
+                    return Some((Ok(response), (file, digest, true)));
+                }
+                digest.update(&chunk);
                 let response = pb::SnapshotResponse {
                     header,
-                    remaining_bytes: (payload.len() - end) as u64,
-                    blob: payload[sent..end].to_vec(),
+                    remaining_bytes: file.remaining(),
+                    blob: chunk,
                     version: ETCD_API_VERSION.to_string(),
                 };
-                Some((Ok(response), (payload, end)))
-            });
+                Some((Ok(response), (file, digest, false)))
+            },
+        );
         Ok(Response::new(Box::pin(chunks)))
     }
 
@@ -266,6 +284,79 @@ impl MaintenanceService {
             .await
             .map(|_| ())
             .map_err(raw_auth_status)
+    }
+}
+
+/// The backend file of a Snapshot being streamed; removed when dropped (sent, or the client
+/// went away).
+struct BackendFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    size: u64,
+    sent: u64,
+}
+
+impl BackendFile {
+    /// Writes the file on a thread of its own (it can take seconds for a large store).
+    async fn write(
+        path: std::path::PathBuf,
+        exported: keel_engine::mvcc::Exported,
+        meta: crate::backup::BackendMeta,
+    ) -> Result<BackendFile, Status> {
+        let (done, result) = futures::channel::oneshot::channel();
+        let target = path.clone();
+        std::thread::Builder::new()
+            .name("keel-snapshot".into())
+            .spawn(move || {
+                let written = crate::backup::write_backend(&target, &exported, &meta)
+                    .map_err(|e| e.to_string())
+                    .and_then(|size| {
+                        std::fs::File::open(&target)
+                            .map(|file| (file, size))
+                            .map_err(|e| e.to_string())
+                    });
+                let _ = done.send(written);
+            })
+            .map_err(|e| Status::internal(format!("etcdserver: snapshot failed: {e}")))?;
+        let written = result
+            .await
+            .unwrap_or_else(|_| Err("the snapshot thread stopped".to_string()));
+        match written {
+            Ok((file, size)) => Ok(BackendFile {
+                path,
+                file,
+                size,
+                sent: 0,
+            }),
+            Err(error) => {
+                let _ = std::fs::remove_file(&path);
+                Err(Status::internal(format!(
+                    "etcdserver: snapshot failed: {error}"
+                )))
+            }
+        }
+    }
+
+    /// The next chunk (empty at the end). Reads of at most 32 KiB from a file just written,
+    /// so from the page cache.
+    fn next_chunk(&mut self) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let want = (self.size - self.sent).min(SNAPSHOT_CHUNK_BYTES as u64) as usize;
+        let mut chunk = vec![0; want];
+        self.file.read_exact(&mut chunk)?;
+        self.sent += want as u64;
+        Ok(chunk)
+    }
+
+    /// Bytes of the file not sent yet.
+    fn remaining(&self) -> u64 {
+        self.size - self.sent
+    }
+}
+
+impl Drop for BackendFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

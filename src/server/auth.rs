@@ -278,6 +278,25 @@ impl AuthStore {
         .encode_to_vec()
     }
 
+    /// An auth state from its parts (read from another format, such as etcd's backend
+    /// file), checked as a checkpoint section is.
+    pub fn from_parts(
+        enabled: bool,
+        revision: u64,
+        users: Vec<authpb::User>,
+        roles: Vec<authpb::Role>,
+    ) -> Result<AuthStore, String> {
+        AuthStore::decode(
+            &AuthSection {
+                enabled,
+                revision,
+                users,
+                roles,
+            }
+            .encode_to_vec(),
+        )
+    }
+
     /// Reads a section written by [`AuthStore::encode`].
     pub fn decode(bytes: &[u8]) -> Result<AuthStore, String> {
         let section = AuthSection::decode(bytes).map_err(|e| e.to_string())?;

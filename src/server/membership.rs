@@ -576,6 +576,7 @@ mod tests {
                 id_seed: Some(1),
                 tokens: crate::server::tokens::Tokens::simple(Duration::from_secs(300)),
                 bcrypt_cost: 4,
+                scratch_dir: std::env::temp_dir(),
             },
             keel_engine::mvcc::Store::new(),
             &meta,

@@ -352,6 +352,8 @@ pub struct Shared {
     pub tokens: Tokens,
     /// `--bcrypt-cost`.
     pub bcrypt_cost: u32,
+    /// Where a Snapshot's backend file is written while it is streamed.
+    pub scratch_dir: std::path::PathBuf,
     /// Metrics.
     pub metrics: Metrics,
     /// Server-chosen lease ids.
@@ -389,6 +391,9 @@ pub struct SharedConfig {
     pub tokens: Tokens,
     /// `--bcrypt-cost`.
     pub bcrypt_cost: u32,
+    /// Where a Snapshot's backend file is written while it is streamed (the data dir's
+    /// checkpoint directory).
+    pub scratch_dir: std::path::PathBuf,
 }
 
 /// The raft core's ends of the channels [`Shared`] sends on.
@@ -453,6 +458,7 @@ impl Shared {
             auth_enabled: AtomicBool::new(meta.auth.enabled()),
             tokens: config.tokens,
             bcrypt_cost: config.bcrypt_cost,
+            scratch_dir: config.scratch_dir,
             metrics: Metrics::default(),
             ids,
             wal_failed: AtomicBool::new(false),
@@ -887,6 +893,34 @@ impl Drop for CheckpointPin {
 }
 
 impl Shared {
+    /// Starts exporting the store as it is now (see `Store::begin_export`), with what etcd's
+    /// backend file holds besides it, all taken under the store's write lock so that they
+    /// agree (apply changes them only while holding it): the pin, the export, the rest.
+    pub fn begin_export(
+        self: &Arc<Self>,
+    ) -> (
+        CheckpointPin,
+        keel_engine::mvcc::Export,
+        crate::backup::BackendMeta,
+    ) {
+        let mut store = self.write_store();
+        let export = store.begin_export();
+        let pin = CheckpointPin {
+            shared: self.clone(),
+            instance: export.instance(),
+        };
+        let meta = crate::backup::BackendMeta {
+            consistent_index: self.applied_index.load(Ordering::Acquire),
+            term: self.raft_term.load(Ordering::Acquire),
+            members: self.member_list(),
+            removed: self.removed_list(),
+            alarms: self.alarms.lock().expect("alarm lock").clone(),
+            auth: self.auth().as_ref().clone(),
+        };
+        drop(store);
+        (pin, export, meta)
+    }
+
     /// Starts encoding the store as it is now (see `Store::begin_checkpoint`): the pin, the
     /// encoder, and the revision it captures.
     pub fn begin_checkpoint(

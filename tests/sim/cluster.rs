@@ -1132,6 +1132,7 @@ impl Sim {
                 id_seed: Some(member.incarnation * 1_000_000),
                 tokens: keel::server::tokens::Tokens::simple(Duration::from_secs(300)),
                 bcrypt_cost: 4,
+                scratch_dir: std::env::temp_dir(),
             },
             store,
             &recovered.meta.clone(),

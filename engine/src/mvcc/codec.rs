@@ -234,6 +234,38 @@ impl CheckpointEncoder {
         Ok(())
     }
 
+    /// The payload of a store given as its parts (see [`super::Store::import`]): `keys` in
+    /// ascending order, each with its retained history oldest first; leases by id.
+    pub(crate) fn encode_parts(
+        current_revision: i64,
+        compact_revision: i64,
+        keys: impl IntoIterator<Item = (Bytes, Vec<RevisionEntry>)>,
+        leases: &[super::ExportedLease],
+    ) -> Result<Vec<u8>, MvccError> {
+        let mut encoder = CheckpointEncoder {
+            instance: 0,
+            revision: current_revision,
+            compact_revision,
+            out: vec![0; HEADER_LEN],
+            keys: Vec::new(),
+            revisions: Vec::new(),
+            leases: leases
+                .iter()
+                .map(|lease| LeaseRecord {
+                    id: lease.id,
+                    granted_ttl_seconds: lease.granted_ttl_seconds,
+                    remaining_ttl_seconds: lease.remaining_ttl_seconds,
+                })
+                .collect(),
+            last_key: None,
+            done: true,
+        };
+        for (key, history) in keys {
+            encoder.push_key(&key, &history)?;
+        }
+        encoder.finish()
+    }
+
     /// The payload, once [`CheckpointEncoder::step`] returned true. Errors:
     /// [`MvccError::CheckpointTooLarge`], and the same for an encoder not done.
     pub fn finish(self) -> Result<Vec<u8>, MvccError> {
