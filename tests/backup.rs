@@ -13,29 +13,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::{etcdctl, free_port, http_get, Kind, Server, READY_TIMEOUT};
+use common::{etcdctl, free_port, start_restored, Kind, Server};
 
 /// etcdctl, which must succeed; its stdout.
 fn ok(endpoint: &str, args: &[&str]) -> String {
     let output = etcdctl(endpoint, args, None);
     assert!(output.status.success(), "etcdctl {args:?}: {output:?}");
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// etcd on an existing (restored) data dir; killed on drop.
-struct Restored {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Restored {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Writes the history on `server`; returns the lease id it granted (hex, as etcdctl prints).
@@ -118,95 +102,19 @@ fn a_keel_snapshot_restores_into_etcd_with_every_revision() {
     assert!(revision_of(&status, "totalKey") > 0, "{status}");
 
     // `snapshot restore` makes an etcd data dir; etcd serves the same data from it.
-    let (client, peer) = (free_port(), free_port());
-    let peer_url = format!("http://127.0.0.1:{peer}");
+    let peer = free_port();
     let restored_dir = dir.path().join("restored");
-    let restore = Command::new(common::ETCDCTL_BIN)
-        .env("ETCDCTL_API", "3")
-        .args([
-            "snapshot",
-            "restore",
-            &file_arg,
-            &format!("--data-dir={}", restored_dir.display()),
-            "--name=restored",
-            &format!("--initial-cluster=restored={peer_url}"),
-            &format!("--initial-advertise-peer-urls={peer_url}"),
-        ])
-        .output()
-        .expect("run etcdctl snapshot restore");
-    assert!(restore.status.success(), "snapshot restore: {restore:?}");
-    let client_url = format!("http://127.0.0.1:{client}");
-    let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
-    let child = Command::new(Kind::Etcd.binary())
-        .args([
-            "--name=restored",
-            &format!("--data-dir={}", restored_dir.display()),
-            &format!("--listen-client-urls={client_url}"),
-            &format!("--advertise-client-urls={client_url}"),
-            &format!("--listen-peer-urls={peer_url}"),
-            &format!("--initial-advertise-peer-urls={peer_url}"),
-            &format!("--initial-cluster=restored={peer_url}"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start etcd");
-    let restored = Restored {
-        child,
-        endpoint: format!("127.0.0.1:{client}"),
-    };
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while !matches!(http_get(&restored.endpoint, "/health"), Ok((200, _))) {
-        assert!(
-            Instant::now() < deadline,
-            "etcd did not start on the restored dir: {}",
-            std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::etcdctl_restore(&file, &restored_dir, peer);
+    let restored = start_restored(
+        Kind::Etcd,
+        &restored_dir,
+        peer,
+        &dir.path().join("etcd.log"),
+    );
     let after = observe(&restored.endpoint, &lease);
     // The lease's remaining TTL counts down between the two reads; granted TTL and keys must
     // agree (normalize masks the remaining seconds).
     assert_eq!(after, before);
-}
-
-/// Starts `kind` on the existing data dir `data_dir` as member `restored` of a one-member
-/// cluster on `peer`; waits until it serves.
-fn start_on(kind: Kind, data_dir: &std::path::Path, peer: u16, log: &std::path::Path) -> Restored {
-    let client = free_port();
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let out = std::fs::File::create(log).expect("log");
-    let child = Command::new(kind.binary())
-        .args([
-            "--name=restored",
-            &format!("--data-dir={}", data_dir.display()),
-            &format!("--listen-client-urls={client_url}"),
-            &format!("--advertise-client-urls={client_url}"),
-            &format!("--listen-peer-urls={peer_url}"),
-            &format!("--initial-advertise-peer-urls={peer_url}"),
-            &format!("--initial-cluster=restored={peer_url}"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("start the server");
-    let server = Restored {
-        child,
-        endpoint: format!("127.0.0.1:{client}"),
-    };
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while !matches!(http_get(&server.endpoint, "/health"), Ok((200, _))) {
-        assert!(
-            Instant::now() < deadline,
-            "{kind:?} did not start on the restored dir: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
 }
 
 fn restore_into_keel(file: &std::path::Path, data_dir: &std::path::Path, peer: u16) {
@@ -239,7 +147,7 @@ fn an_etcd_snapshot_and_data_dir_restore_into_keel() {
     let peer = free_port();
     let restored_dir = dir.path().join("keel-from-snapshot");
     restore_into_keel(&file, &restored_dir, peer);
-    let keel = start_on(
+    let keel = start_restored(
         Kind::Keel,
         &restored_dir,
         peer,
@@ -256,7 +164,7 @@ fn an_etcd_snapshot_and_data_dir_restore_into_keel() {
     let peer = free_port();
     let restored_dir = dir.path().join("keel-from-db");
     restore_into_keel(&db, &restored_dir, peer);
-    let keel = start_on(
+    let keel = start_restored(
         Kind::Keel,
         &restored_dir,
         peer,

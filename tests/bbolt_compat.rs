@@ -19,10 +19,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{etcdctl, free_port, http_get, Kind, Server, READY_TIMEOUT};
+use common::{etcdctl, free_port, Kind, Restored, Server};
 use keel_engine::bbolt::format::{PageHeader, BRANCH_PAGE, LEAF_PAGE};
 use keel_engine::bbolt::snapshot::{append_snapshot_hash, verify_snapshot_hash, SnapshotHash};
 use keel_engine::bbolt::{Reader, Writer};
@@ -282,69 +280,12 @@ impl History {
 }
 
 /// etcd started on an existing (restored) data dir; killed on drop.
-struct Restored {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Restored {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `etcdctl snapshot restore` of `snapshot` into `dir/restored`, then etcd on it.
 fn restore_and_start(snapshot: &Path, dir: &Path) -> Restored {
-    let (client, peer) = (free_port(), free_port());
-    let peer_url = format!("http://127.0.0.1:{peer}");
+    let peer = free_port();
     let data_dir = dir.join("restored");
-    let restore = Command::new(common::ETCDCTL_BIN)
-        .env("ETCDCTL_API", "3")
-        .args([
-            "snapshot",
-            "restore",
-            &snapshot.display().to_string(),
-            &format!("--data-dir={}", data_dir.display()),
-            "--name=restored",
-            &format!("--initial-cluster=restored={peer_url}"),
-            &format!("--initial-advertise-peer-urls={peer_url}"),
-        ])
-        .output()
-        .expect("run etcdctl snapshot restore");
-    assert!(restore.status.success(), "snapshot restore: {restore:?}");
-    let client_url = format!("http://127.0.0.1:{client}");
-    let log_path = dir.join("etcd.log");
-    let log = File::create(&log_path).expect("log");
-    let child = Command::new(Kind::Etcd.binary())
-        .args([
-            "--name=restored",
-            &format!("--data-dir={}", data_dir.display()),
-            &format!("--listen-client-urls={client_url}"),
-            &format!("--advertise-client-urls={client_url}"),
-            &format!("--listen-peer-urls={peer_url}"),
-            &format!("--initial-advertise-peer-urls={peer_url}"),
-            &format!("--initial-cluster=restored={peer_url}"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start etcd");
-    let restored = Restored {
-        child,
-        endpoint: format!("127.0.0.1:{client}"),
-    };
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while !matches!(http_get(&restored.endpoint, "/health"), Ok((200, _))) {
-        assert!(
-            Instant::now() < deadline,
-            "etcd did not start on the restored dir: {}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    restored
+    common::etcdctl_restore(snapshot, &data_dir, peer);
+    common::start_restored(Kind::Etcd, &data_dir, peer, &dir.join("etcd.log"))
 }
 
 #[test]

@@ -641,3 +641,75 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// A server started on an existing data dir (a restored backup) as the one member, named
+/// `restored`, of a cluster on its peer port. Killed on drop.
+pub struct Restored {
+    child: Child,
+    /// `127.0.0.1:<client port>`.
+    pub endpoint: String,
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `etcdctl snapshot restore` of `snapshot` into `data_dir`, for member `restored` on `peer`.
+pub fn etcdctl_restore(snapshot: &Path, data_dir: &Path, peer: u16) {
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let restore = Command::new(ETCDCTL_BIN)
+        .env("ETCDCTL_API", "3")
+        .args([
+            "snapshot",
+            "restore",
+            &snapshot.display().to_string(),
+            &format!("--data-dir={}", data_dir.display()),
+            "--name=restored",
+            &format!("--initial-cluster=restored={peer_url}"),
+            &format!("--initial-advertise-peer-urls={peer_url}"),
+        ])
+        .output()
+        .expect("run etcdctl snapshot restore");
+    assert!(restore.status.success(), "snapshot restore: {restore:?}");
+}
+
+/// Starts `kind` on the restored `data_dir` (member `restored` on `peer`), its output in
+/// `log`, and waits until it answers `/health`.
+pub fn start_restored(kind: Kind, data_dir: &Path, peer: u16, log: &Path) -> Restored {
+    let client = free_port();
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let out = File::create(log).expect("log");
+    let child = Command::new(kind.binary())
+        .args([
+            "--name=restored",
+            &format!("--data-dir={}", data_dir.display()),
+            &format!("--listen-client-urls={client_url}"),
+            &format!("--advertise-client-urls={client_url}"),
+            &format!("--listen-peer-urls={peer_url}"),
+            &format!("--initial-advertise-peer-urls={peer_url}"),
+            &format!("--initial-cluster=restored={peer_url}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {kind:?}: {e}"));
+    let server = Restored {
+        child,
+        endpoint: format!("127.0.0.1:{client}"),
+    };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !matches!(http_get(&server.endpoint, "/health"), Ok((200, _))) {
+        assert!(
+            Instant::now() < deadline,
+            "{kind:?} did not start on the restored dir: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}

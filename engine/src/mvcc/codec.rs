@@ -15,8 +15,7 @@ use rkyv::{Archive, Serialize};
 
 use super::lease::{LeaseEntry, LeaseTable};
 use super::{
-    retained_from, Bytes, Change, KeyIndex, MvccError, RevisionEntry, Stats, Store,
-    REVISION_OVERHEAD_BYTES,
+    Bytes, Change, KeyIndex, MvccError, RevisionEntry, Stats, Store, REVISION_OVERHEAD_BYTES,
 };
 
 /// First 8 bytes of every payload.
@@ -167,42 +166,24 @@ impl CheckpointEncoder {
     /// every key is encoded. Errors: [`MvccError::CheckpointTooLarge`],
     /// [`MvccError::StoreReplaced`] for any other store.
     pub fn step(&mut self, store: &Store, keys_budget: usize) -> Result<bool, MvccError> {
-        use std::ops::Bound;
         if store.instance != self.instance {
             return Err(MvccError::StoreReplaced);
         }
         if self.done {
             return Ok(true);
         }
-        let from = match &self.last_key {
-            Some(key) => Bound::Excluded(key.clone()),
-            None => Bound::Unbounded,
-        };
-        let mut visited = 0usize;
-        let mut last = None;
-        let mut keys = store.order.range((from, Bound::Unbounded));
-        let finished = loop {
-            if visited == keys_budget {
-                break false;
-            }
-            let Some(key) = keys.next() else {
-                break true;
-            };
-            visited += 1;
-            last = Some(key);
-            let Some((_, history)) = store.index.get(key) else {
-                continue;
-            };
-            let seen = &history[..history.partition_point(|e| e.main <= self.revision)];
-            let retained = &seen[retained_from(seen, self.compact_revision)..];
-            if !retained.is_empty() {
-                self.push_key(key, retained)?;
-            }
-        };
-        if let Some(key) = last {
-            self.last_key = Some(key.clone());
-        }
-        self.done = finished;
+        let (revision, compact_revision) = (self.revision, self.compact_revision);
+        let mut last_key = self.last_key.take();
+        let finished = super::visit_retained(
+            store,
+            &mut last_key,
+            revision,
+            compact_revision,
+            keys_budget,
+            |key, retained| self.push_key(key, retained),
+        );
+        self.last_key = last_key;
+        self.done = finished?;
         Ok(self.done)
     }
 

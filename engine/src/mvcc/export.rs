@@ -5,7 +5,6 @@
 //! The export shares keys and values with the store (`Arc`s): it holds one small record per
 //! retained revision, never a second copy of the data.
 
-use std::ops::Bound;
 use std::sync::Arc;
 
 use super::{retained_from, MvccError, Store};
@@ -108,28 +107,17 @@ impl Export {
         if self.done {
             return Ok(true);
         }
-        let from = match &self.last_key {
-            Some(key) => Bound::Excluded(key.clone()),
-            None => Bound::Unbounded,
-        };
-        let mut visited = 0usize;
-        let mut last = None;
-        let mut keys = store.order.range((from, Bound::Unbounded));
-        let finished = loop {
-            if visited == keys_budget {
-                break false;
-            }
-            let Some(key) = keys.next() else {
-                break true;
-            };
-            visited += 1;
-            last = Some(key);
-            let Some((_, history)) = store.index.get(key) else {
-                continue;
-            };
-            let seen = &history[..history.partition_point(|e| e.main <= self.revision)];
-            for entry in &seen[retained_from(seen, self.compact_revision)..] {
-                self.revisions.push(ExportedRevision {
+        let (revision, compact_revision) = (self.revision, self.compact_revision);
+        let mut last_key = self.last_key.take();
+        let revisions = &mut self.revisions;
+        let finished = super::visit_retained(
+            store,
+            &mut last_key,
+            revision,
+            compact_revision,
+            keys_budget,
+            |key, retained| {
+                revisions.extend(retained.iter().map(|entry| ExportedRevision {
                     main: entry.main,
                     sub: entry.sub,
                     key: key.clone(),
@@ -137,14 +125,13 @@ impl Export {
                     version: entry.version,
                     lease: entry.lease,
                     value: entry.value.clone(),
-                });
-            }
-        };
-        if let Some(key) = last {
-            self.last_key = Some(key.clone());
-        }
-        self.done = finished;
-        Ok(finished)
+                }));
+                Ok(())
+            },
+        );
+        self.last_key = last_key;
+        self.done = finished?;
+        Ok(self.done)
     }
 
     /// The export, revisions in (main, sub) order, once [`Export::step`] returned true.

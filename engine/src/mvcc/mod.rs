@@ -1331,6 +1331,49 @@ impl Store {
     }
 }
 
+/// Visits up to `keys_budget` keys of `store` after `last_key` (from the first when `None`),
+/// handing `visit` each key's history as it was at `revision` with what compaction at
+/// `compact_revision` keeps (keys with nothing left are skipped): one slice of a checkpoint
+/// or an export. Moves `last_key` to the last key visited; returns true once every key was.
+pub(crate) fn visit_retained(
+    store: &Store,
+    last_key: &mut Option<Bytes>,
+    revision: i64,
+    compact_revision: i64,
+    keys_budget: usize,
+    mut visit: impl FnMut(&Bytes, &[RevisionEntry]) -> Result<(), MvccError>,
+) -> Result<bool, MvccError> {
+    let from = match last_key.as_ref() {
+        Some(key) => Bound::Excluded(key.clone()),
+        None => Bound::Unbounded,
+    };
+    let mut visited = 0usize;
+    let mut last = None;
+    let mut keys = store.order.range((from, Bound::Unbounded));
+    let finished = loop {
+        if visited == keys_budget {
+            break false;
+        }
+        let Some(key) = keys.next() else {
+            break true;
+        };
+        visited += 1;
+        last = Some(key);
+        let Some((_, history)) = store.index.get(key) else {
+            continue;
+        };
+        let seen = &history[..history.partition_point(|e| e.main <= revision)];
+        let retained = &seen[retained_from(seen, compact_revision)..];
+        if !retained.is_empty() {
+            visit(key, retained)?;
+        }
+    };
+    if let Some(key) = last {
+        *last_key = Some(key.clone());
+    }
+    Ok(finished)
+}
+
 /// Index of the first entry of `history` that compaction at `compact_revision` keeps: the
 /// entries before it are logically gone (physically they may linger until
 /// [`Store::compact_step`] reaches the key). Per key, the newest entry at or below the compact
