@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Snapshot save of N keys (default 1 M) on etcd and Keel, side by side, alternating, R rounds
+# (default 3): the time `etcdctl snapshot save` takes, the file's size, the server's peak RSS
+# growth during the save (VmHWM after minus VmRSS before), and the time `etcdctl snapshot
+# restore` takes to restore each system's file. Writes perf/results/<date>-<host>-snapshot.md.
+#
+#   perf/snapshot.sh [--keys N] [--rounds R] [--keel PATH] [--etcd PATH]
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+keys=1000000
+rounds=3
+etcd_bin=/usr/bin/etcd
+keel_bin=${CARGO_TARGET_DIR:-$repo/target}/release/keel
+bench=${CARGO_TARGET_DIR:-$repo/target}/release/keel-bench
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --keys) keys=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --keel) keel_bin=$2; shift 2 ;;
+    --etcd) etcd_bin=$2; shift 2 ;;
+    *) echo "snapshot.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+run_dir=perf/.run/snapshot
+out=perf/results/$(date -u +%Y-%m-%d)-$(hostname -s 2>/dev/null || uname -n)-snapshot.md
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pid=""
+stop() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=""; }
+trap stop EXIT
+kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$pid/status"; }
+results=()
+
+one() {
+  local system=$1 binary=$2 round=$3
+  rm -rf "$run_dir"; mkdir -p "$run_dir"
+  local client peer
+  client=$(free_port); peer=$(free_port)
+  "$binary" --name s --data-dir "$run_dir/data" \
+    --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+    --initial-cluster "s=http://127.0.0.1:$peer" --quota-backend-bytes 8589934592 \
+    >"$run_dir/server.log" 2>&1 &
+  pid=$!
+  local deadline=$((SECONDS + 30))
+  until "$bench" put --endpoints "http://127.0.0.1:$client" --total 1 --json 2>/dev/null | grep -q '"errors":0'; do
+    [ $SECONDS -lt $deadline ] || { echo "$system did not start" >&2; exit 1; }
+    sleep 0.2
+  done
+  "$bench" put --endpoints "http://127.0.0.1:$client" --clients 100 --conns 10 --total "$keys" \
+    --key-space-size "$keys" --sequential-keys --key-size 16 --val-size 256 --json >/dev/null
+  local rss_before start end hwm size restore_start restore_end
+  rss_before=$(kb VmRSS)
+  start=$(date +%s.%N)
+  ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:$client" --command-timeout=600s \
+    snapshot save "$run_dir/snap.db" >/dev/null 2>&1
+  end=$(date +%s.%N)
+  hwm=$(kb VmHWM)
+  size=$(stat -c %s "$run_dir/snap.db")
+  stop
+  restore_start=$(date +%s.%N)
+  ETCDCTL_API=3 etcdctl snapshot restore "$run_dir/snap.db" --data-dir "$run_dir/restored" \
+    --name r --initial-cluster "r=http://127.0.0.1:$peer" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer" >/dev/null 2>&1
+  restore_end=$(date +%s.%N)
+  local line
+  line=$(awk -v s="$system" -v r="$round" -v a="$start" -v b="$end" -v h="$hwm" -v rb="$rss_before" \
+    -v z="$size" -v c="$restore_start" -v d="$restore_end" \
+    'BEGIN { printf "%s|%s|%.2f|%.0f|%.0f|%.2f", s, r, b - a, z / 1048576, (h - rb) / 1024, d - c }')
+  echo "  $line" >&2
+  results+=("$line")
+}
+
+for round in $(seq "$rounds"); do
+  one etcd "$etcd_bin" "$round"
+  one keel "$keel_bin" "$round"
+done
+rm -rf "$run_dir"
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+col() { printf '%s\n' "${results[@]}" | awk -F'|' -v s="$1" -v c="$2" '$1 == s {print $c}' | median; }
+{
+  echo "# Snapshot save and restore: Keel vs etcd, $(date -u +%Y-%m-%d)"
+  echo
+  echo "Written by \`perf/snapshot.sh --keys $keys --rounds $rounds\`: $keys keys of 16 bytes with"
+  echo "256-byte values, one member, systems alternating, medians of $rounds rounds. etcd:"
+  echo "$("$etcd_bin" --version | sed -n 1p). Machine: $(nproc) cores, $(uname -r)."
+  echo
+  echo "| | etcd | Keel | Keel/etcd |"
+  echo "|---|---:|---:|---:|"
+  for c in "3|snapshot save, s" "4|file size, MiB" "5|server peak RSS growth during the save, MiB" "6|etcdctl snapshot restore of that file, s"; do
+    n=${c%%|*}; name=${c#*|}
+    e=$(col etcd "$n"); k=$(col keel "$n")
+    ratio=$(awk -v e="$e" -v k="$k" 'BEGIN { if (e > 0) printf "%.2f×", k / e; else print "n/a" }')
+    echo "| $name | $e | $k | $ratio |"
+  done
+  echo
+  echo "Raw rounds (system|round|save s|size MiB|RSS growth MiB|restore s):"
+  echo
+  printf '    %s\n' "${results[@]}"
+} >"$out"
+echo "snapshot.sh: wrote $out" >&2
