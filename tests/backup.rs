@@ -117,6 +117,16 @@ fn a_keel_snapshot_restores_into_etcd_with_every_revision() {
     assert_eq!(after, before);
 }
 
+/// keelctl, which must succeed; its stdout.
+fn keelctl(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keelctl"))
+        .args(args)
+        .output()
+        .expect("run keelctl");
+    assert!(output.status.success(), "keelctl {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn restore_into_keel(file: &std::path::Path, data_dir: &std::path::Path, peer: u16) {
     let peer_url = format!("http://127.0.0.1:{peer}");
     keel::backup::restore(
@@ -144,9 +154,31 @@ fn an_etcd_snapshot_and_data_dir_restore_into_keel() {
         &["snapshot", "save", &file.display().to_string()],
     );
 
+    // `keelctl snapshot status` prints what `etcdctl snapshot status` prints.
+    assert_eq!(
+        keelctl(&["snapshot", "status", &file.display().to_string()]),
+        {
+            let output = etcdctl(
+                "127.0.0.1:1",
+                &["snapshot", "status", &file.display().to_string()],
+                None,
+            );
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        }
+    );
+    // `keelctl snapshot restore`, with etcdctl's flags.
     let peer = free_port();
+    let peer_url = format!("http://127.0.0.1:{peer}");
     let restored_dir = dir.path().join("keel-from-snapshot");
-    restore_into_keel(&file, &restored_dir, peer);
+    keelctl(&[
+        "snapshot",
+        "restore",
+        &file.display().to_string(),
+        &format!("--data-dir={}", restored_dir.display()),
+        "--name=restored",
+        &format!("--initial-cluster=restored={peer_url}"),
+        &format!("--initial-advertise-peer-urls={peer_url}"),
+    ]);
     let keel = start_restored(
         Kind::Keel,
         &restored_dir,
@@ -221,5 +253,18 @@ fn damaged_backups_are_refused_and_write_nothing() {
             "{what}: {error}"
         );
         assert!(!target.exists(), "{what}: a data dir was created");
+        // keelctl says the same and exits 1.
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_keelctl"))
+            .args(["snapshot", "restore", &file.display().to_string()])
+            .arg(format!("--data-dir={}", target.display()))
+            .output()
+            .expect("run keelctl");
+        assert_eq!(output.status.code(), Some(1), "{what}: {output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr).trim(),
+            format!("Error: {error}"),
+            "{what}"
+        );
+        assert!(!target.exists(), "{what}: keelctl created a data dir");
     }
 }
