@@ -343,14 +343,14 @@ pub fn read_backend(path: &Path) -> Result<ImportedBackend, RestoreError> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(bbolt_error)
     };
-    for required in [&b"key"[..], b"meta"] {
-        if reader.bucket(required).map_err(bbolt_error)?.is_none() {
-            return Err(not_etcd(format!(
-                "no `{}` bucket",
-                String::from_utf8_lossy(required)
-            )));
-        }
-    }
+    let required = |name: &str| {
+        reader
+            .bucket(name.as_bytes())
+            .map_err(bbolt_error)?
+            .ok_or_else(|| not_etcd(format!("no `{name}` bucket")))
+    };
+    let key_bucket = required("key")?;
+    required("meta")?;
 
     let mut meta = std::collections::HashMap::new();
     for entry in entries(b"meta")? {
@@ -378,53 +378,50 @@ pub fn read_backend(path: &Path) -> Result<ImportedBackend, RestoreError> {
 
     let mut revisions = Vec::new();
     let mut current = 1i64.max(compact_revision);
-    let mut reader_key = reader.bucket(b"key").map_err(bbolt_error)?;
-    if let Some(bucket) = reader_key.take() {
-        for entry in reader.entries(&bucket) {
-            let entry = entry.map_err(bbolt_error)?;
-            let tombstone = match entry.key.len() {
-                17 => false,
-                18 if entry.key[17] == b't' => true,
-                _ => {
-                    return Err(not_etcd(format!(
-                        "key bucket record of {} bytes is not a revision",
-                        entry.key.len()
-                    )))
-                }
-            };
-            if entry.key[8] != b'_' {
-                return Err(not_etcd("key bucket record is not a revision".into()));
+    for entry in reader.entries(&key_bucket) {
+        let entry = entry.map_err(bbolt_error)?;
+        let tombstone = match entry.key.len() {
+            17 => false,
+            18 if entry.key[17] == b't' => true,
+            _ => {
+                return Err(not_etcd(format!(
+                    "key bucket record of {} bytes is not a revision",
+                    entry.key.len()
+                )))
             }
-            let main = i64::from_be_bytes(entry.key[..8].try_into().expect("8 bytes"));
-            let sub = i64::from_be_bytes(entry.key[9..17].try_into().expect("8 bytes"));
-            let sub = u32::try_from(sub)
-                .map_err(|_| not_etcd(format!("sub revision {sub} out of range")))?;
-            let kv = mvccpb::KeyValue::decode(entry.value.as_slice())
-                .map_err(|e| not_etcd(format!("revision {main}: {e}")))?;
-            current = current.max(main);
-            let key: Arc<[u8]> = kv.key.into();
-            revisions.push(if tombstone {
-                ExportedRevision {
-                    main,
-                    sub,
-                    key,
-                    create_revision: 0,
-                    version: 0,
-                    lease: 0,
-                    value: None,
-                }
-            } else {
-                ExportedRevision {
-                    main,
-                    sub,
-                    key,
-                    create_revision: kv.create_revision,
-                    version: kv.version,
-                    lease: kv.lease,
-                    value: Some(kv.value.into()),
-                }
-            });
+        };
+        if entry.key[8] != b'_' {
+            return Err(not_etcd("key bucket record is not a revision".into()));
         }
+        let main = i64::from_be_bytes(entry.key[..8].try_into().expect("8 bytes"));
+        let sub = i64::from_be_bytes(entry.key[9..17].try_into().expect("8 bytes"));
+        let sub =
+            u32::try_from(sub).map_err(|_| not_etcd(format!("sub revision {sub} out of range")))?;
+        let kv = mvccpb::KeyValue::decode(entry.value.as_slice())
+            .map_err(|e| not_etcd(format!("revision {main}: {e}")))?;
+        current = current.max(main);
+        let key: Arc<[u8]> = kv.key.into();
+        revisions.push(if tombstone {
+            ExportedRevision {
+                main,
+                sub,
+                key,
+                create_revision: 0,
+                version: 0,
+                lease: 0,
+                value: None,
+            }
+        } else {
+            ExportedRevision {
+                main,
+                sub,
+                key,
+                create_revision: kv.create_revision,
+                version: kv.version,
+                lease: kv.lease,
+                value: Some(kv.value.into()),
+            }
+        });
     }
 
     let mut leases = Vec::new();

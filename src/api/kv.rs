@@ -152,11 +152,11 @@ impl Kv for KvService {
         let txn = convert::txn_request(&request)?;
         mvcc::check_txn_request(&txn, self.shared.limits.txn_ops_max).map_err(mvcc_status)?;
         self.shared.metrics.txn_total.inc();
+        let user = credentials.caller(&self.shared).await?;
         if !txn_writes(&request) {
             if !txn_serializable(&request) {
                 self.shared.linearizable_barrier().await?;
             }
-            let user = credentials.caller(&self.shared).await?;
             // A txn that only reads needs no log entry (etcd serves it the same way); it is
             // answered under the store's read lock, atomically against apply.
             let answer = {
@@ -174,7 +174,6 @@ impl Kv for KvService {
                 )));
             }
         }
-        let user = credentials.caller(&self.shared).await?;
         self.shared
             .check_quota(request.compare.len() * 8 + request.success.len() * 64)
             .await?;

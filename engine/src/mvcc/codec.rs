@@ -65,6 +65,16 @@ struct LeaseRecord {
     remaining_ttl_seconds: i64,
 }
 
+impl From<&super::ExportedLease> for LeaseRecord {
+    fn from(lease: &super::ExportedLease) -> LeaseRecord {
+        LeaseRecord {
+            id: lease.id,
+            granted_ttl_seconds: lease.granted_ttl_seconds,
+            remaining_ttl_seconds: lease.remaining_ttl_seconds,
+        }
+    }
+}
+
 fn too_large(what: &str) -> MvccError {
     MvccError::CheckpointTooLarge(what.to_string())
 }
@@ -132,14 +142,9 @@ impl CheckpointEncoder {
                 usize::try_from(store.stats.total_revisions).unwrap_or(0),
             ),
             leases: store
-                .leases
-                .leases
+                .exported_leases()
                 .iter()
-                .map(|(id, lease)| LeaseRecord {
-                    id: *id,
-                    granted_ttl_seconds: lease.granted_ttl_seconds,
-                    remaining_ttl_seconds: lease.remaining_ttl_seconds,
-                })
+                .map(LeaseRecord::from)
                 .collect(),
             last_key: None,
             done: false,
@@ -230,14 +235,7 @@ impl CheckpointEncoder {
             out: vec![0; HEADER_LEN],
             keys: Vec::new(),
             revisions: Vec::new(),
-            leases: leases
-                .iter()
-                .map(|lease| LeaseRecord {
-                    id: lease.id,
-                    granted_ttl_seconds: lease.granted_ttl_seconds,
-                    remaining_ttl_seconds: lease.remaining_ttl_seconds,
-                })
-                .collect(),
+            leases: leases.iter().map(LeaseRecord::from).collect(),
             last_key: None,
             done: true,
         };

@@ -73,16 +73,7 @@ impl Export {
             revision: store.current_revision,
             compact_revision: store.compact_revision,
             revisions: Vec::new(),
-            leases: store
-                .leases
-                .leases
-                .iter()
-                .map(|(id, lease)| ExportedLease {
-                    id: *id,
-                    granted_ttl_seconds: lease.granted_ttl_seconds,
-                    remaining_ttl_seconds: lease.remaining_ttl_seconds,
-                })
-                .collect(),
+            leases: store.exported_leases(),
             last_key: None,
             done: false,
         }
@@ -151,6 +142,20 @@ impl Export {
 }
 
 impl Store {
+    /// The lease table by id: ids and TTLs (leases change without revisions, so a checkpoint
+    /// or an export takes them when it begins).
+    pub(crate) fn exported_leases(&self) -> Vec<ExportedLease> {
+        self.leases
+            .leases
+            .iter()
+            .map(|(id, lease)| ExportedLease {
+                id: *id,
+                granted_ttl_seconds: lease.granted_ttl_seconds,
+                remaining_ttl_seconds: lease.remaining_ttl_seconds,
+            })
+            .collect()
+    }
+
     /// A store holding exactly `exported`'s revisions and leases, at its revision and compact
     /// revision (for a store read from another format, such as etcd's backend file). Keys'
     /// histories are rebuilt from the revisions; per key, only what compaction at the compact
