@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Snapshot save of N keys (default 1 M) on etcd and Keel, side by side, alternating, R rounds
 # (default 3): the time `etcdctl snapshot save` takes, the file's size, the server's peak RSS
-# growth during the save (VmHWM after minus VmRSS before), and the time `etcdctl snapshot
-# restore` takes to restore each system's file. Writes perf/results/<date>-<host>-snapshot.md.
+# growth during the save (VmHWM after minus VmRSS before), and the time and peak RSS of
+# `etcdctl snapshot restore` and of `keelctl snapshot restore` restoring each system's file.
+# Writes perf/results/<date>-<host>-snapshot.md.
 #
 #   perf/snapshot.sh [--keys N] [--rounds R] [--keel PATH] [--etcd PATH]
 set -euo pipefail
@@ -13,6 +14,7 @@ rounds=3
 etcd_bin=/usr/bin/etcd
 keel_bin=${CARGO_TARGET_DIR:-$repo/target}/release/keel
 bench=${CARGO_TARGET_DIR:-$repo/target}/release/keel-bench
+keelctl=${CARGO_TARGET_DIR:-$repo/target}/release/keelctl
 while [ $# -gt 0 ]; do
   case "$1" in
     --keys) keys=$2; shift 2 ;;
@@ -58,15 +60,22 @@ one() {
   hwm=$(kb VmHWM)
   size=$(stat -c %s "$run_dir/snap.db")
   stop
-  restore_start=$(date +%s.%N)
-  ETCDCTL_API=3 etcdctl snapshot restore "$run_dir/snap.db" --data-dir "$run_dir/restored" \
-    --name r --initial-cluster "r=http://127.0.0.1:$peer" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$peer" >/dev/null 2>&1
-  restore_end=$(date +%s.%N)
+  # Each restore under GNU time: elapsed seconds and peak RSS in KiB.
+  local etcdctl_restore keelctl_restore
+  etcdctl_restore=$(ETCDCTL_API=3 /usr/bin/time -f '%e %M' -o /dev/stdout etcdctl snapshot restore \
+    "$run_dir/snap.db" --data-dir "$run_dir/restored" --name r \
+    --initial-cluster "r=http://127.0.0.1:$peer" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer" 2>/dev/null | tail -1)
+  keelctl_restore=$(/usr/bin/time -f '%e %M' -o /dev/stdout "$keelctl" snapshot restore \
+    "$run_dir/snap.db" --data-dir "$run_dir/restored-keel" --name r \
+    --initial-cluster "r=http://127.0.0.1:$peer" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer" 2>/dev/null | tail -1)
   local line
   line=$(awk -v s="$system" -v r="$round" -v a="$start" -v b="$end" -v h="$hwm" -v rb="$rss_before" \
-    -v z="$size" -v c="$restore_start" -v d="$restore_end" \
-    'BEGIN { printf "%s|%s|%.2f|%.0f|%.0f|%.2f", s, r, b - a, z / 1048576, (h - rb) / 1024, d - c }')
+    -v z="$size" -v er="$etcdctl_restore" -v kr="$keelctl_restore" \
+    'BEGIN { split(er, e, " "); split(kr, k, " ");
+             printf "%s|%s|%.2f|%.0f|%.0f|%.2f|%.0f|%.2f|%.0f", s, r, b - a, z / 1048576, (h - rb) / 1024,
+               e[1], e[2] / 1024, k[1], k[2] / 1024 }')
   echo "  $line" >&2
   results+=("$line")
 }
@@ -88,14 +97,28 @@ col() { printf '%s\n' "${results[@]}" | awk -F'|' -v s="$1" -v c="$2" '$1 == s {
   echo
   echo "| | etcd | Keel | Keel/etcd |"
   echo "|---|---:|---:|---:|"
-  for c in "3|snapshot save, s" "4|file size, MiB" "5|server peak RSS growth during the save, MiB" "6|etcdctl snapshot restore of that file, s"; do
+  for c in "3|snapshot save, s" "4|file size, MiB" "5|server peak RSS growth during the save, MiB" \
+    "6|etcdctl snapshot restore of that file, s" "7|etcdctl snapshot restore of that file, peak RSS MiB" \
+    "8|keelctl snapshot restore of that file, s" "9|keelctl snapshot restore of that file, peak RSS MiB"; do
     n=${c%%|*}; name=${c#*|}
     e=$(col etcd "$n"); k=$(col keel "$n")
     ratio=$(awk -v e="$e" -v k="$k" 'BEGIN { if (e > 0) printf "%.2f×", k / e; else print "n/a" }')
     echo "| $name | $e | $k | $ratio |"
   done
   echo
-  echo "Raw rounds (system|round|save s|size MiB|RSS growth MiB|restore s):"
+  echo "Each system's backup restored with its own tool (etcd's file with etcdctl, Keel's with"
+  echo "keelctl), each into a new data dir:"
+  echo
+  echo "| | etcdctl (etcd's file) | keelctl (Keel's file) | Keel/etcd |"
+  echo "|---|---:|---:|---:|"
+  for c in "6 8|restore, s" "7 9|restore, peak RSS MiB"; do
+    pair=${c%%|*}; name=${c#*|}
+    e=$(col etcd "${pair% *}"); k=$(col keel "${pair#* }")
+    ratio=$(awk -v e="$e" -v k="$k" 'BEGIN { if (e > 0) printf "%.2f×", k / e; else print "n/a" }')
+    echo "| $name | $e | $k | $ratio |"
+  done
+  echo
+  echo "Raw rounds (system|round|save s|size MiB|RSS growth MiB|etcdctl restore s|etcdctl restore RSS MiB|keelctl restore s|keelctl restore RSS MiB):"
   echo
   printf '    %s\n' "${results[@]}"
 } >"$out"

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use tempfile::TempDir;
 
+pub mod ctl;
 pub mod ops;
 
 /// Where Debian's etcd-server package (installed by `scripts/install-test-deps.sh`) puts etcd.

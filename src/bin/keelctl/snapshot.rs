@@ -1,30 +1,15 @@
-//! `keelctl`: Keel's command-line tool. So far it has the offline snapshot commands of
-//! etcdctl/etcdutl for etcd's backup files: `snapshot restore` (an etcd or Keel snapshot, or
-//! an etcd member's `member/snap/db`, into a new Keel data dir) and `snapshot status`. The
-//! rest of etcdctl's commands are not built yet; use etcdctl against Keel meanwhile.
+//! `snapshot restore` and `snapshot status`: the offline tools of etcdctl/etcdutl for etcd's
+//! backup files. Restore makes a new Keel data dir from an etcd or Keel snapshot, or from an
+//! etcd member's `member/snap/db`; status prints what `etcdctl snapshot status` prints.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 
-/// Keel's command-line tool (etcdctl-compatible; so far the snapshot commands).
-#[derive(Parser, Debug)]
-#[command(name = "keelctl", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use crate::error::CliError;
 
 #[derive(Subcommand, Debug)]
-enum Command {
-    /// Snapshot files in etcd's format (what `etcdctl snapshot save` writes).
-    #[command(subcommand)]
-    Snapshot(SnapshotCommand),
-}
-
-#[derive(Subcommand, Debug)]
-enum SnapshotCommand {
+pub enum SnapshotCommand {
     /// Restores a snapshot (or an etcd member's member/snap/db) into a new Keel data dir, for
     /// one member of a new cluster; restore every member of the cluster from the same file.
     Restore(RestoreArgs),
@@ -34,33 +19,33 @@ enum SnapshotCommand {
 }
 
 #[derive(Args, Debug)]
-struct RestoreArgs {
+pub struct RestoreArgs {
     /// The snapshot file.
-    file: PathBuf,
+    pub file: PathBuf,
     /// Path to the data directory to create (default: <name>.keel).
     #[arg(long)]
-    data_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
     /// Human-readable name of the member being restored.
     #[arg(long, default_value = "default")]
-    name: String,
+    pub name: String,
     /// The new cluster: name=peer-url,...
     #[arg(long, default_value = "default=http://localhost:2380")]
-    initial_cluster: String,
+    pub initial_cluster: String,
     /// Initial cluster token of the new cluster.
     #[arg(long, default_value = "etcd-cluster")]
-    initial_cluster_token: String,
+    pub initial_cluster_token: String,
     /// This member's peer URLs, as it will advertise them.
     #[arg(long, default_value = "http://localhost:2380")]
-    initial_advertise_peer_urls: String,
+    pub initial_advertise_peer_urls: String,
 }
 
 #[derive(Args, Debug)]
-struct StatusArgs {
+pub struct StatusArgs {
     /// The snapshot file.
-    file: PathBuf,
+    pub file: PathBuf,
 }
 
-fn restore(args: &RestoreArgs) -> Result<(), String> {
+fn restore(args: &RestoreArgs) -> Result<(), CliError> {
     let data_dir = args
         .data_dir
         .clone()
@@ -75,7 +60,7 @@ fn restore(args: &RestoreArgs) -> Result<(), String> {
             initial_advertise_peer_urls: &args.initial_advertise_peer_urls,
         },
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(CliError::error)?;
     println!(
         "restored snapshot {} into {} (member {})",
         args.file.display(),
@@ -85,8 +70,8 @@ fn restore(args: &RestoreArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn status(args: &StatusArgs) -> Result<(), String> {
-    let status = keel::backup::status(&args.file).map_err(|e| e.to_string())?;
+fn status(args: &StatusArgs) -> Result<(), CliError> {
+    let status = keel::backup::status(&args.file).map_err(CliError::error)?;
     println!(
         "{:x}, {}, {}, {}",
         status.hash, status.revision, status.total_keys, status.total_size
@@ -94,17 +79,10 @@ fn status(args: &StatusArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Snapshot(SnapshotCommand::Restore(args)) => restore(args),
-        Command::Snapshot(SnapshotCommand::Status(args)) => status(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("Error: {error}");
-            ExitCode::FAILURE
-        }
+/// Runs a snapshot subcommand.
+pub fn run(command: &SnapshotCommand) -> Result<(), CliError> {
+    match command {
+        SnapshotCommand::Restore(args) => restore(args),
+        SnapshotCommand::Status(args) => status(args),
     }
 }

@@ -1,0 +1,119 @@
+//! `keelctl`: an etcdctl-compatible command-line client for Keel and for upstream etcd, with
+//! etcdutl's offline snapshot tools.
+//!
+//! Commands, flags, `ETCDCTL_*` variables, output formats (`-w simple|json|protobuf|table|
+//! fields`), error messages and exit codes follow etcdctl 3.5, so scripts written for etcdctl
+//! work unchanged. Each command lives in its own module; [`Ctx`] carries the global flags and
+//! opens the connection on first use, so commands that need no server (the offline snapshot
+//! tools) never dial one.
+
+mod client;
+mod error;
+mod global;
+mod gofmt;
+mod kv;
+mod print;
+mod snapshot;
+
+use std::cell::OnceCell;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use client::Client;
+use error::CliError;
+use global::Global;
+use print::Out;
+
+/// A simple command line client for etcd3 and Keel.
+#[derive(Parser, Debug)]
+#[command(name = "keelctl", version, disable_help_subcommand = true)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Gets the key or a range of keys.
+    Get(kv::GetArgs),
+    /// Puts the given key into the store.
+    Put(kv::PutArgs),
+    /// Removes the specified key or range of keys [key, range_end).
+    Del(kv::DelArgs),
+    /// Manages etcd node snapshots.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
+}
+
+/// What every command gets: the global flags, how to print, and the connection (opened on
+/// first use).
+pub struct Ctx {
+    /// The global flags.
+    pub global: Global,
+    /// `-w` and `--hex`.
+    pub out: Out,
+    client: OnceCell<Client>,
+}
+
+impl Ctx {
+    fn new(global: Global) -> Ctx {
+        let out = Out {
+            format: global.write_out,
+            hex: global.hex,
+        };
+        Ctx {
+            global,
+            out,
+            client: OnceCell::new(),
+        }
+    }
+
+    /// The connection to the endpoints, opened on first use.
+    pub fn client(&self) -> Result<&Client, CliError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let client = Client::connect(&self.global)?;
+        Ok(self.client.get_or_init(|| client))
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let ctx = Ctx::new(cli.global);
+    match &cli.command {
+        Command::Get(args) => kv::get(&ctx, args),
+        Command::Put(args) => kv::put(&ctx, args),
+        Command::Del(args) => kv::del(&ctx, args),
+        Command::Snapshot(command) => snapshot::run(command),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = global::args_with_env(std::env::args().collect(), std::env::vars());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    return ExitCode::SUCCESS;
+                }
+                _ => {
+                    let _ = e.print();
+                    return ExitCode::from(error::exit::ERROR);
+                }
+            }
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            ExitCode::from(error.code)
+        }
+    }
+}
