@@ -49,6 +49,9 @@ impl tonic::service::Interceptor for Token {
     }
 }
 
+/// Go's text for an expired context, which etcdctl prints for a call that timed out.
+pub const DEADLINE: &str = "context deadline exceeded";
+
 /// The channel type of every generated client keelctl uses.
 pub type Svc = InterceptedService<Channel, Token>;
 
@@ -107,13 +110,15 @@ fn parse_endpoint(endpoint: &str) -> Result<Target, CliError> {
 
 impl Client {
     /// Connects to the first of `--endpoints` that answers within `--dial-timeout`, and
-    /// authenticates when `--user` is given.
+    /// authenticates when `--user` is given. When none answers, the error is the one
+    /// etcdctl 3.5 gives when its first call times out: `context deadline exceeded`, exit
+    /// status 1 (its dial does not block, so the call is what fails).
     pub fn connect(global: &Global) -> Result<Client, CliError> {
         let mut last = None;
         for endpoint in &global.endpoints {
             match Client::connect_to(global, endpoint) {
                 Ok(client) => return Ok(client),
-                Err(e) if e.code == crate::error::exit::BAD_CONNECTION => last = Some(e),
+                Err(e) if e.message == DEADLINE => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -148,8 +153,8 @@ impl Client {
                 )
                 .await
             })
-            .map_err(|_| CliError::bad_connection("context deadline exceeded"))?
-            .map_err(|_| CliError::bad_connection("context deadline exceeded"))?;
+            .map_err(|_| CliError::error(DEADLINE))?
+            .map_err(|_| CliError::error(DEADLINE))?;
         let client = Client {
             rt,
             channel,
@@ -224,7 +229,7 @@ impl Client {
     ) -> Result<T, CliError> {
         self.rt
             .block_on(async { tokio::time::timeout(self.command_timeout, call).await })
-            .map_err(|_| CliError::error("context deadline exceeded"))?
+            .map_err(|_| CliError::error(DEADLINE))?
             .map(tonic::Response::into_inner)
             .map_err(|status| CliError::error(status_text(&status)))
     }
