@@ -306,8 +306,8 @@ pub enum RestoreError {
 /// An etcd backend file read into Keel's state.
 #[derive(Debug)]
 pub struct ImportedBackend {
-    /// The store.
-    pub store: Store,
+    /// The store, as the checkpoint payload that holds it (see [`Store::import_checkpoint`]).
+    pub checkpoint: Vec<u8>,
     /// The auth state.
     pub auth: AuthStore,
     /// etcd's consistent index (its raft index when the file was made).
@@ -436,7 +436,7 @@ pub fn read_backend(path: &Path) -> Result<ImportedBackend, RestoreError> {
     }
     leases.sort_by_key(|l| l.id);
 
-    let store = Store::import(&Exported {
+    let checkpoint = Store::import_checkpoint(Exported {
         revision: current,
         compact_revision,
         revisions,
@@ -477,7 +477,7 @@ pub fn read_backend(path: &Path) -> Result<ImportedBackend, RestoreError> {
     let auth = AuthStore::from_parts(enabled, auth_revision, users, roles)
         .map_err(|e| not_etcd(format!("auth buckets: {e}")))?;
     Ok(ImportedBackend {
-        store,
+        checkpoint,
         auth,
         consistent_index,
     })
@@ -558,11 +558,8 @@ pub fn restore(file: &Path, target: &RestoreTarget<'_>) -> Result<(), RestoreErr
         removed: Vec::new(),
         auth: imported.auth,
     };
-    let mvcc = imported
-        .store
-        .encode_checkpoint()
-        .map_err(|e| write(e.to_string()))?;
-    let payload = crate::raft::records::encode_state(&meta, &mvcc);
+    let mvcc = imported.checkpoint;
+    let prefix = crate::raft::records::encode_state_prefix(&meta, mvcc.len());
     let snap_dir = data_dir.snap_dir();
     // The checkpoint a new cluster's members write at its first index, holding the restored
     // state instead of an empty store; written through the engine's checkpoint files on a
@@ -573,9 +570,13 @@ pub fn restore(file: &Path, target: &RestoreTarget<'_>) -> Result<(), RestoreErr
             let disk = keel_engine::io::GlommioDisk::open(&snap_dir)
                 .await
                 .map_err(|e| e.to_string())?;
-            keel_engine::checkpoint::save(&disk, crate::raft::node::BOOTSTRAP_INDEX, &payload)
-                .await
-                .map_err(|e| e.to_string())
+            keel_engine::checkpoint::save_parts(
+                &disk,
+                crate::raft::node::BOOTSTRAP_INDEX,
+                &[&prefix, &mvcc],
+            )
+            .await
+            .map_err(|e| e.to_string())
         })
         .map_err(|e| write(format!("starting the restore thread: {e}")))?
         .join()

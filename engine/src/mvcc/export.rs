@@ -164,12 +164,27 @@ impl Store {
     /// consistent histories, leases that exist, revisions within the store's), so bad input
     /// is an error, never a panic. Errors: [`MvccError::CorruptCheckpoint`].
     pub fn import(exported: &Exported) -> Result<Store, MvccError> {
+        Store::decode_checkpoint(&Store::import_checkpoint(exported.clone())?)
+    }
+
+    /// What [`Store::import`] makes, as the checkpoint payload of that store (what
+    /// [`Store::encode_checkpoint`] of it would give) rather than the store itself: for a
+    /// restore that only writes the checkpoint. The export is taken by value and its
+    /// revisions move into the keys' histories, so at most the histories and the payload, or
+    /// the payload and the store its check decodes, are in memory at once. Checked as
+    /// [`Store::import`] checks; the same errors.
+    pub fn import_checkpoint(exported: Exported) -> Result<Vec<u8>, MvccError> {
+        let Exported {
+            revision,
+            compact_revision,
+            mut revisions,
+            leases,
+        } = exported;
+        revisions.sort_by_key(|r| (r.main, r.sub));
         let mut keys: std::collections::BTreeMap<Arc<[u8]>, Vec<super::RevisionEntry>> =
             std::collections::BTreeMap::new();
-        let mut sorted: Vec<&ExportedRevision> = exported.revisions.iter().collect();
-        sorted.sort_by_key(|r| (r.main, r.sub));
-        for revision in sorted {
-            keys.entry(revision.key.clone())
+        for revision in revisions {
+            keys.entry(revision.key)
                 .or_default()
                 .push(super::RevisionEntry {
                     main: revision.main,
@@ -177,20 +192,23 @@ impl Store {
                     create_revision: revision.create_revision,
                     version: revision.version,
                     lease: revision.lease,
-                    value: revision.value.clone(),
+                    value: revision.value,
                 });
         }
-        let retained = keys.into_iter().filter_map(|(key, history)| {
-            let kept = history[retained_from(&history, exported.compact_revision)..].to_vec();
-            (!kept.is_empty()).then_some((key, kept))
+        let retained = keys.into_iter().filter_map(|(key, mut history)| {
+            let from = retained_from(&history, compact_revision);
+            history.drain(..from);
+            (!history.is_empty()).then_some((key, history))
         });
         let payload = super::codec::CheckpointEncoder::encode_parts(
-            exported.revision,
-            exported.compact_revision,
+            revision,
+            compact_revision,
             retained,
-            &exported.leases,
+            &leases,
         )?;
-        Store::decode_checkpoint(&payload)
+        // The check is the decoding a checkpoint gets when it is loaded.
+        drop(Store::decode_checkpoint(&payload)?);
+        Ok(payload)
     }
 }
 

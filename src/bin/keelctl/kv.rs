@@ -246,9 +246,9 @@ pub fn print_get(out: Out, response: &RangeResponse, value_only: bool) -> Result
         Format::Json => println!("{}", range_json(response)),
         Format::Protobuf => print::protobuf(response),
         Format::Fields => {
-            print::fields_header(&response.header, out.hex);
+            print::fields_header(&response.header);
             for kv in &response.kvs {
-                print::fields_kv("", kv, out.hex);
+                print::fields_kv("", kv);
             }
             println!("\"More\" : {}", response.more);
             println!("\"Count\" : {}", response.count);
@@ -362,9 +362,9 @@ pub fn print_put(out: Out, response: &PutResponse) -> Result<(), CliError> {
         Format::Json => println!("{}", put_json(response)),
         Format::Protobuf => print::protobuf(response),
         Format::Fields => {
-            print::fields_header(&response.header, out.hex);
+            print::fields_header(&response.header);
             if let Some(prev) = &response.prev_kv {
-                print::fields_kv("Prev", prev, out.hex);
+                print::fields_kv("Prev", prev);
             }
         }
         Format::Table => return Err(print::unsupported(out.format)),
@@ -430,10 +430,10 @@ pub fn print_del(out: Out, response: &DeleteRangeResponse) -> Result<(), CliErro
         Format::Json => println!("{}", del_json(response)),
         Format::Protobuf => print::protobuf(response),
         Format::Fields => {
-            print::fields_header(&response.header, out.hex);
+            print::fields_header(&response.header);
             println!("\"Deleted\" : {}", response.deleted);
             for kv in &response.prev_kvs {
-                print::fields_kv("Prev", kv, out.hex);
+                print::fields_kv("Prev", kv);
             }
         }
         Format::Table => return Err(print::unsupported(out.format)),

@@ -51,16 +51,11 @@ pub fn kv_json(kv: &KeyValue) -> String {
 }
 
 /// The header lines of `-w fields` (the revision only when set: responses outside the KV
-/// space leave it zero).
-pub fn fields_header(header: &Option<ResponseHeader>, hex: bool) {
+/// space leave it zero). `--hex` does not change `-w fields`, as in etcdctl.
+pub fn fields_header(header: &Option<ResponseHeader>) {
     let h = header.clone().unwrap_or_default();
-    if hex {
-        println!("\"ClusterID\" : {:x}", h.cluster_id);
-        println!("\"MemberID\" : {:x}", h.member_id);
-    } else {
-        println!("\"ClusterID\" : {}", h.cluster_id);
-        println!("\"MemberID\" : {}", h.member_id);
-    }
+    println!("\"ClusterID\" : {}", h.cluster_id);
+    println!("\"MemberID\" : {}", h.member_id);
     if h.revision > 0 {
         println!("\"Revision\" : {}", h.revision);
     }
@@ -69,17 +64,13 @@ pub fn fields_header(header: &Option<ResponseHeader>, hex: bool) {
 
 /// A key-value in `-w fields`, its field names prefixed with `prefix` ("Prev" for previous
 /// values).
-pub fn fields_kv(prefix: &str, kv: &KeyValue, hex: bool) {
+pub fn fields_kv(prefix: &str, kv: &KeyValue) {
     println!("\"{prefix}Key\" : {}", quote(&kv.key));
     println!("\"{prefix}CreateRevision\" : {}", kv.create_revision);
     println!("\"{prefix}ModRevision\" : {}", kv.mod_revision);
     println!("\"{prefix}Version\" : {}", kv.version);
     println!("\"{prefix}Value\" : {}", quote(&kv.value));
-    if hex {
-        println!("\"{prefix}Lease\" : {:016x}", kv.lease);
-    } else {
-        println!("\"{prefix}Lease\" : {}", kv.lease);
-    }
+    println!("\"{prefix}Lease\" : {}", kv.lease);
 }
 
 /// A key-value in simple output: the key line (unless `value_only`), then the value line.
