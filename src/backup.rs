@@ -599,6 +599,77 @@ pub struct SnapshotStatus {
     pub total_size: String,
 }
 
+/// The sizes of a backend file before and after [`defrag_backend`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Defragmented {
+    /// The file's size before, in bytes.
+    pub before: u64,
+    /// Its size after.
+    pub after: u64,
+}
+
+/// Offline defragmentation of a stopped etcd member's backend (`member/snap/db`), as
+/// `etcdutl defrag --data-dir` does it: every bucket and record is copied, in order, into a
+/// new file with full pages and no free pages, which is synced and then renamed over the
+/// old one. The file is first checked to be etcd's backend and not in use (bbolt's lock, an
+/// exclusive flock(2) etcd holds while running). A failure leaves the old file as it was.
+pub fn defrag_backend(db: &Path) -> Result<Defragmented, RestoreError> {
+    use std::os::fd::AsRawFd;
+    let shown = db.display().to_string();
+    let bbolt_error = |source| RestoreError::Bbolt {
+        path: shown.clone(),
+        source,
+    };
+    let write = |e: std::io::Error| RestoreError::Write(format!("{shown}: {e}"));
+    let file = std::fs::File::open(db).map_err(|e| bbolt_error(bbolt::BboltError::from(e)))?;
+    // SAFETY: flock on a descriptor `file` owns, alive for the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(RestoreError::Write(format!(
+            "{shown} is in use by a running member (its lock is held); stop the member first"
+        )));
+    }
+    let before = file.metadata().map_err(write)?.len();
+    let reader = bbolt::Reader::new(file).map_err(bbolt_error)?;
+    for name in ["key", "meta"] {
+        if reader
+            .bucket(name.as_bytes())
+            .map_err(bbolt_error)?
+            .is_none()
+        {
+            return Err(RestoreError::NotEtcd {
+                path: shown.clone(),
+                reason: format!("no `{name}` bucket"),
+            });
+        }
+    }
+    let temp = db.with_extension("db.keel-defrag.tmp");
+    let result = (|| {
+        let mut writer = bbolt::Writer::create(&temp).map_err(bbolt_error)?;
+        for bucket in reader.buckets() {
+            let bucket = bucket.map_err(bbolt_error)?;
+            writer.bucket(bucket.name()).map_err(bbolt_error)?;
+            for entry in reader.entries(&bucket) {
+                let entry = entry.map_err(bbolt_error)?;
+                writer.put(&entry.key, &entry.value).map_err(bbolt_error)?;
+            }
+        }
+        let out = writer.finish().map_err(bbolt_error)?;
+        out.sync_all().map_err(write)?;
+        let after = out.metadata().map_err(write)?.len();
+        std::fs::rename(&temp, db).map_err(write)?;
+        if let Some(dir) = db.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(write)?;
+        }
+        Ok(Defragmented { before, after })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
 /// `etcdctl snapshot status` of the file at `path`: its SHA-256 trailer (if any) checked,
 /// every record read.
 pub fn status(path: &Path) -> Result<SnapshotStatus, RestoreError> {
