@@ -10,6 +10,7 @@ pub mod error;
 pub mod health;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod routes;
 pub mod watch;

@@ -8,6 +8,8 @@ use keel_proto::etcdserverpb::lease_server::LeaseServer;
 use keel_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use keel_proto::etcdserverpb::watch_server::WatchServer;
 use keel_proto::grpc_health_v1::health_server::HealthServer;
+use keel_proto::v3electionpb::election_server::ElectionServer;
+use keel_proto::v3lockpb::lock_server::LockServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 
@@ -15,6 +17,7 @@ use crate::api::auth::AuthService;
 use crate::api::health::HealthService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
+use crate::api::lock::{ElectionService, LockService};
 use crate::api::maintenance::{ClusterService, MaintenanceService};
 use crate::api::watch::WatchService;
 use crate::server::error::ServerError;
@@ -39,8 +42,8 @@ impl tonic::service::Interceptor for RequireLeader {
     }
 }
 
-/// Every client-facing service over `shared`: KV, Watch, Lease, Maintenance, Cluster and Auth
-/// behind the leader check, decoding messages up to `--max-request-bytes` plus etcd's gRPC
+/// Every client-facing service over `shared`: KV, Watch, Lease, Maintenance, Cluster, Auth,
+/// Lock and Election behind the leader check, decoding messages up to `--max-request-bytes` plus etcd's gRPC
 /// allowance, and gRPC health.
 pub fn routes(shared: &SharedRef) -> Routes {
     let decode_max = shared.limits.request_bytes_max + GRPC_OVERHEAD_BYTES;
@@ -68,6 +71,15 @@ pub fn routes(shared: &SharedRef) -> Routes {
     ))
     .add_service(InterceptedService::new(
         AuthServer::new(AuthService::new(shared.clone())),
+        leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        LockServer::new(LockService::new(shared.clone())).max_decoding_message_size(decode_max),
+        leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        ElectionServer::new(ElectionService::new(shared.clone()))
+            .max_decoding_message_size(decode_max),
         leader,
     ))
     .add_service(HealthServer::new(HealthService::new(shared.clone())))
