@@ -50,10 +50,10 @@ pub fn kv_json(kv: &KeyValue) -> String {
         .finish()
 }
 
-/// The header lines of `-w fields` (the revision only when set: responses outside the KV
-/// space leave it zero).
+/// The header lines of `-w fields`. Go's printer writes the revision even when it is zero
+/// (`"Revision" : 0` in `etcdctl -w fields member list`).
 pub fn fields_header(header: &Option<ResponseHeader>, hex: bool) {
-    let h = header.clone().unwrap_or_default();
+    let h = header.unwrap_or_default();
     if hex {
         println!("\"ClusterID\" : {:x}", h.cluster_id);
         println!("\"MemberID\" : {:x}", h.member_id);
@@ -61,9 +61,7 @@ pub fn fields_header(header: &Option<ResponseHeader>, hex: bool) {
         println!("\"ClusterID\" : {}", h.cluster_id);
         println!("\"MemberID\" : {}", h.member_id);
     }
-    if h.revision > 0 {
-        println!("\"Revision\" : {}", h.revision);
-    }
+    println!("\"Revision\" : {}", h.revision);
     println!("\"RaftTerm\" : {}", h.raft_term);
 }
 
