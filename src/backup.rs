@@ -595,8 +595,11 @@ pub struct SnapshotStatus {
     pub revision: i64,
     /// Records in all buckets.
     pub total_keys: u64,
-    /// The database's size: its pages (without a snapshot's SHA-256 trailer).
+    /// The database's size: its pages (without a snapshot's SHA-256 trailer), as etcdctl
+    /// prints it ([`human_bytes`]).
     pub total_size: String,
+    /// The same size in bytes (etcdutl's `-w json` and `-w fields`).
+    pub total_size_bytes: u64,
 }
 
 /// The sizes of a backend file before and after [`defrag_backend`].
@@ -702,6 +705,7 @@ pub fn status(path: &Path) -> Result<SnapshotStatus, RestoreError> {
         revision,
         total_keys,
         total_size: human_bytes(size),
+        total_size_bytes: size,
     })
 }
 

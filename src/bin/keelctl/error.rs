@@ -16,7 +16,8 @@ pub mod exit {
     pub const BAD_FEATURE: u8 = 4;
     /// Interrupted (by a signal).
     pub const INTERRUPTED: u8 = 5;
-    /// Reading or writing a local file failed.
+    /// Reading or writing a local file failed. etcdctl defines it but exits with it nowhere.
+    #[allow(dead_code)]
     pub const IO: u8 = 6;
     /// Wrong arguments or flags.
     pub const BAD_ARGS: u8 = 128;

@@ -8,12 +8,17 @@
 //! tools) never dial one.
 
 mod client;
+mod endpoint;
 mod error;
 mod global;
 mod gofmt;
 mod kv;
+mod lease;
+mod maintenance;
+mod member;
 mod print;
 mod snapshot;
+mod table;
 
 use std::cell::OnceCell;
 use std::process::ExitCode;
@@ -46,6 +51,23 @@ enum Command {
     /// Manages etcd node snapshots.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Lease related commands.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
+    /// Membership related commands.
+    #[command(subcommand)]
+    Member(member::MemberCommand),
+    /// Endpoint related commands.
+    Endpoint(endpoint::EndpointArgs),
+    /// Alarm related commands.
+    #[command(subcommand)]
+    Alarm(maintenance::AlarmCommand),
+    /// Defragments the storage of the etcd members with given endpoints.
+    Defrag(maintenance::DefragArgs),
+    /// Transfers leadership to another etcd cluster member.
+    MoveLeader(maintenance::MoveLeaderArgs),
+    /// Prints the version of etcdctl.
+    Version,
 }
 
 /// What every command gets: the global flags, how to print, and the connection (opened on
@@ -87,7 +109,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Get(args) => kv::get(&ctx, args),
         Command::Put(args) => kv::put(&ctx, args),
         Command::Del(args) => kv::del(&ctx, args),
-        Command::Snapshot(command) => snapshot::run(command),
+        Command::Snapshot(command) => snapshot::run(&ctx, command),
+        Command::Lease(command) => lease::run(&ctx, command),
+        Command::Member(command) => member::run(&ctx, command),
+        Command::Endpoint(args) => endpoint::run(&ctx, args),
+        Command::Alarm(command) => maintenance::alarm(&ctx, command),
+        Command::Defrag(args) => maintenance::defrag(&ctx, args),
+        Command::MoveLeader(args) => maintenance::move_leader(&ctx, args),
+        Command::Version => maintenance::version(),
     }
 }
 

@@ -50,15 +50,13 @@ pub fn kv_json(kv: &KeyValue) -> String {
         .finish()
 }
 
-/// The header lines of `-w fields` (the revision only when set: responses outside the KV
-/// space leave it zero). `--hex` does not change `-w fields`, as in etcdctl.
+/// The header lines of `-w fields`. Go's printer writes the revision even when it is zero
+/// (`"Revision" : 0` in `etcdctl -w fields member list`), and `--hex` does not change them.
 pub fn fields_header(header: &Option<ResponseHeader>) {
-    let h = header.clone().unwrap_or_default();
+    let h = header.unwrap_or_default();
     println!("\"ClusterID\" : {}", h.cluster_id);
     println!("\"MemberID\" : {}", h.member_id);
-    if h.revision > 0 {
-        println!("\"Revision\" : {}", h.revision);
-    }
+    println!("\"Revision\" : {}", h.revision);
     println!("\"RaftTerm\" : {}", h.raft_term);
 }
 
