@@ -11,9 +11,12 @@ mod client;
 mod error;
 mod global;
 mod gofmt;
+mod goscan;
 mod kv;
 mod print;
 mod snapshot;
+mod txn;
+mod watch;
 
 use std::cell::OnceCell;
 use std::process::ExitCode;
@@ -46,6 +49,12 @@ enum Command {
     /// Manages etcd node snapshots.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Txn processes all the requests in one transaction.
+    Txn(txn::TxnArgs),
+    /// Compacts the event history in etcd.
+    Compaction(txn::CompactionArgs),
+    /// Watches events stream on keys or prefixes.
+    Watch(watch::WatchArgs),
 }
 
 /// What every command gets: the global flags, how to print, and the connection (opened on
@@ -88,6 +97,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Put(args) => kv::put(&ctx, args),
         Command::Del(args) => kv::del(&ctx, args),
         Command::Snapshot(command) => snapshot::run(command),
+        Command::Txn(args) => txn::txn(&ctx, args),
+        Command::Compaction(args) => txn::compaction(&ctx, args),
+        Command::Watch(args) => watch::watch(&ctx, args),
     }
 }
 
