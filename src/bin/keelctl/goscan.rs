@@ -161,7 +161,7 @@ impl<'a> Scanner<'a> {
         match chars.next()? {
             (_, '`') => {
                 let end = self.rest[1..].find('`')? + 1;
-                let text = self.rest[1..end].as_bytes().to_vec();
+                let text = self.rest.as_bytes()[1..end].to_vec();
                 self.rest = &self.rest[end + 1..];
                 Some(text)
             }

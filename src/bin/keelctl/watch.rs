@@ -568,7 +568,7 @@ impl Session {
             }
             Format::Json => println!("{}", watch_json(response, events_listed)),
             Format::Fields => {
-                let h = response.header.clone().unwrap_or_default();
+                let h = response.header.unwrap_or_default();
                 println!("\"ClusterID\" : {}", h.cluster_id);
                 println!("\"MemberID\" : {}", h.member_id);
                 println!("\"Revision\" : {}", h.revision);
@@ -582,7 +582,7 @@ impl Session {
                 }
             }
             Format::Protobuf => print::protobuf(&WatchResponse {
-                header: Some(response.header.clone().unwrap_or_default()),
+                header: Some(response.header.unwrap_or_default()),
                 events: response.events.clone(),
                 compact_revision: response.compact_revision,
                 canceled: response.canceled,
