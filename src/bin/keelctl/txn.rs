@@ -240,7 +240,7 @@ pub fn print_txn(out: Out, response: &TxnResponse) -> Result<(), CliError> {
             }
         }
         Format::Fields => {
-            print::fields_header(&response.header, out.hex);
+            print::fields_header(&response.header);
             println!("\"Succeeded\" : {}", response.succeeded);
             for op in &response.responses {
                 print_response(out, op)?;

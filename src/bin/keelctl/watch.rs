@@ -576,9 +576,9 @@ impl Session {
                 for event in &response.events {
                     println!("\"Type\" : {}", event_type(event));
                     if let Some(prev) = &event.prev_kv {
-                        print::fields_kv("Prev", prev, false);
+                        print::fields_kv("Prev", prev);
                     }
-                    print::fields_kv("", &event.kv.clone().unwrap_or_default(), false);
+                    print::fields_kv("", &event.kv.clone().unwrap_or_default());
                 }
             }
             Format::Protobuf => print::protobuf(&WatchResponse {
