@@ -12,6 +12,7 @@ mod endpoint;
 mod error;
 mod global;
 mod gofmt;
+mod goscan;
 mod kv;
 mod lease;
 mod maintenance;
@@ -19,6 +20,8 @@ mod member;
 mod print;
 mod snapshot;
 mod table;
+mod txn;
+mod watch;
 
 use std::cell::OnceCell;
 use std::process::ExitCode;
@@ -68,6 +71,12 @@ enum Command {
     MoveLeader(maintenance::MoveLeaderArgs),
     /// Prints the version of etcdctl.
     Version,
+    /// Txn processes all the requests in one transaction.
+    Txn(txn::TxnArgs),
+    /// Compacts the event history in etcd.
+    Compaction(txn::CompactionArgs),
+    /// Watches events stream on keys or prefixes.
+    Watch(watch::WatchArgs),
 }
 
 /// What every command gets: the global flags, how to print, and the connection (opened on
@@ -117,6 +126,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Defrag(args) => maintenance::defrag(&ctx, args),
         Command::MoveLeader(args) => maintenance::move_leader(&ctx, args),
         Command::Version => maintenance::version(),
+        Command::Txn(args) => txn::txn(&ctx, args),
+        Command::Compaction(args) => txn::compaction(&ctx, args),
+        Command::Watch(args) => watch::watch(&ctx, args),
     }
 }
 
