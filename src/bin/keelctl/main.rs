@@ -7,11 +7,15 @@
 //! opens the connection on first use, so commands that need no server (the offline snapshot
 //! tools) never dial one.
 
+mod auth;
+mod check;
 mod client;
+mod concurrency;
 mod error;
 mod global;
 mod gofmt;
 mod kv;
+mod mirror;
 mod print;
 mod snapshot;
 
@@ -46,6 +50,24 @@ enum Command {
     /// Manages etcd node snapshots.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// User related commands.
+    #[command(subcommand)]
+    User(auth::UserCommand),
+    /// Role related commands.
+    #[command(subcommand)]
+    Role(auth::RoleCommand),
+    /// Enable or disable authentication.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
+    /// Acquires a named lock.
+    Lock(concurrency::LockArgs),
+    /// Observes and participates in leader election.
+    Elect(concurrency::ElectArgs),
+    /// Makes a mirror at the destination etcd cluster.
+    MakeMirror(mirror::MakeMirrorArgs),
+    /// Commands for checking properties of the etcd cluster.
+    #[command(subcommand)]
+    Check(check::CheckCommand),
 }
 
 /// What every command gets: the global flags, how to print, and the connection (opened on
@@ -88,6 +110,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Put(args) => kv::put(&ctx, args),
         Command::Del(args) => kv::del(&ctx, args),
         Command::Snapshot(command) => snapshot::run(command),
+        Command::User(command) => auth::user(&ctx, command),
+        Command::Role(command) => auth::role(&ctx, command),
+        Command::Auth(command) => auth::auth(&ctx, command),
+        Command::Lock(args) => concurrency::lock(&ctx, args),
+        Command::Elect(args) => concurrency::elect(&ctx, args),
+        Command::MakeMirror(args) => mirror::make_mirror(&ctx, args),
+        Command::Check(command) => check::run(&ctx, command),
     }
 }
 
