@@ -49,6 +49,9 @@ impl tonic::service::Interceptor for Token {
     }
 }
 
+/// The shortest keep-alive ping interval gRPC-Go's client uses, whatever is asked for.
+const KEEPALIVE_TIME_MIN: Duration = Duration::from_secs(10);
+
 /// Go's text for an expired context, which etcdctl prints for a call that timed out.
 pub const DEADLINE: &str = "context deadline exceeded";
 
@@ -141,9 +144,13 @@ impl Client {
         let channel = Endpoint::from_shared(uri)
             .map_err(|e| CliError::error(format!("bad endpoint {endpoint}: {e}")))?
             .connect_timeout(global.dial_timeout)
-            .http2_keep_alive_interval(global.keepalive_time)
+            // As gRPC-Go (etcd's client): pings no more often than every 10 s, and only
+            // while a call is open. etcd's servers close connections that ping more often
+            // than every 5 s (its --grpc-keepalive-min-time) or ping while idle, which ends
+            // long watches, locks and mirrors.
+            .http2_keep_alive_interval(global.keepalive_time.max(KEEPALIVE_TIME_MIN))
             .keep_alive_timeout(global.keepalive_timeout)
-            .keep_alive_while_idle(true)
+            .keep_alive_while_idle(false)
             .tcp_nodelay(true);
         let channel = rt
             .block_on(async {
@@ -163,7 +170,11 @@ impl Client {
             endpoint: endpoint.to_string(),
         };
         if let Some(user) = &global.user {
-            client.authenticate(user, global.password.as_deref())?;
+            // etcd's client authenticates while it is being made, and etcdctl exits with
+            // its bad-connection status when that fails (a wrong password included).
+            client
+                .authenticate(user, global.password.as_deref())
+                .map_err(|e| CliError::bad_connection(e.message))?;
         }
         Ok(client)
     }

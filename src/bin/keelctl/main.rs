@@ -7,8 +7,11 @@
 //! opens the connection on first use, so commands that need no server (the offline snapshot
 //! tools) never dial one.
 
+mod auth;
+mod check;
 mod client;
 mod endpoint;
+mod concurrency;
 mod error;
 mod global;
 mod gofmt;
@@ -17,6 +20,7 @@ mod kv;
 mod lease;
 mod maintenance;
 mod member;
+mod mirror;
 mod print;
 mod snapshot;
 mod table;
@@ -77,6 +81,24 @@ enum Command {
     Compaction(txn::CompactionArgs),
     /// Watches events stream on keys or prefixes.
     Watch(watch::WatchArgs),
+    /// User related commands.
+    #[command(subcommand)]
+    User(auth::UserCommand),
+    /// Role related commands.
+    #[command(subcommand)]
+    Role(auth::RoleCommand),
+    /// Enable or disable authentication.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
+    /// Acquires a named lock.
+    Lock(concurrency::LockArgs),
+    /// Observes and participates in leader election.
+    Elect(concurrency::ElectArgs),
+    /// Makes a mirror at the destination etcd cluster.
+    MakeMirror(mirror::MakeMirrorArgs),
+    /// Commands for checking properties of the etcd cluster.
+    #[command(subcommand)]
+    Check(check::CheckCommand),
 }
 
 /// What every command gets: the global flags, how to print, and the connection (opened on
@@ -129,6 +151,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Txn(args) => txn::txn(&ctx, args),
         Command::Compaction(args) => txn::compaction(&ctx, args),
         Command::Watch(args) => watch::watch(&ctx, args),
+        Command::User(command) => auth::user(&ctx, command),
+        Command::Role(command) => auth::role(&ctx, command),
+        Command::Auth(command) => auth::auth(&ctx, command),
+        Command::Lock(args) => concurrency::lock(&ctx, args),
+        Command::Elect(args) => concurrency::elect(&ctx, args),
+        Command::MakeMirror(args) => mirror::make_mirror(&ctx, args),
+        Command::Check(command) => check::run(&ctx, command),
     }
 }
 
