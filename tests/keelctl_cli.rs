@@ -198,7 +198,7 @@ fn flag_and_command_errors_match_etcdctl() {
         let expected = String::from_utf8_lossy(&etcdctl.stderr).replace("etcdctl", "keelctl");
         assert_eq!(String::from_utf8_lossy(&keelctl.stderr), expected);
         assert!(
-            expected.contains(&format!("\n\nDid you mean this?\n\t{suggestion}\n\n")),
+            expected.contains(&format!("\n\nDid you mean this?\n\t{suggestion}\n")),
             "{expected}"
         );
     }

@@ -338,8 +338,7 @@ fn help(root: &Command, args: &[String]) -> Outcome {
     if topic_is_help || (node.is_root() && !strip_flags(&rest, &node.flags()).is_empty()) {
         let topics: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
         eprintln!("Unknown help topic [{}]", topics.join(" "));
-        let chain = [root];
-        print_stdout(&usage::usage(&Node { chain: &chain }));
+        print_stdout(&usage::root_usage_without_help(root));
         return Outcome::Exit(0);
     }
     print_stdout(&usage::usage(&node));

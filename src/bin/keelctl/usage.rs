@@ -487,6 +487,17 @@ fn description(text: &mut String, long: &str) {
 
 /// etcdctl's usage text of a command, as it prints it to stdout.
 pub fn usage(node: &Node) -> String {
+    usage_text(node, true)
+}
+
+/// The root's usage as `help <unknown topic>` prints it: cobra has not given the root its
+/// `--help` flag then, so the OPTIONS lack it.
+pub fn root_usage_without_help(root: &Command) -> String {
+    let chain = [root];
+    usage_text(&Node { chain: &chain }, false)
+}
+
+fn usage_text(node: &Node, with_help: bool) -> String {
     let mut text = String::new();
     let name = if node.is_root() {
         ROOT_NAME.to_string()
@@ -521,8 +532,11 @@ pub fn usage(node: &Node) -> String {
         table(&node.path()).map(|(.., long)| *long).unwrap_or("")
     };
     description(&mut text, long);
-    let flags = node.flags();
-    let (inherited, local): (Vec<Flag>, Vec<Flag>) = flags.into_iter().partition(|f| f.inherited);
+    let flags = node
+        .flags()
+        .into_iter()
+        .filter(|f| with_help || f.long != "help");
+    let (inherited, local): (Vec<Flag>, Vec<Flag>) = flags.partition(|f| f.inherited);
     text.push_str("\nOPTIONS:\n");
     text.push_str(&flag_usages(&local));
     if !inherited.is_empty() {
