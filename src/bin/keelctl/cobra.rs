@@ -636,8 +636,9 @@ fn parse_go_uint_digits(text: &str) -> Result<u64, UintError> {
         return Err(UintError::Syntax);
     }
     if digits.contains('_') {
-        // Underscores only with a base prefix, each between digits.
-        if !prefixed || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
+        // Underscores only with a base prefix, each after the prefix or a digit and before
+        // a digit.
+        if !prefixed || digits.ends_with('_') || digits.contains("__") {
             return Err(UintError::Syntax);
         }
     }
