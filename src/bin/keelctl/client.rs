@@ -3,8 +3,8 @@
 //! request then carries the token, `--command-timeout` bounds each call.
 
 use std::future::Future;
-use std::io::BufRead;
 use std::net::ToSocketAddrs;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -28,7 +28,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::Status;
 
-use crate::error::{status_text, CliError};
+use crate::error::{exit, status_text, CliError};
 use crate::global::Global;
 
 /// Adds the auth token, once there is one, to every request (the `token` metadata etcd's
@@ -48,9 +48,6 @@ impl tonic::service::Interceptor for Token {
         Ok(request)
     }
 }
-
-/// The shortest keep-alive ping interval gRPC-Go's client uses, whatever is asked for.
-const KEEPALIVE_TIME_MIN: Duration = Duration::from_secs(10);
 
 /// Go's text for an expired context, which etcdctl prints for a call that timed out.
 pub const DEADLINE: &str = "context deadline exceeded";
@@ -112,87 +109,129 @@ fn parse_endpoint(endpoint: &str) -> Result<Target, CliError> {
 }
 
 impl Client {
-    /// Connects to the first of `--endpoints` that answers within `--dial-timeout`, and
-    /// authenticates when `--user` is given. When none answers, the error is the one
-    /// etcdctl 3.5 gives when its first call times out: `context deadline exceeded`, exit
-    /// status 1 (its dial does not block, so the call is what fails).
+    /// Makes the client as etcdctl makes its own: prints `--debug`'s variable lines, finds
+    /// the endpoints (`--discovery-srv`), checks the TLS flags (`--cert ""` and the like exit
+    /// 128), asks for the password when `--user` has none, refuses an unknown `-w` (exit 4),
+    /// reads the TLS files (exit 128), then connects to the first of the endpoints that
+    /// answers, trying them in turn until `--command-timeout` ends, the deadline of
+    /// etcdctl's first call: then the error is `context deadline exceeded`, exit 1. With
+    /// `--user` the token is fetched within `--dial-timeout`, and a failure there exits 2 as
+    /// etcd's client constructor does.
     pub fn connect(global: &Global) -> Result<Client, CliError> {
-        let mut last = None;
-        for endpoint in &global.endpoints {
-            match Client::connect_to(global, endpoint) {
-                Ok(client) => return Ok(client),
-                Err(e) if e.message == DEADLINE => last = Some(e),
-                Err(e) => return Err(e),
+        for line in &global.debug_lines {
+            eprintln!("{line}");
+        }
+        let endpoints = endpoints(global)?;
+        for (flag, value) in [
+            ("cert", &global.cert),
+            ("key", &global.key),
+            ("cacert", &global.cacert),
+        ] {
+            let empty = value.as_ref().is_none_or(|v| v.as_os_str().is_empty());
+            if empty && global.was_given(flag) {
+                return Err(CliError::bad_args(format!(
+                    "empty string is passed to --{flag} option"
+                )));
             }
         }
-        Err(last.unwrap_or_else(|| CliError::bad_args("no endpoints given")))
-    }
-
-    /// Connects to `endpoint` alone (the commands that address each endpoint in turn).
-    pub fn connect_to(global: &Global, endpoint: &str) -> Result<Client, CliError> {
+        let credentials = credentials(global)?;
+        if global.unsupported_write_out.is_some() {
+            return Err(CliError::new(
+                exit::BAD_FEATURE,
+                "unsupported output format",
+            ));
+        }
+        let tls = TlsFiles::read(global)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| CliError::error(format!("starting the client runtime: {e}")))?;
-        let target = parse_endpoint(endpoint)?;
-        let tls = tls_config(global, target.tls)?;
-        let connector = Connector {
-            tls: tls.map(Arc::new),
-            host: target.host.clone(),
+        let budget = if credentials.is_some() {
+            global.dial_timeout
+        } else {
+            global.command_timeout
         };
-        let uri = format!("http://{}:{}", bracket(&target.host), target.port);
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|e| CliError::error(format!("bad endpoint {endpoint}: {e}")))?
-            .connect_timeout(global.dial_timeout)
-            // As gRPC-Go (etcd's client): pings no more often than every 10 s, and only
-            // while a call is open. etcd's servers close connections that ping more often
-            // than every 5 s (its --grpc-keepalive-min-time) or ping while idle, which ends
-            // long watches, locks and mirrors.
-            .http2_keep_alive_interval(global.keepalive_time.max(KEEPALIVE_TIME_MIN))
-            .keep_alive_timeout(global.keepalive_timeout)
-            .keep_alive_while_idle(false)
-            .tcp_nodelay(true);
-        let channel = rt
+        let deadline = tokio::time::Instant::now() + budget;
+        let targets: Vec<(String, Target)> = endpoints
+            .iter()
+            .map(|e| parse_endpoint(e).map(|t| (e.clone(), t)))
+            .collect::<Result<_, _>>()?;
+        let (endpoint, channel) = rt
             .block_on(async {
-                tokio::time::timeout(
-                    global.dial_timeout,
-                    channel.connect_with_connector(connector),
-                )
-                .await
+                let mut pause = Duration::from_millis(50);
+                loop {
+                    for (endpoint, target) in &targets {
+                        let attempt = dial(global, &tls, target, deadline);
+                        if let Ok(channel) = attempt.await {
+                            return Ok((endpoint.clone(), channel));
+                        }
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(());
+                        }
+                    }
+                    let now = tokio::time::Instant::now();
+                    if now + pause >= deadline {
+                        tokio::time::sleep_until(deadline).await;
+                        return Err(());
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
             })
-            .map_err(|_| CliError::error(DEADLINE))?
-            .map_err(|_| CliError::error(DEADLINE))?;
+            .map_err(|()| {
+                retry_warning(
+                    endpoints.first().map(String::as_str).unwrap_or_default(),
+                    "rpc error: code = DeadlineExceeded desc = context deadline exceeded",
+                );
+                match credentials {
+                    Some(_) => CliError::bad_connection(DEADLINE),
+                    None => CliError::error(DEADLINE),
+                }
+            })?;
         let client = Client {
             rt,
             channel,
             token: Token::default(),
             command_timeout: global.command_timeout,
-            endpoint: endpoint.to_string(),
+            endpoint,
         };
-        if let Some(user) = &global.user {
-            // etcd's client authenticates while it is being made, and etcdctl exits with
-            // its bad-connection status when that fails (a wrong password included).
-            client
-                .authenticate(user, global.password.as_deref())
-                .map_err(|e| CliError::bad_connection(e.message))?;
+        if let Some((name, password)) = credentials {
+            client.authenticate(name, password, deadline)?;
         }
         Ok(client)
     }
 
-    fn authenticate(&self, user: &str, password: Option<&str>) -> Result<(), CliError> {
-        let (name, password) = match password {
-            Some(password) => (user.to_string(), password.to_string()),
-            None => match user.split_once(':') {
-                Some((name, password)) => (name.to_string(), password.to_string()),
-                None => (user.to_string(), ask_password()?),
-            },
+    /// Connects to `endpoint` alone (the commands that address each endpoint in turn).
+    pub fn connect_to(global: &Global, endpoint: &str) -> Result<Client, CliError> {
+        let mut one = global.clone();
+        one.endpoints = vec![endpoint.to_string()];
+        one.discovery_srv = None;
+        Client::connect(&one)
+    }
+
+    /// Fetches the token (etcd's client does so in its constructor, within the dial
+    /// timeout): a refusal exits 2; a server without auth enabled is used without a token.
+    fn authenticate(
+        &self,
+        name: String,
+        password: String,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), CliError> {
+        let mut auth = AuthClient::new(self.channel.clone());
+        let call = auth.authenticate(AuthenticateRequest { name, password });
+        let response = self
+            .rt
+            .block_on(async { tokio::time::timeout_at(deadline, call).await })
+            .map_err(|_| CliError::bad_connection(DEADLINE))?;
+        let response = match response {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.message() == "etcdserver: authentication is not enabled" => {
+                return Ok(())
+            }
+            Err(status) => return Err(CliError::bad_connection(status_text(&status))),
         };
-        let response = self.call(
-            AuthClient::new(self.channel.clone())
-                .authenticate(AuthenticateRequest { name, password }),
-        )?;
         let token = MetadataValue::try_from(response.token.as_str())
-            .map_err(|_| CliError::error("the server sent a token that is not ASCII"))?;
+            .map_err(|_| CliError::bad_connection("the server sent a token that is not ASCII"))?;
         if let Ok(mut slot) = self.token.0.lock() {
             *slot = Some(token);
         }
@@ -238,11 +277,30 @@ impl Client {
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, Status>>,
     ) -> Result<T, CliError> {
-        self.rt
-            .block_on(async { tokio::time::timeout(self.command_timeout, call).await })
-            .map_err(|_| CliError::error(DEADLINE))?
-            .map(tonic::Response::into_inner)
-            .map_err(|status| CliError::error(status_text(&status)))
+        let result = self
+            .rt
+            .block_on(async { tokio::time::timeout(self.command_timeout, call).await });
+        match result {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => {
+                retry_warning(
+                    &self.endpoint,
+                    &format!(
+                        "rpc error: code = {} desc = {}",
+                        crate::error::go_code_name(status.code()),
+                        status.message()
+                    ),
+                );
+                Err(CliError::error(status_text(&status)))
+            }
+            Err(_) => {
+                retry_warning(
+                    &self.endpoint,
+                    "rpc error: code = DeadlineExceeded desc = context deadline exceeded",
+                );
+                Err(CliError::error(DEADLINE))
+            }
+        }
     }
 
     /// Runs `work` to completion with no time limit (streams: watch, keep-alive, snapshot).
@@ -256,6 +314,18 @@ impl Client {
     }
 }
 
+/// The warning etcd's client logs (zap JSON on stderr) for every failed unary call.
+fn retry_warning(endpoint: &str, error: &str) {
+    use crate::gofmt::json_string;
+    eprintln!(
+        "{{\"level\":\"warn\",\"ts\":{},\"logger\":\"etcd-client\",\"caller\":\"v3@v{}/retry_interceptor.go:62\",\"msg\":\"retrying of unary invoker failed\",\"target\":{},\"attempt\":0,\"error\":{}}}",
+        json_string(&crate::cobra::zap_timestamp()),
+        crate::usage::ETCDCTL_VERSION,
+        json_string(&format!("etcd-endpoints://0xc000000000/{endpoint}")),
+        json_string(error)
+    );
+}
+
 fn bracket(host: &str) -> String {
     if host.contains(':') {
         format!("[{host}]")
@@ -264,90 +334,371 @@ fn bracket(host: &str) -> String {
     }
 }
 
-/// Asks for the password on the terminal (or reads a line from stdin when it is not one).
-fn ask_password() -> Result<String, CliError> {
-    eprint!("Password: ");
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| CliError::error(format!("reading the password: {e}")))?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
-}
-
-/// The TLS configuration for an endpoint, or `None` for plaintext: `https://` always uses
-/// TLS, `http://` never, and a bare `host:port` when a TLS flag is given or
-/// `--insecure-transport=false`.
-fn tls_config(global: &Global, tls: TlsUse) -> Result<Option<rustls::ClientConfig>, CliError> {
-    let flags = global.cacert.is_some() || global.cert.is_some() || global.key.is_some();
-    let wanted = match tls {
-        TlsUse::Require => true,
-        TlsUse::Drop => false,
-        TlsUse::Optional => flags || !global.insecure_transport,
-    };
-    if !wanted {
+/// `--user` and `--password` as etcdctl reads them: no user, no authentication; a
+/// password from `--password`, else after the first `:` of `--user`, else asked for. An
+/// empty password means no authentication (etcd's client fetches no token then).
+fn credentials(global: &Global) -> Result<Option<(String, String)>, CliError> {
+    let user = global.user.clone().unwrap_or_default();
+    if user.is_empty() {
         return Ok(None);
     }
+    let password = global.password.clone().unwrap_or_default();
+    let (name, password) = if !password.is_empty() {
+        (user, password)
+    } else {
+        match user.split_once(':') {
+            Some((name, password)) => (name.to_string(), password.to_string()),
+            None => {
+                let password = ask_password("Password: ")?;
+                (user, password)
+            }
+        }
+    };
+    Ok((!password.is_empty()).then_some((name, password)))
+}
+
+/// Asks for a password as etcdctl does (speakeasy): the prompt on stdout, the answer read
+/// from stdin up to a newline with the terminal's echo off, then a newline on stdout.
+pub fn ask_password(prompt: &str) -> Result<String, CliError> {
+    use std::io::{Read, Write};
+    let mut stdout = std::io::stdout();
+    let _ = write!(stdout, "{prompt}");
+    let _ = stdout.flush();
+    let echo = EchoOff::new();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        match stdin.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(CliError::error(e)),
+        }
+    }
+    drop(echo);
+    let _ = writeln!(stdout);
+    let mut password = String::from_utf8_lossy(&line).into_owned();
+    if password.ends_with('\r') {
+        password.pop();
+    }
+    Ok(password)
+}
+
+/// Turns the terminal's echo off while it lives (nothing when stdin is not a terminal).
+struct EchoOff(Option<libc::termios>);
+
+impl EchoOff {
+    fn new() -> EchoOff {
+        // SAFETY: tcgetattr and tcsetattr only read and write the termios struct given to
+        // them; a failure (stdin is no terminal) leaves it untouched and is checked.
+        unsafe {
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut saved) != 0 {
+                return EchoOff(None);
+            }
+            let mut quiet = saved;
+            quiet.c_lflag &= !libc::ECHO;
+            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) != 0 {
+                return EchoOff(None);
+            }
+            EchoOff(Some(saved))
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            // SAFETY: restores the settings read in `new`.
+            unsafe {
+                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved);
+            }
+        }
+    }
+}
+
+/// The endpoints: those `--discovery-srv` finds, else `--endpoints` (each trimmed). With
+/// `--insecure-discovery=false`, discovered `http://` endpoints are dropped with a notice.
+fn endpoints(global: &Global) -> Result<Vec<String>, CliError> {
+    let domain = global.discovery_srv.clone().unwrap_or_default();
+    if !domain.is_empty() {
+        let service_name = global.discovery_srv_name.clone().unwrap_or_default();
+        let mut found =
+            crate::srv::client_endpoints(&domain, &service_name).map_err(CliError::error)?;
+        if !global.insecure_discovery {
+            found.retain(|endpoint| {
+                let insecure = endpoint.starts_with("http://");
+                if insecure {
+                    eprintln!(
+                        "ignoring discovered insecure endpoint {}",
+                        crate::gofmt::quote(endpoint.as_bytes())
+                    );
+                }
+                !insecure
+            });
+        }
+        if !found.is_empty() {
+            return Ok(found);
+        }
+    }
+    Ok(global
+        .endpoints
+        .iter()
+        .map(|e| e.trim().to_string())
+        .collect())
+}
+
+/// Go's text for a failed file open: `open <path>: no such file or directory`.
+fn open_error(path: &std::path::Path, error: &std::io::Error) -> String {
+    let text = error.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    let text: String = match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    format!("open {}: {text}", path.display())
+}
+
+/// The TLS settings of the flags, read once (etcd's `newClientCfg`). `flags` is the
+/// configuration the TLS flags make (or `--insecure-transport=false` alone); `https://`
+/// endpoints without one use the system's roots.
+struct TlsFiles {
+    flags: Option<Arc<rustls::ClientConfig>>,
+    /// The name to verify instead of the endpoint's host (`--discovery-srv` with
+    /// `--insecure-discovery=false`).
+    server_name: Option<String>,
+}
+
+impl TlsFiles {
+    /// Reads the files; errors are etcdctl's (exit 128).
+    fn read(global: &Global) -> Result<TlsFiles, CliError> {
+        let path = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        let (cert, key, cacert) = (path(&global.cert), path(&global.key), path(&global.cacert));
+        let server_name = if global.insecure_discovery {
+            None
+        } else {
+            global.discovery_srv.clone().filter(|d| !d.is_empty())
+        };
+        let wanted = cert.is_some()
+            || key.is_some()
+            || cacert.is_some()
+            || server_name.is_some()
+            || !global.insecure_transport;
+        if !wanted {
+            return Ok(TlsFiles {
+                flags: None,
+                server_name,
+            });
+        }
+        let identity = match (&cert, &key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let read = |p: &PathBuf| {
+                    std::fs::read(p).map_err(|e| CliError::bad_args(open_error(p, &e)))
+                };
+                let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+                Some(key_pair(&cert_pem, &key_pem)?)
+            }
+            _ => {
+                let show = |p: &Option<PathBuf>| {
+                    p.as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                };
+                return Err(CliError::bad_args(format!(
+                    "KeyFile and CertFile must both be present[key: {}, cert: {}]",
+                    show(&key),
+                    show(&cert)
+                )));
+            }
+        };
+        let roots = match &cacert {
+            Some(cacert) => {
+                let pem = std::fs::read(cacert)
+                    .map_err(|e| CliError::bad_args(open_error(cacert, &e)))?;
+                Some(root_store(&pem)?)
+            }
+            None => None,
+        };
+        let config = client_config(roots, identity, global.insecure_skip_tls_verify)?;
+        Ok(TlsFiles {
+            flags: Some(Arc::new(config)),
+            server_name,
+        })
+    }
+
+    /// The configuration for an endpoint of this kind, or `None` for plaintext.
+    fn for_target(&self, tls: TlsUse) -> Result<Option<Arc<rustls::ClientConfig>>, CliError> {
+        Ok(match tls {
+            TlsUse::Drop => None,
+            TlsUse::Optional => self.flags.clone(),
+            TlsUse::Require => match &self.flags {
+                Some(config) => Some(config.clone()),
+                None => Some(Arc::new(client_config(None, None, false)?)),
+            },
+        })
+    }
+}
+
+/// A client certificate chain and its key.
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// Go's `tls.X509KeyPair`, with its error texts.
+fn key_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<Identity, CliError> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(CliError::bad_args(
+            "tls: failed to find any PEM data in certificate input",
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|_| CliError::bad_args("tls: failed to find any PEM data in key input"))?;
+    Ok((certs, key))
+}
+
+/// The CA bundle's certificates (Go's `NewCertPool`: a PEM certificate that does not parse
+/// is an error, text without PEM blocks an empty pool).
+fn root_store(pem: &[u8]) -> Result<rustls::RootCertStore, CliError> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| CliError::bad_args(format!("x509: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| CliError::bad_args(format!("x509: {e}")))?;
+    }
+    Ok(roots)
+}
+
+/// The system's CA bundle (Go's default roots), empty when there is none.
+fn system_roots() -> rustls::RootCertStore {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let path = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+    if let Ok(pem) = std::fs::read(path) {
+        for cert in CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok) {
+            let _ = roots.add(cert);
+        }
+    }
+    roots
+}
+
+/// A rustls client configuration: `roots` (the system's when `None`), the client identity,
+/// and `--insecure-skip-tls-verify`.
+fn client_config(
+    roots: Option<rustls::RootCertStore>,
+    identity: Option<Identity>,
+    skip_verify: bool,
+) -> Result<rustls::ClientConfig, CliError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| CliError::error(format!("TLS: {e}")))?;
-    let builder = if global.insecure_skip_tls_verify {
+        .map_err(|e| CliError::bad_args(format!("tls: {e}")))?;
+    let builder = if skip_verify {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
     } else {
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(path) = &global.cacert {
-            for cert in read_pem_certs(path)? {
-                roots.add(cert).map_err(|e| {
-                    CliError::error(format!(
-                        "{}: not a usable CA certificate: {e}",
-                        path.display()
-                    ))
-                })?;
-            }
-        }
-        builder.with_root_certificates(roots)
+        builder.with_root_certificates(roots.unwrap_or_else(system_roots))
     };
-    let mut config = match (&global.cert, &global.key) {
-        (Some(cert), Some(key)) => {
-            let certs = read_pem_certs(cert)?;
-            let key = read_pem_key(key)?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| CliError::error(format!("TLS client certificate: {e}")))?
-        }
-        (None, None) => builder.with_no_client_auth(),
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(CliError::error(
-                "--cert and --key must be given together for client certificate authentication",
-            ))
-        }
+    let mut config = match identity {
+        Some((certs, key)) => builder
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| CliError::bad_args(format!("tls: {e}")))?,
+        None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Some(config))
+    Ok(config)
 }
 
-fn read_pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, CliError> {
-    use rustls::pki_types::pem::PemObject;
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| CliError::error(format!("open {}: {e}", path.display())))?
-        .collect();
-    let certs = certs.map_err(|e| CliError::error(format!("{}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(CliError::error(format!(
-            "{}: no certificate in the file",
-            path.display()
-        )));
+/// The shortest keepalive ping interval gRPC's clients use (etcd's servers refuse pings
+/// that come more often than every 5 s).
+const KEEPALIVE_TIME_MIN: Duration = Duration::from_secs(10);
+
+/// One connection attempt to `target`, within `--dial-timeout` and the deadline.
+async fn dial(
+    global: &Global,
+    tls: &TlsFiles,
+    target: &Target,
+    deadline: tokio::time::Instant,
+) -> Result<Channel, ()> {
+    let connector = Connector {
+        tls: tls.for_target(target.tls).map_err(|_| ())?,
+        host: target.host.clone(),
+        server_name: tls.server_name.clone(),
+    };
+    let uri = format!("http://{}:{}", bracket(&target.host), target.port);
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|_| ())?
+        // As gRPC-Go (etcd's client): pings no more often than every 10 s, and only while a
+        // call is open. etcd's servers close connections that ping more often than every
+        // 5 s (its --grpc-keepalive-min-time) or ping while idle, which would end long
+        // watches, locks and mirrors.
+        .http2_keep_alive_interval(global.keepalive_time.max(KEEPALIVE_TIME_MIN))
+        .keep_alive_timeout(global.keepalive_timeout)
+        .keep_alive_while_idle(false)
+        .tcp_nodelay(true);
+    let mut limit = deadline;
+    if !global.dial_timeout.is_zero() {
+        limit = limit.min(tokio::time::Instant::now() + global.dial_timeout);
     }
-    Ok(certs)
+    let connect = async {
+        let channel = endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|_| ())?;
+        if probe(channel.clone()).await {
+            Ok(channel)
+        } else {
+            Err(())
+        }
+    };
+    tokio::time::timeout_at(limit, connect)
+        .await
+        .unwrap_or(Err(()))
 }
 
-fn read_pem_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, CliError> {
-    use rustls::pki_types::pem::PemObject;
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| CliError::error(format!("open {}: {e}", path.display())))
+/// Whether the server answers gRPC on `channel`. An HTTP/2 connection can look established
+/// while nothing works (plaintext to a TLS port; a TLS 1.3 server that rejects the client's
+/// certificate after the handshake), where etcd's client keeps waiting for a ready
+/// connection until the call's deadline. A call to a method no server has proves the
+/// connection: any answer from the server will do.
+async fn probe(channel: Channel) -> bool {
+    use keel_proto::etcdserverpb::{StatusRequest, StatusResponse};
+    use tonic::Code;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if grpc.ready().await.is_err() {
+        return false;
+    }
+    let codec = tonic_prost::ProstCodec::<StatusRequest, StatusResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/keelctl.Probe/Ready");
+    match grpc
+        .unary(tonic::Request::new(StatusRequest {}), path, codec)
+        .await
+    {
+        Ok(_) => true,
+        Err(status) => {
+            !matches!(
+                status.code(),
+                Code::Unknown
+                    | Code::Unavailable
+                    | Code::Cancelled
+                    | Code::DeadlineExceeded
+                    | Code::Internal
+            ) || status.message().contains("mapped from HTTP")
+        }
+    }
 }
 
 /// `--insecure-skip-tls-verify`: any server certificate is accepted (signatures are still
@@ -409,6 +760,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 struct Connector {
     tls: Option<Arc<rustls::ClientConfig>>,
     host: String,
+    server_name: Option<String>,
 }
 
 type ConnectFuture =
@@ -426,6 +778,7 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = self.tls.clone();
         let host = self.host.clone();
+        let server_name = self.server_name.clone().unwrap_or_else(|| host.clone());
         Box::pin(async move {
             let port = uri.port_u16().unwrap_or(2379);
             let addrs: Vec<_> = (host.as_str(), port).to_socket_addrs()?.collect();
@@ -445,8 +798,9 @@ impl tower_service::Service<Uri> for Connector {
             let io: Box<dyn Io> = match tls {
                 None => Box::new(stream),
                 Some(config) => {
-                    let name = ServerName::try_from(host.clone())
-                        .map_err(|e| std::io::Error::other(format!("bad host {host}: {e}")))?;
+                    let name = ServerName::try_from(server_name.clone()).map_err(|e| {
+                        std::io::Error::other(format!("bad server name {server_name}: {e}"))
+                    })?;
                     let tls = tokio_rustls::TlsConnector::from(config)
                         .connect(name, stream)
                         .await?;

@@ -21,6 +21,9 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format's name, as `-w` takes it.
+    pub const NAMES: &'static [&'static str] = &["simple", "json", "protobuf", "table", "fields"];
+
     /// The name etcdctl uses in its messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -33,12 +36,12 @@ impl Format {
     }
 }
 
-/// The flags every command takes. Each may also come from the environment as
-/// `ETCDCTL_<FLAG>` (upper case, dashes as underscores), as etcdctl reads them; a flag given
-/// on the command line wins over its variable.
+/// The flags every command takes (etcdctl's persistent flags on its root command), with
+/// etcdctl's usage texts. Each may also come from the environment as `ETCDCTL_<FLAG>` (upper
+/// case, dashes as underscores); `cobra.rs` applies the variables as etcdctl does.
 #[derive(Args, Clone, Debug)]
 pub struct Global {
-    /// gRPC endpoints (host:port or URLs, comma-separated).
+    /// gRPC endpoints
     #[arg(
         long,
         global = true,
@@ -46,57 +49,57 @@ pub struct Global {
         default_value = "127.0.0.1:2379"
     )]
     pub endpoints: Vec<String>,
-    /// Dial timeout for client connections.
+    /// dial timeout for client connections
     #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
     pub dial_timeout: Duration,
-    /// Timeout for short running commands (excluding dial timeout).
+    /// timeout for short running command (excluding dial timeout)
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub command_timeout: Duration,
-    /// Keepalive time for client connections.
+    /// keepalive time for client connections
     #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
     pub keepalive_time: Duration,
-    /// Keepalive timeout for client connections.
+    /// keepalive timeout for client connections
     #[arg(long, global = true, default_value = "6s", value_parser = parse_duration)]
     pub keepalive_timeout: Duration,
-    /// Disable transport security for client connections.
+    /// disable transport security for client connections
     #[arg(long, global = true, default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set,
           value_parser = parse_bool)]
     pub insecure_transport: bool,
-    /// Accept any certificates during discovery.
+    /// accept insecure SRV records describing cluster endpoints
     #[arg(long, global = true, default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set,
           value_parser = parse_bool)]
     pub insecure_discovery: bool,
-    /// Skip server certificate verification (CAUTION: this option should be enabled only for
-    /// testing purposes).
+    /// skip server certificate verification (CAUTION: this option should be enabled only for
+    /// testing purposes)
     #[arg(long, global = true, default_value_t = false, num_args = 0..=1,
           default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set,
           value_parser = parse_bool)]
     pub insecure_skip_tls_verify: bool,
-    /// Verify certificates of TLS-enabled secure servers using this CA bundle.
+    /// verify certificates of TLS-enabled secure servers using this CA bundle
     #[arg(long, global = true)]
     pub cacert: Option<PathBuf>,
-    /// Identify secure client using this TLS certificate file.
+    /// identify secure client using this TLS certificate file
     #[arg(long, global = true)]
     pub cert: Option<PathBuf>,
-    /// Identify secure client using this TLS key file.
+    /// identify secure client using this TLS key file
     #[arg(long, global = true)]
     pub key: Option<PathBuf>,
-    /// username[:password] for authentication (prompt if password is not supplied).
+    /// username[:password] for authentication (prompt if password is not supplied)
     #[arg(long, global = true)]
     pub user: Option<String>,
-    /// Password for authentication (if this option is used, --user option shouldn't include
-    /// password).
+    /// password for authentication (if this option is used, --user option shouldn't include
+    /// password)
     #[arg(long, global = true)]
     pub password: Option<String>,
-    /// Domain name to query for SRV records describing cluster endpoints.
+    /// domain name to query for SRV records describing cluster endpoints
     #[arg(short = 'd', long, global = true)]
     pub discovery_srv: Option<String>,
-    /// Service name to query when using DNS discovery.
+    /// service name to query when using DNS discovery
     #[arg(long, global = true)]
     pub discovery_srv_name: Option<String>,
-    /// Set the output format (fields, json, protobuf, simple, table).
+    /// set the output format (fields, json, protobuf, simple, table)
     #[arg(
         short = 'w',
         long = "write-out",
@@ -105,77 +108,72 @@ pub struct Global {
         default_value = "simple"
     )]
     pub write_out: Format,
-    /// Print byte strings as hex encoded strings.
+    /// print byte strings as hex encoded strings
     #[arg(long, global = true, default_value_t = false, num_args = 0..=1,
           default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set,
           value_parser = parse_bool)]
     pub hex: bool,
-    /// Enable client-side debug logging.
+    /// enable client-side debug logging
     #[arg(long, global = true, default_value_t = false, num_args = 0..=1,
           default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set,
           value_parser = parse_bool)]
     pub debug: bool,
+    /// The global flags given on the command line (pflag's "changed"), by long name.
+    #[arg(skip)]
+    pub given: Vec<String>,
+    /// With `--debug`: the `ETCDCTL_<FLAG>=<value>` lines etcdctl prints to stderr when it
+    /// makes its client.
+    #[arg(skip)]
+    pub debug_lines: Vec<String>,
+    /// A `-w` value no printer has: etcdctl accepts any text and fails with `unsupported
+    /// output format` (exit 4) when it makes its client.
+    #[arg(skip)]
+    pub unsupported_write_out: Option<String>,
 }
 
-/// The global flags' long names, for reading `ETCDCTL_*` variables.
-pub const GLOBAL_FLAGS: &[&str] = &[
-    "endpoints",
-    "dial-timeout",
-    "command-timeout",
-    "keepalive-time",
-    "keepalive-timeout",
-    "insecure-transport",
-    "insecure-discovery",
-    "insecure-skip-tls-verify",
-    "cacert",
-    "cert",
-    "key",
-    "user",
-    "password",
-    "discovery-srv",
-    "discovery-srv-name",
-    "write-out",
-    "hex",
-    "debug",
-];
-
-/// The command line with every global flag that is not on it but is set in the environment
-/// (`ETCDCTL_<FLAG>`) added after the program name, as etcdctl applies its variables. A flag
-/// that is on the command line and also in the environment keeps the command line's value,
-/// with etcdctl's warning on stderr.
-pub fn args_with_env(
-    args: Vec<String>,
-    env: impl Iterator<Item = (String, String)>,
-) -> Vec<String> {
-    let env: Vec<(String, String)> = env.collect();
-    let mut out = Vec::with_capacity(args.len() + 4);
-    let mut args = args.into_iter();
-    out.extend(args.next());
-    let rest: Vec<String> = args.collect();
-    // Arguments after "--" (an exec command line) are not flags of ours.
-    let flags_end = rest.iter().position(|a| a == "--").unwrap_or(rest.len());
-    for flag in GLOBAL_FLAGS {
-        let var = format!("ETCDCTL_{}", flag.to_uppercase().replace('-', "_"));
-        let Some((_, value)) = env.iter().find(|(k, _)| *k == var) else {
-            continue;
-        };
-        let long = format!("--{flag}");
-        let given = rest[..flags_end].iter().any(|a| {
-            a == &long
-                || a.starts_with(&format!("{long}="))
-                || (*flag == "write-out" && (a == "-w" || a.starts_with("-w")))
-                || (*flag == "discovery-srv" && a == "-d")
-        });
-        if given {
-            eprintln!(
-                "{{\"level\":\"warn\",\"msg\":\"recognized environment variable {var}, but \
-                 unused: shadowed by corresponding flag\"}}"
-            );
-            continue;
-        }
-        out.push(format!("{long}={value}"));
+impl Global {
+    /// Whether the flag `long` was given on the command line.
+    pub fn was_given(&self, long: &str) -> bool {
+        self.given.iter().any(|g| g == long)
     }
-    out.extend(rest);
+}
+
+/// Go's `time.Duration.String()`: "2s", "1m30s", "1h0m0s", "1.5s", "500ms", "0s".
+pub fn go_duration(duration: Duration) -> String {
+    fn with_fraction(value: u128, unit: u128) -> String {
+        let whole = value / unit;
+        let fraction = value % unit;
+        if fraction == 0 {
+            return whole.to_string();
+        }
+        let digits = unit.ilog10() as usize;
+        let fraction = format!("{fraction:0digits$}");
+        format!("{whole}.{}", fraction.trim_end_matches('0'))
+    }
+    let nanos = duration.as_nanos();
+    if nanos == 0 {
+        return "0s".to_string();
+    }
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return format!("{}µs", with_fraction(nanos, 1_000));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", with_fraction(nanos, 1_000_000));
+    }
+    let seconds = nanos / 1_000_000_000;
+    let (hours, minutes) = (seconds / 3600, seconds % 3600 / 60);
+    let mut out = String::new();
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
+    }
+    if hours > 0 || minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
+    }
+    let rest = nanos - (hours * 3600 + minutes * 60) * 1_000_000_000;
+    out.push_str(&format!("{}s", with_fraction(rest, 1_000_000_000)));
     out
 }
 
@@ -250,29 +248,13 @@ mod tests {
     }
 
     #[test]
-    fn environment_fills_flags_the_command_line_leaves_out() {
-        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let env = vec![
-            ("ETCDCTL_ENDPOINTS".to_string(), "a:1,b:2".to_string()),
-            ("ETCDCTL_WRITE_OUT".to_string(), "json".to_string()),
-            ("HOME".to_string(), "/root".to_string()),
-        ];
-        assert_eq!(
-            args_with_env(args(&["keelctl", "get", "k"]), env.clone().into_iter()),
-            args(&[
-                "keelctl",
-                "--endpoints=a:1,b:2",
-                "--write-out=json",
-                "get",
-                "k"
-            ])
-        );
-        assert_eq!(
-            args_with_env(
-                args(&["keelctl", "-w", "fields", "get", "k"]),
-                env.into_iter()
-            ),
-            args(&["keelctl", "--endpoints=a:1,b:2", "-w", "fields", "get", "k"])
-        );
+    fn durations_print_as_go_prints_them() {
+        assert_eq!(go_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(go_duration(Duration::from_micros(1500)), "1.5ms");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
     }
 }

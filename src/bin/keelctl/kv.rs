@@ -57,16 +57,16 @@ pub struct GetArgs {
 pub struct PutArgs {
     /// The key and its value.
     pub args: Vec<String>,
-    /// Lease ID (in hexadecimal) to attach to the key.
+    /// lease ID (in hexadecimal) to attach to the key
     #[arg(long, default_value = "0")]
     pub lease: String,
-    /// Return the previous key-value pair before modification.
+    /// return the previous key-value pair before modification
     #[arg(long)]
     pub prev_kv: bool,
-    /// Updates the key using its current value.
+    /// updates the key using its current value
     #[arg(long)]
     pub ignore_value: bool,
-    /// Updates the key using its current lease.
+    /// updates the key using its current lease
     #[arg(long)]
     pub ignore_lease: bool,
 }
@@ -76,16 +76,16 @@ pub struct PutArgs {
 pub struct DelArgs {
     /// The key, and optionally the end of the range (exclusive).
     pub args: Vec<String>,
-    /// Delete keys with matching prefix.
+    /// delete keys with matching prefix
     #[arg(long)]
     pub prefix: bool,
-    /// Return deleted key-value pairs.
+    /// return deleted key-value pairs
     #[arg(long)]
     pub prev_kv: bool,
-    /// Delete keys that are greater than or equal to the given key using byte compare.
+    /// delete keys that are greater than or equal to the given key using byte compare
     #[arg(long)]
     pub from_key: bool,
-    /// Delete range of keys.
+    /// delete range of keys
     #[arg(long)]
     pub range: bool,
 }

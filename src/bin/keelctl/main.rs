@@ -12,6 +12,8 @@ mod check;
 mod client;
 mod endpoint;
 mod concurrency;
+mod cobra;
+mod completion;
 mod error;
 mod global;
 mod gofmt;
@@ -26,11 +28,13 @@ mod snapshot;
 mod table;
 mod txn;
 mod watch;
+mod srv;
+mod usage;
 
 use std::cell::OnceCell;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use client::Client;
 use error::CliError;
@@ -99,6 +103,8 @@ enum Command {
     /// Commands for checking properties of the etcd cluster.
     #[command(subcommand)]
     Check(check::CheckCommand),
+    /// Generate completion script
+    Completion(completion::CompletionArgs),
 }
 
 /// What every command gets: the global flags, how to print, and the connection (opened on
@@ -158,27 +164,54 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Elect(args) => concurrency::elect(&ctx, args),
         Command::MakeMirror(args) => mirror::make_mirror(&ctx, args),
         Command::Check(command) => check::run(&ctx, command),
+        Command::Completion(args) => completion::run(args),
     }
 }
 
+/// etcdctl's start: `ETCDCTL_API` picks the API (only v3 here), then the command line and
+/// the `ETCDCTL_*` variables are read as etcdctl reads them ([`cobra`]), then the command
+/// runs; a failure prints `Error: <message>` to stderr and exits with etcdctl's code.
 fn main() -> ExitCode {
-    let args = global::args_with_env(std::env::args().collect(), std::env::vars());
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                    let _ = e.print();
-                    return ExitCode::SUCCESS;
-                }
-                _ => {
-                    let _ = e.print();
-                    return ExitCode::from(error::exit::ERROR);
-                }
-            }
+    let api = std::env::var_os("ETCDCTL_API").map(|v| v.to_string_lossy().into_owned());
+    match api.as_deref().unwrap_or_default() {
+        "" | "3" => {}
+        "2" => {
+            eprintln!(
+                "Error: ETCDCTL_API=2: the v2 API is not supported by keelctl (unset \
+                 ETCDCTL_API or set it to 3)"
+            );
+            return ExitCode::from(error::exit::ERROR);
         }
+        other => {
+            eprintln!("unsupported API version: {other}");
+            return ExitCode::from(error::exit::ERROR);
+        }
+    }
+    // etcdctl unsets ETCDCTL_API before it reads the other variables.
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .filter(|(k, _)| k != "ETCDCTL_API")
+        .collect();
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut root = Cli::command();
+    root.build();
+    let (argv, extras) = match cobra::parse(&root, &args, &env) {
+        cobra::Outcome::Run { argv, extras } => (argv, extras),
+        cobra::Outcome::Exit(code) => return ExitCode::from(code),
     };
+    let mut cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => return ExitCode::from(cobra::clap_error(&root, &argv, &e)),
+    };
+    extras.apply(&mut cli.global);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
