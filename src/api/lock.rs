@@ -621,7 +621,7 @@ async fn observe(
         };
         let leader_key = kv.key.clone();
         let response = epb::LeaderResponse {
-            header: Some(header.clone()),
+            header: Some(header),
             kv: Some(kv),
         };
         if sender.send(Ok(response)).await.is_err() {
@@ -640,7 +640,7 @@ async fn observe(
                 }
                 header = caller.shared.header().at(next - 1).unwrap_or_default();
                 let response = epb::LeaderResponse {
-                    header: Some(header.clone()),
+                    header: Some(header),
                     kv: Some(crate::server::convert::key_value(event.kv)),
                 };
                 if sender.send(Ok(response)).await.is_err() {

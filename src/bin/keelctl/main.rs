@@ -10,10 +10,10 @@
 mod auth;
 mod check;
 mod client;
-mod endpoint;
-mod concurrency;
 mod cobra;
 mod completion;
+mod concurrency;
+mod endpoint;
 mod error;
 mod global;
 mod gofmt;
@@ -25,11 +25,11 @@ mod member;
 mod mirror;
 mod print;
 mod snapshot;
+mod srv;
 mod table;
 mod txn;
-mod watch;
-mod srv;
 mod usage;
+mod watch;
 
 use std::cell::OnceCell;
 use std::process::ExitCode;
