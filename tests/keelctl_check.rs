@@ -10,15 +10,18 @@ use regex::Regex;
 
 /// The lines after the progress bar, each one of etcdctl's forms.
 fn perf_shape(stdout: &str) -> Result<bool, String> {
-    // The progress bar redraws with carriage returns; its final state ends the first line.
-    let (bar, rest) = stdout
-        .split_once('\n')
-        .ok_or_else(|| format!("no line in {stdout:?}"))?;
-    let last = bar.rsplit('\r').next().unwrap_or_default();
-    let finished = Regex::new(r"^ 60 / 60  100\.00% 1m[0-9]+s$").expect("regex");
-    if !bar.starts_with("\r 0 / 60    0.00%") || !finished.is_match(last) {
-        return Err(format!("progress bar {bar:?}"));
+    // The progress bar redraws with carriage returns from " 0 / 60    0.00%"; its last
+    // state (which may stop short of 60 when the run ends between redraws) is followed by
+    // the verdict lines, on its own line or, as etcdctl sometimes prints it, right after it.
+    if !stdout.starts_with("\r 0 / 60    0.00%") {
+        return Err(format!("no progress bar at the start of {stdout:?}"));
     }
+    let last = stdout.rsplit('\r').next().unwrap_or_default();
+    let bar = Regex::new(r"^ *\d+ / 60 +\d+\.\d+%( [0-9m]+s)?\n?").expect("regex");
+    let rest = bar
+        .find(last)
+        .map(|m| &last[m.end()..])
+        .ok_or_else(|| format!("progress bar's last state {last:?}"))?;
     let lines: Vec<&str> = rest.lines().collect();
     let forms = [
         r"^(PASS: Throughput is|FAIL: Throughput too low:) \d+ writes/s$",
