@@ -152,19 +152,9 @@ impl Caller {
         last: bool,
         max_create_revision: i64,
     ) -> Result<pb::RangeResponse, Status> {
-        use pb::range_request::{SortOrder, SortTarget};
         self.range(pb::RangeRequest {
-            key: prefix.to_vec(),
-            range_end: prefix_end(prefix),
-            limit: 1,
-            sort_order: if last {
-                SortOrder::Descend
-            } else {
-                SortOrder::Ascend
-            } as i32,
-            sort_target: SortTarget::Create as i32,
             max_create_revision,
-            ..Default::default()
+            ..edge_range(prefix, last)
         })
         .await
     }
@@ -251,17 +241,30 @@ fn op_get(key: &[u8]) -> pb::RequestOp {
     }
 }
 
-fn op_first_create(prefix: &[u8]) -> pb::RequestOp {
+/// The key of `prefix` created first (or, with `last`, last): clientv3's `WithFirstCreate`
+/// and `WithLastCreate`.
+fn edge_range(prefix: &[u8], last: bool) -> pb::RangeRequest {
     use pb::range_request::{SortOrder, SortTarget};
+    let order = if last {
+        SortOrder::Descend
+    } else {
+        SortOrder::Ascend
+    };
+    pb::RangeRequest {
+        key: prefix.to_vec(),
+        range_end: prefix_end(prefix),
+        limit: 1,
+        sort_order: order as i32,
+        sort_target: SortTarget::Create as i32,
+        ..Default::default()
+    }
+}
+
+fn op_first_create(prefix: &[u8]) -> pb::RequestOp {
     pb::RequestOp {
-        request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
-            key: prefix.to_vec(),
-            range_end: prefix_end(prefix),
-            limit: 1,
-            sort_order: SortOrder::Ascend as i32,
-            sort_target: SortTarget::Create as i32,
-            ..Default::default()
-        })),
+        request: Some(pb::request_op::Request::RequestRange(edge_range(
+            prefix, false,
+        ))),
     }
 }
 
