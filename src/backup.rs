@@ -17,9 +17,10 @@
 //!   `authpb.User`), `authRoles` (name -> `authpb.Role`).
 //!
 //! The other way, [`read_backend`] reads such a file (an etcd snapshot, with its SHA-256
-//! checked, or an etcd member's `member/snap/db`) into Keel's state, and [`restore`] makes a
-//! new Keel data dir from it.
+//! checked, or an etcd member's `member/snap/db`, which has none) into Keel's state, and
+//! [`restore`] makes a new Keel data dir from it.
 
+use std::cell::Cell;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -293,8 +294,15 @@ pub enum RestoreError {
         reason: String,
     },
     /// The data dir already holds something.
-    #[error("data-dir {0:?} exists")]
+    #[error("data-dir {0:?} not empty or could not be read")]
     DataDirExists(String),
+    /// `--wal-dir` names a path that exists.
+    #[error("wal-dir {0:?} exists")]
+    WalDirExists(String),
+    /// The file has no SHA-256 trailer (a member's `member/snap/db`, or a truncated snapshot)
+    /// and the caller did not ask to skip the check.
+    #[error("snapshot missing hash but --skip-hash-check=false")]
+    MissingHash,
     /// Bad flags (`--initial-cluster` and friends).
     #[error("{0}")]
     Config(String),
@@ -318,10 +326,75 @@ fn be_u64(value: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(value.try_into().ok()?))
 }
 
-/// Reads the etcd backend file at `path`: an etcd snapshot (its SHA-256 trailer checked) or
-/// a member's `member/snap/db`. Every record is checked; a damaged file or one that is not
-/// etcd's is an error naming what is wrong.
-pub fn read_backend(path: &Path) -> Result<ImportedBackend, RestoreError> {
+/// The stages of a restore, as [`restore`] reports its progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreStage {
+    /// Checking the file's SHA-256 trailer: bytes hashed of the file's size.
+    Verifying,
+    /// Reading every record: bytes read of the file's size.
+    Reading,
+    /// Writing the new data dir's checkpoint: bytes written of its size.
+    Writing,
+}
+
+/// A progress report: the stage, the bytes done and the bytes it has in all.
+pub type Progress<'a> = &'a dyn Fn(RestoreStage, u64, u64);
+
+/// A [`bbolt::ReadAt`] that reports the bytes read through it (at most its length: pages read
+/// twice are counted twice, and the count is capped).
+struct Counted<'a, S: bbolt::ReadAt> {
+    source: &'a S,
+    len: u64,
+    read: Cell<u64>,
+    report: &'a dyn Fn(u64, u64),
+}
+
+impl<'a, S: bbolt::ReadAt> Counted<'a, S> {
+    fn new(source: &'a S, report: &'a dyn Fn(u64, u64)) -> std::io::Result<Counted<'a, S>> {
+        Ok(Counted {
+            len: source.len_bytes()?,
+            source,
+            read: Cell::new(0),
+            report,
+        })
+    }
+}
+
+impl<S: bbolt::ReadAt> bbolt::ReadAt for Counted<'_, S> {
+    fn len_bytes(&self) -> std::io::Result<u64> {
+        Ok(self.len)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.source.read_exact_at(buf, offset)?;
+        let read = (self.read.get() + buf.len() as u64).min(self.len);
+        self.read.set(read);
+        (self.report)(read, self.len);
+        Ok(())
+    }
+}
+
+/// How [`read_backend`] treats a file's SHA-256 trailer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashCheck {
+    /// The trailer must be there and match (an etcd snapshot); a file without one is refused
+    /// with [`RestoreError::MissingHash`], as etcdutl refuses it.
+    Required,
+    /// The trailer is not checked, and need not be there (etcdutl's `--skip-hash-check`, for
+    /// a member's `member/snap/db`).
+    Skipped,
+}
+
+/// Reads the etcd backend file at `path`: an etcd snapshot (its SHA-256 trailer checked
+/// unless `hash` says to skip it) or a member's `member/snap/db` (with [`HashCheck::Skipped`]).
+/// Every record is checked; a damaged file or one that is not etcd's is an error naming what
+/// is wrong. `progress` hears of the [`RestoreStage::Verifying`] and [`RestoreStage::Reading`]
+/// stages.
+pub fn read_backend(
+    path: &Path,
+    hash: HashCheck,
+    progress: Progress<'_>,
+) -> Result<ImportedBackend, RestoreError> {
     let shown = path.display().to_string();
     let bbolt_error = |source| RestoreError::Bbolt {
         path: shown.clone(),
@@ -331,9 +404,19 @@ pub fn read_backend(path: &Path) -> Result<ImportedBackend, RestoreError> {
         path: shown.clone(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| bbolt_error(bbolt::BboltError::from(e)))?;
-    bbolt::snapshot::verify_snapshot_hash(&file).map_err(bbolt_error)?;
-    let reader = bbolt::Reader::new(file).map_err(bbolt_error)?;
+    let io_error = |e: std::io::Error| bbolt_error(bbolt::BboltError::from(e));
+    let file = std::fs::File::open(path).map_err(io_error)?;
+    if hash == HashCheck::Required {
+        let verifying = |done, total| progress(RestoreStage::Verifying, done, total);
+        let counted = Counted::new(&file, &verifying).map_err(io_error)?;
+        let verified = bbolt::snapshot::verify_snapshot_hash(&counted).map_err(bbolt_error)?;
+        if verified == bbolt::snapshot::SnapshotHash::Absent {
+            return Err(RestoreError::MissingHash);
+        }
+    }
+    let reading = |done, total| progress(RestoreStage::Reading, done, total);
+    let counted = Counted::new(&file, &reading).map_err(io_error)?;
+    let reader = bbolt::Reader::new(counted).map_err(bbolt_error)?;
     let entries = |name: &[u8]| -> Result<Vec<bbolt::Entry>, RestoreError> {
         let Some(bucket) = reader.bucket(name).map_err(bbolt_error)? else {
             return Ok(Vec::new());
@@ -496,15 +579,24 @@ pub struct RestoreTarget<'a> {
     pub initial_cluster_token: &'a str,
     /// `--initial-advertise-peer-urls`.
     pub initial_advertise_peer_urls: &'a str,
+    /// `--wal-dir`: a WAL directory outside the data dir (it must not exist), which the
+    /// member is then started with; `None` keeps the WAL in the data dir.
+    pub wal_dir: Option<&'a Path>,
+    /// `--skip-hash-check`: how the file's SHA-256 trailer is treated.
+    pub hash: HashCheck,
 }
 
 /// Makes a new Keel data dir from the etcd backend file at `file`, for the member `target`
 /// names of the new cluster `target` describes: the store with every revision and lease, the
 /// auth state, and a fresh membership. Every member of the new cluster is restored from the
-/// same file with its own `name` and peer URLs, as with `etcdctl snapshot restore`. The file
-/// is read and checked completely before anything is written.
-pub fn restore(file: &Path, target: &RestoreTarget<'_>) -> Result<(), RestoreError> {
-    let imported = read_backend(file)?;
+/// same file with its own `name` and peer URLs, as with `etcdctl snapshot restore`. The flags
+/// are checked and the file is read and checked completely before anything is written;
+/// `progress` hears of each [`RestoreStage`].
+pub fn restore(
+    file: &Path,
+    target: &RestoreTarget<'_>,
+    progress: Progress<'_>,
+) -> Result<(), RestoreError> {
     let config = |e: String| RestoreError::Config(e);
     let peer_urls: Vec<String> = crate::config::parse_urls(
         "initial-advertise-peer-urls",
@@ -534,9 +626,19 @@ pub fn restore(file: &Path, target: &RestoreTarget<'_>) -> Result<(), RestoreErr
             target.data_dir.display().to_string(),
         ));
     }
+    if let Some(wal_dir) = target.wal_dir {
+        if wal_dir.symlink_metadata().is_ok() {
+            return Err(RestoreError::WalDirExists(wal_dir.display().to_string()));
+        }
+    }
+    let imported = read_backend(file, target.hash, progress)?;
     let write = |e: String| RestoreError::Write(e);
     let data_dir =
         crate::datadir::DataDir::open(target.data_dir).map_err(|e| write(e.to_string()))?;
+    if let Some(wal_dir) = target.wal_dir {
+        std::fs::create_dir_all(wal_dir)
+            .map_err(|e| write(format!("creating wal-dir {}: {e}", wal_dir.display())))?;
+    }
     // The members as a new cluster's first checkpoint holds them; each publishes its client
     // URLs when it starts.
     let members: Vec<pb::Member> = members
@@ -560,6 +662,8 @@ pub fn restore(file: &Path, target: &RestoreTarget<'_>) -> Result<(), RestoreErr
     };
     let mvcc = imported.checkpoint;
     let prefix = crate::raft::records::encode_state_prefix(&meta, mvcc.len());
+    let size = (prefix.len() + mvcc.len()) as u64;
+    progress(RestoreStage::Writing, 0, size);
     let snap_dir = data_dir.snap_dir();
     // The checkpoint a new cluster's members write at its first index, holding the restored
     // state instead of an empty store; written through the engine's checkpoint files on a
@@ -582,6 +686,7 @@ pub fn restore(file: &Path, target: &RestoreTarget<'_>) -> Result<(), RestoreErr
         .join()
         .map_err(|e| write(format!("the restore thread failed: {e}")))?;
     saved.map_err(|e| write(format!("writing the restored checkpoint: {e}")))?;
+    progress(RestoreStage::Writing, size, size);
     drop(data_dir);
     Ok(())
 }

@@ -680,6 +680,17 @@ pub fn etcdctl_restore(snapshot: &Path, data_dir: &Path, peer: u16) {
 /// Starts `kind` on the restored `data_dir` (member `restored` on `peer`), its output in
 /// `log`, and waits until it answers `/health`.
 pub fn start_restored(kind: Kind, data_dir: &Path, peer: u16, log: &Path) -> Restored {
+    start_restored_with(kind, data_dir, peer, log, &[])
+}
+
+/// [`start_restored`] with `extra` flags.
+pub fn start_restored_with(
+    kind: Kind,
+    data_dir: &Path,
+    peer: u16,
+    log: &Path,
+    extra: &[&str],
+) -> Restored {
     let client = free_port();
     let client_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
@@ -694,6 +705,7 @@ pub fn start_restored(kind: Kind, data_dir: &Path, peer: u16, log: &Path) -> Res
             &format!("--initial-advertise-peer-urls={peer_url}"),
             &format!("--initial-cluster=restored={peer_url}"),
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("log"))
         .stderr(out)

@@ -50,6 +50,13 @@ pub struct RestoreArgs {
     /// This member's peer URLs, as it will advertise them.
     #[arg(long, default_value = "http://localhost:2380")]
     pub initial_advertise_peer_urls: String,
+    /// Path to the WAL directory, which must not exist (default: in the data dir); start the
+    /// member with the same --wal-dir.
+    #[arg(long)]
+    pub wal_dir: Option<PathBuf>,
+    /// Ignore the snapshot's integrity hash (required for a db copied from a data dir).
+    #[arg(long)]
+    pub skip_hash_check: bool,
 }
 
 /// `snapshot save <filename>`.
@@ -71,7 +78,22 @@ fn restore(args: &RestoreArgs) -> Result<(), CliError> {
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.keel", args.name)));
-    keel::backup::restore(
+    let bar = progress_bar();
+    let report = |stage: keel::backup::RestoreStage, done: u64, total: u64| {
+        use keel::backup::RestoreStage;
+        let message = match stage {
+            RestoreStage::Verifying => "verifying",
+            RestoreStage::Reading => "reading",
+            RestoreStage::Writing => "writing",
+        };
+        if bar.message() != message {
+            bar.reset();
+            bar.set_message(message);
+        }
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let restored = keel::backup::restore(
         &args.file,
         &keel::backup::RestoreTarget {
             data_dir: &data_dir,
@@ -79,9 +101,17 @@ fn restore(args: &RestoreArgs) -> Result<(), CliError> {
             initial_cluster: &args.initial_cluster,
             initial_cluster_token: &args.initial_cluster_token,
             initial_advertise_peer_urls: &args.initial_advertise_peer_urls,
+            wal_dir: args.wal_dir.as_deref(),
+            hash: if args.skip_hash_check {
+                keel::backup::HashCheck::Skipped
+            } else {
+                keel::backup::HashCheck::Required
+            },
         },
-    )
-    .map_err(CliError::error)?;
+        &report,
+    );
+    bar.finish_and_clear();
+    restored.map_err(CliError::error)?;
     println!(
         "restored snapshot {} into {} (member {})",
         args.file.display(),
@@ -210,18 +240,7 @@ fn save_to(ctx: &Ctx, path: &Path, part: &Path) -> Result<(), CliError> {
             .map_err(|s| CliError::error(status_text(&s)))?
             .into_inner();
         log_info("fetching snapshot", &[("endpoint", &endpoint)]);
-        let bar = if std::io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec} {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar = progress_bar();
         let mut hasher = Sha256::new();
         // The last 32 bytes seen so far: the trailer once the stream ends.
         let mut tail: Vec<u8> = Vec::with_capacity(64);
@@ -285,6 +304,22 @@ fn save_to(ctx: &Ctx, path: &Path, part: &Path) -> Result<(), CliError> {
     })?;
     log_info("saved", &[("path", &path.display().to_string())]);
     Ok(())
+}
+
+/// A progress bar on stderr with bytes, rate and ETA (and the stage, for restore), or a
+/// hidden one when stderr is not a terminal, so that scripts' output stays clean.
+fn progress_bar() -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:9} {bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 fn hex(bytes: &[u8]) -> String {
