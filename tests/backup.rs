@@ -274,7 +274,10 @@ fn damaged_backups_are_refused_and_write_nothing() {
     // Each case fails with the hash checked, and (but for the changed byte, which bbolt's
     // pages carry no checksum to find) with it skipped, when the damage is found by reading
     // the records; a file without a trailer fails the check itself.
-    let skips = [(keel::backup::HashCheck::Required, None), (keel::backup::HashCheck::Skipped, Some("--skip-hash-check"))];
+    let skips = [
+        (keel::backup::HashCheck::Required, None),
+        (keel::backup::HashCheck::Skipped, Some("--skip-hash-check")),
+    ];
     for (what, content) in cases {
         let file = dir.path().join(format!("{what}.db"));
         std::fs::write(&file, &content).expect("write");
@@ -414,12 +417,8 @@ fn keelctl_alone_saves_wipes_and_restores_a_member() {
         assert!(output.status.success(), "txn: {output:?}");
     }
     let mut before = observe_with(Tool::Keelctl, &keel.endpoint, &lease);
-    let bulk = |e: &str| {
-        common::normalize(&keelctl(
-            e,
-            &["get", "bulk/", "--prefix", "-w", "json"],
-        ))
-    };
+    let bulk =
+        |e: &str| common::normalize(&keelctl(e, &["get", "bulk/", "--prefix", "-w", "json"]));
     let head = |e: &str| -> i64 {
         let json = keelctl(e, &["get", "a", "-w", "json"]);
         let value: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
@@ -481,7 +480,10 @@ fn keelctl_alone_saves_wipes_and_restores_a_member() {
             && stderr.contains("SHA-256 trailer"),
         "{stderr}"
     );
-    assert!(!data_dir.exists() && !wal_dir.exists(), "a refused restore wrote");
+    assert!(
+        !data_dir.exists() && !wal_dir.exists(),
+        "a refused restore wrote"
+    );
 
     let args = restore_args(&file_arg);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -492,7 +494,10 @@ fn keelctl_alone_saves_wipes_and_restores_a_member() {
     assert_eq!(again.status.code(), Some(1), "{again:?}");
     assert_eq!(
         String::from_utf8_lossy(&again.stderr).trim(),
-        format!("Error: data-dir {:?} not empty or could not be read", data_dir.display().to_string())
+        format!(
+            "Error: data-dir {:?} not empty or could not be read",
+            data_dir.display().to_string()
+        )
     );
 
     let wal_flag = format!("--wal-dir={}", wal_dir.display());

@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::ctl::{protobuf_fields, run_tool, Quad, Seen, Tool, COMBINATIONS};
-use common::{normalize, Kind, Server, COMMAND_TIMEOUT};
+use common::{normalize, Cluster, Kind, Server, COMMAND_TIMEOUT};
 
 const FORMATS: [&str; 4] = ["simple", "json", "fields", "protobuf"];
 
@@ -728,5 +728,72 @@ fn progress_notify_as_etcdctl_3_5() {
             "{kind:?}: {text}"
         );
         watcher.stop();
+    }
+}
+
+/// A watch whose connection breaks resumes where it was, as etcd's client resumes it: on a
+/// 3-member cluster, watchers given the first two members' endpoints see the member they use
+/// killed (SIGKILL) in turn while writes go on through the third; each shows every event
+/// once, in order. etcdctl and keelctl against Keel, and keelctl against etcd.
+#[test]
+fn a_watch_resumes_after_its_connection_breaks() {
+    for kind in [Kind::Keel, Kind::Etcd] {
+        let mut cluster = Cluster::start(kind, 3, &[]);
+        let writer = cluster.members[2].endpoint.clone();
+        let put = |value: &str| {
+            // The cluster may be electing a leader after a kill: retry until it answers.
+            let deadline = Instant::now() + WATCH_DEADLINE;
+            loop {
+                let output = run_tool(Tool::Keelctl, &writer, &["put", "w", value], None);
+                if output.status.success() {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "put {value}: {output:?}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        put("v0");
+        let revision = {
+            let output = run_tool(Tool::Keelctl, &writer, &["get", "w", "-w", "json"], None);
+            let json: serde_json::Value =
+                serde_json::from_slice(&output.stdout).expect("get -w json");
+            json["header"]["revision"].as_i64().expect("revision")
+        };
+        let endpoints = format!(
+            "{},{}",
+            cluster.members[0].endpoint, cluster.members[1].endpoint
+        );
+        let tools: &[Tool] = match kind {
+            Kind::Keel => &[Tool::Etcdctl, Tool::Keelctl],
+            Kind::Etcd => &[Tool::Keelctl],
+        };
+        let rev = format!("--rev={revision}");
+        let mut watchers: Vec<Watcher> = tools
+            .iter()
+            .map(|tool| Watcher::start(*tool, &endpoints, &["watch", "w", &rev], &[]))
+            .collect();
+        for watcher in &mut watchers {
+            watcher.read_until(b"v0", true);
+        }
+        for (round, victim) in [0usize, 1].into_iter().enumerate() {
+            cluster.kill(victim);
+            let value = format!("v{}", round + 1);
+            put(&value);
+            cluster.restart(victim);
+            cluster.wait_healthy(victim);
+            for watcher in &mut watchers {
+                watcher.read_until(value.as_bytes(), true);
+            }
+        }
+        put(SENTINEL);
+        for (tool, mut watcher) in tools.iter().zip(watchers) {
+            let out = watcher.read_until(SENTINEL.as_bytes(), true);
+            watcher.stop();
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                "PUT\nw\nv0\nPUT\nw\nv1\nPUT\nw\nv2\nPUT\nw\nSENTINEL\n",
+                "{tool:?} against {kind:?}"
+            );
+        }
     }
 }

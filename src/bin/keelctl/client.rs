@@ -58,11 +58,21 @@ pub type Svc = InterceptedService<Channel, Token>;
 /// A connection to one endpoint, with the runtime that drives it.
 pub struct Client {
     rt: tokio::runtime::Runtime,
-    channel: Channel,
+    /// Replaced by [`Client::redial`] after the connection broke.
+    channel: std::sync::Mutex<Channel>,
     token: Token,
+    /// What [`Client::redial`] needs: the flags, the TLS settings and every endpoint.
+    redial: Redial,
     command_timeout: Duration,
     /// The endpoint as given on the command line.
     pub endpoint: String,
+}
+
+/// How to connect again: the flags, TLS settings and endpoints the client was made with.
+struct Redial {
+    global: Global,
+    tls: TlsFiles,
+    targets: Vec<(String, Target)>,
 }
 
 /// One endpoint, split: whether it must, may or must not use TLS, and `host:port`.
@@ -190,10 +200,15 @@ impl Client {
             })?;
         let client = Client {
             rt,
-            channel,
+            channel: std::sync::Mutex::new(channel),
             token: Token::default(),
             command_timeout: global.command_timeout,
             endpoint,
+            redial: Redial {
+                global: global.clone(),
+                tls,
+                targets,
+            },
         };
         if let Some((name, password)) = credentials {
             client.authenticate(name, password, deadline)?;
@@ -217,7 +232,12 @@ impl Client {
         password: String,
         deadline: tokio::time::Instant,
     ) -> Result<(), CliError> {
-        let mut auth = AuthClient::new(self.channel.clone());
+        let mut auth = AuthClient::new(
+            self.channel
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        );
         let call = auth.authenticate(AuthenticateRequest { name, password });
         let response = self
             .rt
@@ -239,7 +259,37 @@ impl Client {
     }
 
     fn svc(&self) -> Svc {
-        InterceptedService::new(self.channel.clone(), self.token.clone())
+        InterceptedService::new(
+            self.channel
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            self.token.clone(),
+        )
+    }
+
+    /// Connects again after the connection broke (a watch resuming, as etcd's client
+    /// resumes its watches): each endpoint tried once in turn, each within
+    /// `--dial-timeout`. Whether one answered; later calls use its connection.
+    pub async fn redial(&self) -> bool {
+        let Redial {
+            global,
+            tls,
+            targets,
+        } = &self.redial;
+        let budget = if global.dial_timeout.is_zero() {
+            Duration::from_secs(2)
+        } else {
+            global.dial_timeout
+        };
+        for (_, target) in targets {
+            let deadline = tokio::time::Instant::now() + budget;
+            if let Ok(channel) = dial(global, tls, target, deadline).await {
+                *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = channel;
+                return true;
+            }
+        }
+        false
     }
 
     /// The KV service.

@@ -293,25 +293,96 @@ pub fn watch(ctx: &Ctx, args: &WatchArgs) -> Result<(), CliError> {
     let client = ctx.client()?;
     let create = create_request(&watch_args, &flags).map_err(CliError::bad_args)?;
     let mut session = Session::new(ctx.out);
+    // Where the watch resumes after a broken connection, as etcd's client tracks it.
+    let mut next_revision = create.start_revision;
+    let canceled = || CliError::new(exit::INTERRUPTED, CANCELED_BY_SERVER);
     client.block_on(async {
-        let mut stream = session
-            .open(client, create_request_union(create), exec)
-            .await?;
+        let mut pause = RECONNECT_PAUSE_MIN;
         loop {
-            match stream.message().await {
-                Ok(Some(response)) => {
-                    if session.handle(response)? == Flow::Ended {
-                        return Err(CliError::new(exit::INTERRUPTED, CANCELED_BY_SERVER));
+            let mut resumed = create.clone();
+            resumed.start_revision = next_revision;
+            session.reset();
+            match session
+                .open(client, create_request_union(resumed), exec.clone())
+                .await
+            {
+                Ok(mut stream) => loop {
+                    match stream.message().await {
+                        Ok(Some(response)) => {
+                            pause = RECONNECT_PAUSE_MIN;
+                            next_revision = resume_revision(next_revision, &response);
+                            if session.handle(response)? == Flow::Ended {
+                                return Err(canceled());
+                            }
+                        }
+                        // A stream ended without a status, or a broken connection: etcd's
+                        // client connects again and resumes the watch.
+                        Ok(None) => break,
+                        Err(status) if connection_broke(&status) => break,
+                        Err(status) => {
+                            eprintln!("watch was canceled ({})", status_text(&status));
+                            return Err(canceled());
+                        }
                     }
-                }
-                Ok(None) => return Err(CliError::new(exit::INTERRUPTED, CANCELED_BY_SERVER)),
-                Err(status) => {
-                    eprintln!("watch was canceled ({})", status_text(&status));
-                    return Err(CliError::new(exit::INTERRUPTED, CANCELED_BY_SERVER));
+                },
+                Err(status) if connection_broke(&status) => {}
+                Err(status) => return Err(CliError::error(status_text(&status))),
+            }
+            loop {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RECONNECT_PAUSE_MAX);
+                if client.redial().await {
+                    break;
                 }
             }
         }
     })
+}
+
+/// The first pause before a broken watch connects again; it doubles up to
+/// [`RECONNECT_PAUSE_MAX`] while the endpoints stay unreachable (gRPC's backoff).
+const RECONNECT_PAUSE_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The longest pause between tries to connect a broken watch again.
+const RECONNECT_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The revision a watch resumes from after `response`, as etcd's client 3.5 computes it: the
+/// creation's header revision for a watch of "now" (the client's rule: an event at that
+/// revision may be shown again after a resume), one past the header's revision for later
+/// responses, and one past the last event's revision when it has events.
+fn resume_revision(next: i64, response: &WatchResponse) -> i64 {
+    let header = response.header.as_ref().map_or(0, |h| h.revision);
+    let mut next = if response.created {
+        if next == 0 {
+            header
+        } else {
+            next
+        }
+    } else {
+        header + 1
+    };
+    if let Some(kv) = response.events.last().and_then(|e| e.kv.as_ref()) {
+        next = kv.mod_revision + 1;
+    }
+    next
+}
+
+/// Whether a watch stream failed because its connection did (the server went away, the
+/// network broke), which etcd's client retries, rather than by the server's answer. gRPC's
+/// Unavailable and Internal codes are retried as etcd's client retries them, but for
+/// `etcdserver: no leader`; a connection reset shows in tonic as Unknown with h2's or the
+/// transport's error.
+fn connection_broke(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Internal => {
+            status.message() != "etcdserver: no leader"
+        }
+        tonic::Code::Unknown => {
+            let message = status.message();
+            message.starts_with("h2 protocol error") || message.starts_with("transport error")
+        }
+        _ => false,
+    }
 }
 
 fn create_request_union(create: WatchCreateRequest) -> WatchRequest {
@@ -418,7 +489,8 @@ fn interactive(ctx: &Ctx, args: &WatchArgs, env: &Env) -> Result<(), CliError> {
                     stream = Some(
                         session
                             .open(client, request, exec.unwrap_or_default())
-                            .await?,
+                            .await
+                            .map_err(|status| CliError::error(status_text(&status)))?,
                     )
                 }
             }
@@ -460,7 +532,7 @@ impl Session {
         client: &crate::client::Client,
         first: WatchRequest,
         exec: Vec<String>,
-    ) -> Result<Streaming<WatchResponse>, CliError> {
+    ) -> Result<Streaming<WatchResponse>, tonic::Status> {
         let (tx, rx) = mpsc::unbounded();
         self.requests = Some(tx);
         self.send(first, Some(exec));
@@ -470,12 +542,15 @@ impl Session {
             "hasleader",
             tonic::metadata::MetadataValue::from_static("true"),
         );
-        let response = client
-            .watch()
-            .watch(request)
-            .await
-            .map_err(|status| CliError::error(status_text(&status)))?;
+        let response = client.watch().watch(request).await?;
         Ok(response.into_inner())
+    }
+
+    /// Forgets the watches of a stream that is gone.
+    fn reset(&mut self) {
+        self.requests = None;
+        self.pending.clear();
+        self.active.clear();
     }
 
     /// Sends a request on the stream; a create request's command waits for its creation.
