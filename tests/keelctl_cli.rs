@@ -13,11 +13,11 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::ctl::{Quad, Seen, Tool};
-use common::{free_port, http_get, normalize, Kind, READY_TIMEOUT};
+use common::{free_port, normalize, Kind, TlsServer};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 
 /// Runs `tool` with exactly `args` (no endpoint or timeouts added), the environment's
@@ -570,70 +570,6 @@ impl Authority {
             .expect("signed certificate");
         std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).expect("write");
         std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("write");
-    }
-}
-
-/// A server with an https client URL (readiness through a plain metrics URL); killed on
-/// drop.
-struct TlsServer {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl TlsServer {
-    fn start(kind: Kind, dir: &Path, tls: &[String]) -> TlsServer {
-        let (client, peer, metrics) = (free_port(), free_port(), free_port());
-        let log = dir.join(format!("{kind:?}.log"));
-        let out = std::fs::File::create(&log).expect("log");
-        let err = out.try_clone().expect("log");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut command = Command::new(kind.binary());
-        command
-            .arg("--name=tls")
-            .arg(format!(
-                "--data-dir={}",
-                dir.join(format!("{kind:?}.data")).display()
-            ))
-            .arg(format!("--listen-client-urls=https://127.0.0.1:{client}"))
-            .arg(format!(
-                "--advertise-client-urls=https://127.0.0.1:{client}"
-            ))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=tls={peer_url}"))
-            .arg(format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"))
-            .args(tls)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ETCD_") {
-                command.env_remove(key);
-            }
-        }
-        let mut server = TlsServer {
-            child: command.spawn().expect("spawn the server"),
-            endpoint: format!("127.0.0.1:{client}"),
-        };
-        let metrics = format!("127.0.0.1:{metrics}");
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while !matches!(http_get(&metrics, "/health"), Ok((200, _))) {
-            let exited = server.child.try_wait().ok().flatten();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "{kind:?} did not become healthy: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
     }
 }
 

@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{error_lines, free_port, http_get, Kind, ETCDCTL_BIN, READY_TIMEOUT};
+use common::{error_lines, free_port, http_get, Kind, TlsServer, ETCDCTL_BIN, READY_TIMEOUT};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 
 /// A CA and what it signs.
@@ -141,72 +141,8 @@ impl Files {
     }
 }
 
-/// A server with an https client URL and a plain http metrics URL; killed on drop.
-struct Server {
-    child: Child,
-    endpoint: String,
-    metrics: String,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(kind: Kind, dir: &Path, tls: &[String]) -> Server {
-    let (client, peer, metrics) = (free_port(), free_port(), free_port());
-    let log = dir.join(format!("{kind:?}.log"));
-    let out = std::fs::File::create(&log).expect("log");
-    let err = out.try_clone().expect("log");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let mut command = Command::new(kind.binary());
-    command
-        .arg("--name=tls")
-        .arg(format!(
-            "--data-dir={}",
-            dir.join(format!("{kind:?}.data")).display()
-        ))
-        .arg(format!("--listen-client-urls=https://127.0.0.1:{client}"))
-        .arg(format!(
-            "--advertise-client-urls=https://127.0.0.1:{client}"
-        ))
-        .arg(format!("--listen-peer-urls={peer_url}"))
-        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster=tls={peer_url}"))
-        .arg(format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"))
-        .args(tls)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ETCD_") {
-            command.env_remove(key);
-        }
-    }
-    let mut server = Server {
-        child: command.spawn().expect("spawn the server"),
-        endpoint: format!("127.0.0.1:{client}"),
-        metrics: format!("127.0.0.1:{metrics}"),
-        log,
-    };
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while !matches!(http_get(&server.metrics, "/health"), Ok((200, _))) {
-        let exited = server.child.try_wait().ok().flatten();
-        assert!(
-            exited.is_none() && Instant::now() < deadline,
-            "{kind:?} did not become healthy: {}",
-            std::fs::read_to_string(&server.log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
-}
-
 /// etcdctl against `server` with the TLS flags given: exit status and `Error:` lines.
-fn ctl(server: &Server, tls: &[String], args: &[&str]) -> String {
+fn ctl(server: &TlsServer, tls: &[String], args: &[&str]) -> String {
     let output = Command::new(ETCDCTL_BIN)
         .env("ETCDCTL_API", "3")
         .env_remove("ETCDCTL_ENDPOINTS")
@@ -236,7 +172,7 @@ fn session(kind: Kind) -> Vec<String> {
     files.issue(&ca1, "server", "server");
     files.issue(&ca1, "client", "client");
     files.issue(&ca2, "stranger", "other");
-    let server = start(
+    let server = TlsServer::start(
         kind,
         files.dir.path(),
         &[
@@ -324,7 +260,7 @@ fn common_name_session(kind: Kind) -> Vec<String> {
     files.issue(&ca, "root", "root");
     files.issue(&ca, "alice", "alice");
     files.issue(&ca, "nobody", "nobody");
-    let server = start(
+    let server = TlsServer::start(
         kind,
         files.dir.path(),
         &[
@@ -532,7 +468,7 @@ fn revocation_session(kind: Kind) -> Vec<String> {
         expired(p);
     });
     files.write("crl.pem", &ca.crl(&[1002]));
-    let server = start(
+    let server = TlsServer::start(
         kind,
         files.dir.path(),
         &[
@@ -640,7 +576,7 @@ fn cipher_session(kind: Kind) -> Vec<String> {
     let ca = Authority::new("ca");
     files.write("ca.pem", &ca.cert.pem());
     files.issue(&ca, "server", "server");
-    let server = start(
+    let server = TlsServer::start(
         kind,
         files.dir.path(),
         &[
@@ -761,7 +697,7 @@ fn tls_flag_errors_stop_the_start_as_in_etcd() {
 /// under `<data-dir>/fixtures/client`.
 fn auto_tls_session(kind: Kind) -> Vec<String> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start(kind, dir.path(), &["--auto-tls".to_string()]);
+    let server = TlsServer::start(kind, dir.path(), &["--auto-tls".to_string()]);
     let skip_verify = [
         "--insecure-transport=false".to_string(),
         "--insecure-skip-tls-verify".to_string(),
@@ -898,7 +834,7 @@ fn a_tls_handshake_that_never_finishes_is_closed() {
     let ca = Authority::new("ca");
     files.write("ca.pem", &ca.cert.pem());
     files.issue(&ca, "server", "server");
-    let server = start(
+    let server = TlsServer::start(
         Kind::Keel,
         files.dir.path(),
         &[
@@ -950,7 +886,7 @@ fn trusted_ca_session(kind: Kind) -> Vec<String> {
     files.write("ca.pem", &ca.cert.pem());
     files.issue(&ca, "server", "server");
     files.issue(&ca, "client", "client");
-    let server = start(
+    let server = TlsServer::start(
         kind,
         files.dir.path(),
         &[

@@ -726,3 +726,75 @@ pub fn start_restored_with(
     }
     server
 }
+
+/// A server with an https client URL and a plain http metrics URL; killed on drop.
+pub struct TlsServer {
+    /// The process.
+    pub child: Child,
+    /// `127.0.0.1:<client port>` (https).
+    pub endpoint: String,
+    /// `127.0.0.1:<metrics port>` (http).
+    pub metrics: String,
+    /// The server's output.
+    pub log: PathBuf,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsServer {
+    /// Starts `kind` in `dir` with an https client URL, the TLS flags `tls` and a plain http
+    /// metrics URL, and waits until the metrics URL's `/health` answers 200.
+    pub fn start(kind: Kind, dir: &Path, tls: &[String]) -> TlsServer {
+        let (client, peer, metrics) = (free_port(), free_port(), free_port());
+        let log = dir.join(format!("{kind:?}.log"));
+        let out = std::fs::File::create(&log).expect("log");
+        let err = out.try_clone().expect("log");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut command = Command::new(kind.binary());
+        command
+            .arg("--name=tls")
+            .arg(format!(
+                "--data-dir={}",
+                dir.join(format!("{kind:?}.data")).display()
+            ))
+            .arg(format!("--listen-client-urls=https://127.0.0.1:{client}"))
+            .arg(format!(
+                "--advertise-client-urls=https://127.0.0.1:{client}"
+            ))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=tls={peer_url}"))
+            .arg(format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"))
+            .args(tls)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ETCD_") {
+                command.env_remove(key);
+            }
+        }
+        let mut server = TlsServer {
+            child: command.spawn().expect("spawn the server"),
+            endpoint: format!("127.0.0.1:{client}"),
+            metrics: format!("127.0.0.1:{metrics}"),
+            log,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !matches!(http_get(&server.metrics, "/health"), Ok((200, _))) {
+            let exited = server.child.try_wait().ok().flatten();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "{kind:?} did not become healthy: {}",
+                std::fs::read_to_string(&server.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}

@@ -65,12 +65,13 @@ const OFFLINE: &[&str] = &[
 /// The shells `completion` writes scripts for.
 pub const SHELLS: &[&str] = &["bash", "zsh", "fish", "powershell"];
 
-/// Reads the command line `args` (without the program name) against `root` (a built clap
-/// command) and the environment `env` (without `ETCDCTL_API`).
-pub fn parse(root: &Command, args: &[String], env: &[(String, String)]) -> Outcome {
+/// Finds the command `args` name, as cobra's `Find` does: each word that is not a flag (of the
+/// commands found so far) names a subcommand, until one does not. Returns the commands from
+/// `root` down, the arguments without the subcommands' names, and whether a `help` word
+/// stopped the walk (`keelctl help ...`, `keelctl lease help`).
+fn walk<'a>(root: &'a Command, args: &[String]) -> (Vec<&'a Command>, Vec<String>, bool) {
     let mut chain: Vec<&Command> = vec![root];
     let mut rest: Vec<String> = args.to_vec();
-    let mut help_command = false;
     loop {
         let node = Node { chain: &chain };
         let words = strip_flags(&rest, &node.flags());
@@ -82,12 +83,18 @@ pub fn parse(root: &Command, args: &[String], env: &[(String, String)]) -> Outco
             }
             Some(Next::Help) => {
                 rest = args_minus_first(&rest, next);
-                help_command = true;
-                break;
+                return (chain, rest, true);
             }
             None => break,
         }
     }
+    (chain, rest, false)
+}
+
+/// Reads the command line `args` (without the program name) against `root` (a built clap
+/// command) and the environment `env` (without `ETCDCTL_API`).
+pub fn parse(root: &Command, args: &[String], env: &[(String, String)]) -> Outcome {
+    let (chain, rest, help_command) = walk(root, args);
     let node = Node { chain: &chain };
     if help_command {
         return help(root, &rest);
@@ -310,26 +317,7 @@ fn help(root: &Command, args: &[String]) -> Outcome {
         return Outcome::Exit(0);
     }
     let words = parsed.positionals;
-    let mut chain: Vec<&Command> = vec![root];
-    let mut rest = words.clone();
-    let mut topic_is_help = false;
-    loop {
-        let node = Node { chain: &chain };
-        let stripped = strip_flags(&rest, &node.flags());
-        let Some(next) = stripped.first() else { break };
-        match find_next(node.command(), next, chain.len() == 1) {
-            Some(Next::Command(sub)) => {
-                rest = args_minus_first(&rest, next);
-                chain.push(sub);
-            }
-            Some(Next::Help) => {
-                rest = args_minus_first(&rest, next);
-                topic_is_help = true;
-                break;
-            }
-            None => break,
-        }
-    }
+    let (chain, rest, topic_is_help) = walk(root, &words);
     if topic_is_help && strip_flags(&rest, &[]).is_empty() {
         print_stdout(&usage::help_command_usage(root));
         return Outcome::Exit(0);
