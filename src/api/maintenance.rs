@@ -122,7 +122,9 @@ impl Maintenance for MaintenanceService {
                 .is_learner
                 .load(std::sync::atomic::Ordering::Acquire),
             storage_version: String::new(),
-            db_size_quota: self.shared.limits.quota_bytes as i64,
+            // storage_version, db_size_quota and downgrade_info are etcd 3.6's fields; 3.5
+            // leaves them unset (v3rpc/maintenance.go `Status`).
+            db_size_quota: 0,
             downgrade_info: None,
         }))
     }
@@ -135,10 +137,9 @@ impl Maintenance for MaintenanceService {
         self.admin_only(&request).await?;
         // Keel's store keeps no free pages: compaction already returned the memory and the
         // WAL is trimmed at checkpoints. Defragment has nothing left to do and returns at once
-        // (etcd's defragment blocks the member while it rewrites the whole file).
-        Ok(Response::new(pb::DefragmentResponse {
-            header: self.shared.header().at(self.shared.current_revision()),
-        }))
+        // (etcd's defragment blocks the member while it rewrites the whole file). etcd 3.5
+        // answers with an empty message, no header (v3rpc/maintenance.go `Defragment`).
+        Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
     async fn hash(
@@ -169,7 +170,8 @@ impl Maintenance for MaintenanceService {
             header: self.shared.header().at(store.current_revision()),
             hash: hash.hash,
             compact_revision: hash.compact_revision,
-            hash_revision: hash.hash_revision,
+            // etcd 3.6's field: 3.5 leaves it 0 (v3rpc/maintenance.go `HashKV`).
+            hash_revision: 0,
         }))
     }
 
@@ -188,7 +190,6 @@ impl Maintenance for MaintenanceService {
         // data dir and streamed from there, then removed.
         let shared = self.shared.clone();
         let (pin, mut export, meta) = shared.begin_export();
-        let revision = export.revision();
         let collected = loop {
             shared.let_store_writers_in();
             let step = export.step(&shared.read_store(), SNAPSHOT_SLICE_KEYS);
@@ -208,7 +209,8 @@ impl Maintenance for MaintenanceService {
             shared.ids.next_request_id()
         ));
         let file = BackendFile::write(path, exported, meta).await?;
-        let header = shared.header().at(revision);
+        // etcd 3.5 sends neither a header nor a version in the stream's messages
+        // (v3rpc/maintenance.go `Snapshot`; both are 3.6's).
         let chunks = futures::stream::unfold(
             (file, Sha256::new(), false),
             move |(mut file, mut digest, finished)| async move {
@@ -227,19 +229,19 @@ impl Maintenance for MaintenanceService {
                 if chunk.is_empty() {
                     // The trailer etcdctl checks: the SHA-256 of everything sent before.
                     let response = pb::SnapshotResponse {
-                        header,
+                        header: None,
                         remaining_bytes: 0,
                         blob: digest.finalize_reset().to_vec(),
-                        version: ETCD_API_VERSION.to_string(),
+                        version: String::new(),
                     };
                     return Some((Ok(response), (file, digest, true)));
                 }
                 digest.update(&chunk);
                 let response = pb::SnapshotResponse {
-                    header,
+                    header: None,
                     remaining_bytes: file.remaining(),
                     blob: chunk,
-                    version: ETCD_API_VERSION.to_string(),
+                    version: String::new(),
                 };
                 Some((Ok(response), (file, digest, false)))
             },
@@ -258,9 +260,9 @@ impl Maintenance for MaintenanceService {
         // etcd: only the leader moves leadership, to a voter; the answer comes once the
         // transferee leads.
         self.shared.move_leader(request.get_ref().target_id).await?;
-        Ok(Response::new(pb::MoveLeaderResponse {
-            header: self.shared.header().at(self.shared.current_revision()),
-        }))
+        // etcd 3.5 answers with an empty message, no header (v3rpc/maintenance.go
+        // `MoveLeader`).
+        Ok(Response::new(pb::MoveLeaderResponse { header: None }))
     }
 
     async fn downgrade(
