@@ -1257,6 +1257,56 @@ fn cluster_and_maintenance_responses_match_etcds() {
             )));
         }
         cmp.check("snapshot", &[], &shapes);
+
+        // Downgrade is new in 3.5 (3.4.23 answers Unimplemented). etcd 3.5's answers, from
+        // server/etcdserver/v3_server.go `downgradeValidate` and `downgradeCancel` and
+        // api/v3rpc/rpctypes/error.go, for a cluster at version 3.5 (Keel's): the only target
+        // is 3.4 (membership/downgrade.go `AllowedDowngradeVersion`), written X.Y or X.Y.Z;
+        // the answer carries the cluster version and a header (v3rpc/maintenance.go).
+        let downgrade =
+            |action: pb::downgrade_request::DowngradeAction, version: &str| pb::DowngradeRequest {
+                action: action as i32,
+                version: version.into(),
+            };
+        use pb::downgrade_request::DowngradeAction::{Cancel, Validate};
+        let valid = "Ok(DowngradeResponse { header: Some(ResponseHeader { cluster_id: CLUSTER, \
+                     member_id: MEMBER, revision: 4, raft_term: N }), version: \"3.5.0\" })";
+        for target in ["3.4", "3.4.0", "3.4.23-rc.1+build"] {
+            keel_only!(cmp, &format!("downgrade validate {target}"), valid, |s| s
+                .maintenance()
+                .downgrade(downgrade(Validate, target)));
+        }
+        for target in ["3.5", "3.5.0", "3.3.9", "2.4"] {
+            keel_only!(
+                cmp,
+                &format!("downgrade validate {target}"),
+                r#"Err(InvalidArgument, "etcdserver: invalid downgrade target version")"#,
+                |s| s.maintenance().downgrade(downgrade(Validate, target))
+            );
+        }
+        for target in ["", "3", "three.four", "3.4.0.1"] {
+            keel_only!(
+                cmp,
+                &format!("downgrade validate {target:?}"),
+                r#"Err(InvalidArgument, "etcdserver: wrong downgrade target version format")"#,
+                |s| s.maintenance().downgrade(downgrade(Validate, target))
+            );
+        }
+        keel_only!(
+            cmp,
+            "downgrade cancel without a downgrade",
+            r#"Err(FailedPrecondition, "etcdserver: no inflight downgrade job")"#,
+            |s| s.maintenance().downgrade(downgrade(Cancel, ""))
+        );
+        keel_only!(
+            cmp,
+            "downgrade with an unknown action",
+            r#"Err(Unknown, "etcdserver: unknown method")"#,
+            |s| s.maintenance().downgrade(pb::DowngradeRequest {
+                action: 9,
+                version: "3.4".into(),
+            })
+        );
         cmp.finish();
     });
 }
