@@ -638,7 +638,238 @@ impl Metrics {
             "The number of leases held.",
             store.leases,
         );
+        process::render(&mut out);
         out
+    }
+}
+
+/// The metrics of Prometheus' process collector, which etcd (as every Go program that
+/// registers the default registry) exports: CPU time, memory, file descriptors and start time,
+/// read from `/proc/self` as client_golang's collector reads them. `etcdctl check datascale`
+/// reads `process_resident_memory_bytes`. A figure `/proc` cannot give is left out, as the
+/// Go collector leaves it out.
+pub mod process {
+    use std::fmt::Write as _;
+
+    /// The kernel's clock ticks per second in `/proc/<pid>/stat` (USER_HZ); client_golang's
+    /// procfs assumes 100, as every Linux ABI defines it.
+    const USER_HZ: f64 = 100.0;
+
+    /// The process figures of one scrape.
+    #[derive(Debug, Default, PartialEq)]
+    pub struct ProcessFigures {
+        /// User and system CPU time, seconds.
+        pub cpu_seconds: Option<f64>,
+        /// Open file descriptors.
+        pub open_fds: Option<u64>,
+        /// The soft limit on open files (`u64::MAX` when unlimited).
+        pub max_fds: Option<u64>,
+        /// Virtual memory size, bytes.
+        pub virtual_memory_bytes: Option<u64>,
+        /// The soft limit on the address space (`u64::MAX` when unlimited).
+        pub virtual_memory_max_bytes: Option<u64>,
+        /// Resident set size, bytes.
+        pub resident_memory_bytes: Option<u64>,
+        /// When the process started, seconds since the Unix epoch.
+        pub start_time_seconds: Option<f64>,
+    }
+
+    /// The fields of `/proc/self/stat` after the command name (which may hold spaces and
+    /// parentheses, so the split is at the last `)`): field 3 (state) is index 0.
+    fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+        let after = &stat[stat.rfind(')')? + 1..];
+        Some(after.split_whitespace().collect())
+    }
+
+    /// The soft limit of the `/proc/self/limits` row starting with `name`.
+    fn soft_limit(limits: &str, name: &str) -> Option<u64> {
+        let row = limits.lines().find(|l| l.starts_with(name))?;
+        let soft = row[name.len()..].split_whitespace().next()?;
+        if soft == "unlimited" {
+            Some(u64::MAX)
+        } else {
+            soft.parse().ok()
+        }
+    }
+
+    /// Figures from the texts of `/proc/self/stat`, `/proc/self/limits` and `/proc/stat`
+    /// (for the boot time), the page size and the number of open descriptors.
+    pub fn figures_from(
+        stat: Option<&str>,
+        limits: Option<&str>,
+        system_stat: Option<&str>,
+        page_bytes: u64,
+        open_fds: Option<u64>,
+    ) -> ProcessFigures {
+        let fields = stat.and_then(stat_fields);
+        // proc(5) numbers the fields from 1 with the state at 3: field n is index n - 3.
+        let field = |n: usize| -> Option<u64> { fields.as_ref()?.get(n - 3)?.parse().ok() };
+        let boot_seconds = system_stat.and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        });
+        let cpu_seconds = match (field(14), field(15)) {
+            (Some(user), Some(system)) => Some((user + system) as f64 / USER_HZ),
+            _ => None,
+        };
+        let start_time_seconds = match (field(22), boot_seconds) {
+            (Some(ticks), Some(boot)) => Some(boot as f64 + ticks as f64 / USER_HZ),
+            _ => None,
+        };
+        ProcessFigures {
+            cpu_seconds,
+            open_fds,
+            max_fds: limits.and_then(|l| soft_limit(l, "Max open files")),
+            virtual_memory_bytes: field(23),
+            virtual_memory_max_bytes: limits.and_then(|l| soft_limit(l, "Max address space")),
+            resident_memory_bytes: field(24).map(|pages| pages * page_bytes),
+            start_time_seconds,
+        }
+    }
+
+    /// This process' figures now.
+    pub fn figures() -> ProcessFigures {
+        let read = |path: &str| std::fs::read_to_string(path).ok();
+        // SAFETY: sysconf only reads a system constant.
+        let page_bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let page_bytes = u64::try_from(page_bytes).unwrap_or(4096);
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|entries| entries.count() as u64);
+        figures_from(
+            read("/proc/self/stat").as_deref(),
+            read("/proc/self/limits").as_deref(),
+            read("/proc/stat").as_deref(),
+            page_bytes,
+            open_fds,
+        )
+    }
+
+    /// A number as client_golang writes it: Go's shortest `%g` (`strconv.FormatFloat(f, 'g',
+    /// -1, 64)`), which switches to an exponent from 1e6 up (`1.048576e+06`).
+    pub fn go_float(value: f64) -> String {
+        if value == 0.0 {
+            return "0".to_string();
+        }
+        let scientific = format!("{value:e}");
+        let (mantissa, exponent) = scientific
+            .split_once('e')
+            .expect("{:e} always writes an exponent");
+        let exponent: i32 = exponent.parse().expect("a decimal exponent");
+        if !(-4..6).contains(&exponent) {
+            let sign = if exponent < 0 { '-' } else { '+' };
+            format!("{mantissa}e{sign}{:02}", exponent.abs())
+        } else {
+            format!("{value}")
+        }
+    }
+
+    /// Appends the process collector's metrics, with its names, help texts and types.
+    pub fn render(out: &mut String) {
+        let figures = figures();
+        let rows: [(&str, &str, &str, Option<f64>); 7] = [
+            (
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                figures.cpu_seconds,
+            ),
+            (
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                figures.max_fds.map(|v| v as f64),
+            ),
+            (
+                "process_open_fds",
+                "gauge",
+                "Number of open file descriptors.",
+                figures.open_fds.map(|v| v as f64),
+            ),
+            (
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                figures.resident_memory_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                figures.start_time_seconds,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                figures.virtual_memory_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_virtual_memory_max_bytes",
+                "gauge",
+                "Maximum amount of virtual memory available in bytes.",
+                figures.virtual_memory_max_bytes.map(|v| v as f64),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            if let Some(value) = value {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                let _ = writeln!(out, "{name} {}", go_float(value));
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn numbers_as_go_writes_them() {
+            assert_eq!(go_float(0.0), "0");
+            assert_eq!(go_float(12.0), "12");
+            assert_eq!(go_float(0.05), "0.05");
+            assert_eq!(go_float(999_999.0), "999999");
+            assert_eq!(go_float(1_048_576.0), "1.048576e+06");
+            assert_eq!(go_float(2.8672e7), "2.8672e+07");
+            assert_eq!(go_float(u64::MAX as f64), "1.8446744073709552e+19");
+            assert_eq!(go_float(0.00001), "1e-05");
+        }
+
+        #[test]
+        fn figures_from_proc_texts() {
+            // A command name with a space and a parenthesis must not shift the fields.
+            let stat = "4242 (keel (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                        250 50 0 0 20 0 9 0 12345 104857600 2560 18446744073709551615";
+            let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                          Max open files            1024                 524288               files\n\
+                          Max address space         unlimited            unlimited            bytes\n";
+            let system = "cpu  1 2 3\nbtime 1700000000\nprocesses 9\n";
+            let mut figures = figures_from(Some(stat), Some(limits), Some(system), 4096, Some(7));
+            let start = figures.start_time_seconds.take().expect("a start time");
+            assert!((start - 1_700_000_123.45).abs() < 1e-3, "{start}");
+            assert_eq!(
+                figures,
+                ProcessFigures {
+                    cpu_seconds: Some(3.0),
+                    open_fds: Some(7),
+                    max_fds: Some(1024),
+                    virtual_memory_bytes: Some(104_857_600),
+                    virtual_memory_max_bytes: Some(u64::MAX),
+                    resident_memory_bytes: Some(2560 * 4096),
+                    start_time_seconds: None,
+                }
+            );
+        }
+
+        #[test]
+        fn nothing_made_up_without_proc() {
+            assert_eq!(
+                figures_from(None, None, None, 4096, None),
+                ProcessFigures::default()
+            );
+        }
     }
 }
 

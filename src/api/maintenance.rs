@@ -13,7 +13,7 @@ use crate::api::auth::{raw_auth_status, Credentials};
 use crate::api::error::mvcc_status;
 use crate::server::command::Command;
 use crate::server::membership;
-use crate::server::state::{Applied, SharedRef, ETCD_API_VERSION};
+use crate::server::state::{Applied, SharedRef, ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
 
 /// Size of one Snapshot response chunk (etcd sends 32 KiB chunks).
 pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
@@ -122,7 +122,10 @@ impl Maintenance for MaintenanceService {
                 .is_learner
                 .load(std::sync::atomic::Ordering::Acquire),
             storage_version: String::new(),
-            db_size_quota: self.shared.limits.quota_bytes as i64,
+            // storage_version, db_size_quota and downgrade_info are etcd 3.6's fields; 3.5
+            // leaves them unset (v3rpc/maintenance.go `Status`), and no downgrade is ever in
+            // progress on Keel (Downgrade ENABLE is not implemented).
+            db_size_quota: 0,
             downgrade_info: None,
         }))
     }
@@ -135,10 +138,9 @@ impl Maintenance for MaintenanceService {
         self.admin_only(&request).await?;
         // Keel's store keeps no free pages: compaction already returned the memory and the
         // WAL is trimmed at checkpoints. Defragment has nothing left to do and returns at once
-        // (etcd's defragment blocks the member while it rewrites the whole file).
-        Ok(Response::new(pb::DefragmentResponse {
-            header: self.shared.header().at(self.shared.current_revision()),
-        }))
+        // (etcd's defragment blocks the member while it rewrites the whole file). etcd 3.5
+        // answers with an empty message, no header (v3rpc/maintenance.go `Defragment`).
+        Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
     async fn hash(
@@ -169,7 +171,8 @@ impl Maintenance for MaintenanceService {
             header: self.shared.header().at(store.current_revision()),
             hash: hash.hash,
             compact_revision: hash.compact_revision,
-            hash_revision: hash.hash_revision,
+            // etcd 3.6's field: 3.5 leaves it 0 (v3rpc/maintenance.go `HashKV`).
+            hash_revision: 0,
         }))
     }
 
@@ -188,7 +191,6 @@ impl Maintenance for MaintenanceService {
         // data dir and streamed from there, then removed.
         let shared = self.shared.clone();
         let (pin, mut export, meta) = shared.begin_export();
-        let revision = export.revision();
         let collected = loop {
             shared.let_store_writers_in();
             let step = export.step(&shared.read_store(), SNAPSHOT_SLICE_KEYS);
@@ -208,7 +210,8 @@ impl Maintenance for MaintenanceService {
             shared.ids.next_request_id()
         ));
         let file = BackendFile::write(path, exported, meta).await?;
-        let header = shared.header().at(revision);
+        // etcd 3.5 sends neither a header nor a version in the stream's messages
+        // (v3rpc/maintenance.go `Snapshot`; both are 3.6's).
         let chunks = futures::stream::unfold(
             (file, Sha256::new(), false),
             move |(mut file, mut digest, finished)| async move {
@@ -227,19 +230,19 @@ impl Maintenance for MaintenanceService {
                 if chunk.is_empty() {
                     // The trailer etcdctl checks: the SHA-256 of everything sent before.
                     let response = pb::SnapshotResponse {
-                        header,
+                        header: None,
                         remaining_bytes: 0,
                         blob: digest.finalize_reset().to_vec(),
-                        version: ETCD_API_VERSION.to_string(),
+                        version: String::new(),
                     };
                     return Some((Ok(response), (file, digest, true)));
                 }
                 digest.update(&chunk);
                 let response = pb::SnapshotResponse {
-                    header,
+                    header: None,
                     remaining_bytes: file.remaining(),
                     blob: chunk,
-                    version: ETCD_API_VERSION.to_string(),
+                    version: String::new(),
                 };
                 Some((Ok(response), (file, digest, false)))
             },
@@ -258,20 +261,94 @@ impl Maintenance for MaintenanceService {
         // etcd: only the leader moves leadership, to a voter; the answer comes once the
         // transferee leads.
         self.shared.move_leader(request.get_ref().target_id).await?;
-        Ok(Response::new(pb::MoveLeaderResponse {
-            header: self.shared.header().at(self.shared.current_revision()),
-        }))
+        // etcd 3.5 answers with an empty message, no header (v3rpc/maintenance.go
+        // `MoveLeader`).
+        Ok(Response::new(pb::MoveLeaderResponse { header: None }))
     }
 
     async fn downgrade(
         &self,
-        _request: Request<pb::DowngradeRequest>,
+        request: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        // etcd 3.5 (server/etcdserver/v3_server.go `Downgrade`): an admin's; VALIDATE checks
+        // that the target is the one minor version below the cluster's and that no downgrade
+        // is in progress, CANCEL ends the one in progress. Keel has no way to start one yet
+        // (ENABLE, README), so none is ever in progress.
         self.shared.refuse_if_learner()?;
-        Err(Status::unimplemented(
-            "keel: Downgrade is not implemented (see README)",
-        ))
+        Credentials::of(&request)
+            .require_admin(&self.shared)
+            .await?;
+        let request = request.into_inner();
+        use pb::downgrade_request::DowngradeAction;
+        let cluster_version = ETCD_CLUSTER_VERSION;
+        match DowngradeAction::try_from(request.action) {
+            Ok(DowngradeAction::Validate) => {
+                let target = downgrade_target(&request.version)?;
+                self.shared.linearizable_barrier().await?;
+                if Some(target) != allowed_downgrade(cluster_version) {
+                    return Err(Status::invalid_argument(
+                        "etcdserver: invalid downgrade target version",
+                    ));
+                }
+            }
+            Ok(DowngradeAction::Enable) => {
+                return Err(Status::unimplemented(
+                    "keel: Downgrade ENABLE is not implemented (see README)",
+                ));
+            }
+            Ok(DowngradeAction::Cancel) => {
+                self.shared.linearizable_barrier().await?;
+                return Err(Status::failed_precondition(
+                    "etcdserver: no inflight downgrade job",
+                ));
+            }
+            // etcd's ErrUnknownMethod, which togRPCError passes on with code Unknown.
+            Err(_) => return Err(Status::unknown("etcdserver: unknown method")),
+        }
+        Ok(Response::new(pb::DowngradeResponse {
+            header: self.shared.header().at(self.shared.current_revision()),
+            version: cluster_version.to_string(),
+        }))
     }
+}
+
+/// A semantic version as etcd's `semver.NewVersion` (coreos/go-semver) reads it: three
+/// dot-separated decimal integers, then an optional `-pre.release` and `+metadata` of
+/// `[0-9A-Za-z-]` identifiers. Returns (major, minor, patch).
+fn semver(text: &str) -> Option<(i64, i64, i64)> {
+    fn identifiers(text: &str) -> bool {
+        text.split('.').all(|part| {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+    }
+    let (text, metadata) = text.split_once('+').unwrap_or((text, ""));
+    let (text, pre_release) = text.split_once('-').unwrap_or((text, ""));
+    if (!metadata.is_empty() && !identifiers(metadata))
+        || (!pre_release.is_empty() && !identifiers(pre_release))
+    {
+        return None;
+    }
+    let mut parts = text.splitn(3, '.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    let patch = parts.next()?.parse().ok()?;
+    Some((major, minor, patch))
+}
+
+/// etcd's `convertToClusterVersion`: the major and minor of a downgrade target written as
+/// `X.Y.Z` or `X.Y`.
+fn downgrade_target(version: &str) -> Result<(i64, i64), Status> {
+    semver(version)
+        .or_else(|| semver(&format!("{version}.0")))
+        .map(|(major, minor, _)| (major, minor))
+        .ok_or_else(|| {
+            Status::invalid_argument("etcdserver: wrong downgrade target version format")
+        })
+}
+
+/// etcd's `AllowedDowngradeVersion`: one minor version below the cluster's.
+fn allowed_downgrade(cluster_version: &str) -> Option<(i64, i64)> {
+    semver(cluster_version).map(|(major, minor, _)| (major, minor - 1))
 }
 
 impl MaintenanceService {
@@ -455,5 +532,35 @@ impl Cluster for ClusterService {
             header: self.header(),
             members,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downgrade_targets_as_etcd_reads_them() {
+        assert_eq!(downgrade_target("3.4").unwrap(), (3, 4));
+        assert_eq!(downgrade_target("3.4.0").unwrap(), (3, 4));
+        assert_eq!(downgrade_target("3.4.23-rc.1+build-7").unwrap(), (3, 4));
+        for bad in [
+            "",
+            "3",
+            "x.y",
+            "3.4.5.6",
+            "3.4-rc",
+            "3.4.0+a..b",
+            "3.4.x",
+            "v3.4",
+        ] {
+            let status = downgrade_target(bad).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad}");
+            assert_eq!(
+                status.message(),
+                "etcdserver: wrong downgrade target version format"
+            );
+        }
+        assert_eq!(allowed_downgrade(ETCD_CLUSTER_VERSION), Some((3, 4)));
     }
 }
