@@ -677,7 +677,12 @@ pub struct RaftNode<D: Disk> {
     wal_marks: VecDeque<(u64, u64)>,
     /// The WAL's bytes written, as of the last completed write.
     wal_bytes: u64,
+    /// The index of the newest checkpoint that is durable (saved and logged) or installed.
     checkpoint_index: u64,
+    /// The index of the last checkpoint that failed to encode or save (0: none). The next
+    /// try waits for as many applied entries past it as past a checkpoint, so a failing disk
+    /// is not hammered; `checkpoint_index` keeps naming the newest checkpoint that exists.
+    checkpoint_failed_at: u64,
     checkpoint_state: CheckpointState,
     /// WAL position of the previous checkpoint: segments are released only through it, so a
     /// damaged newest checkpoint can fall back to the older one with its entries still in the
@@ -752,6 +757,7 @@ impl<D: Disk> RaftNode<D> {
             wal_marks: VecDeque::from([(writer.wal.last_lsn(), last_index)]),
             wal_bytes: writer.wal.bytes_written(),
             checkpoint_index: recovered.checkpoint_index,
+            checkpoint_failed_at: 0,
             checkpoint_state: CheckpointState::Idle,
             previous_checkpoint_lsn: None,
             wal_bytes_at_checkpoint: writer.wal.bytes_written(),
@@ -1771,13 +1777,14 @@ impl<D: Disk> RaftNode<D> {
     /// the writes), when no other checkpoint is under way; and at once when raft wants a
     /// snapshot the newest checkpoint cannot give (for a member added after it).
     pub fn checkpoint_due(&self) -> bool {
+        // After a failed try, the next waits for entries past the failed one.
+        let since = self.checkpoint_index.max(self.checkpoint_failed_at);
         let wanted = (self.log.snapshot_wanted() || self.legacy_checkpoint_due)
-            && self.applied_index > self.checkpoint_index;
+            && self.applied_index > since;
         matches!(self.checkpoint_state, CheckpointState::Idle)
             && self.failed.is_none()
             && (wanted
-                || (self.applied_index
-                    >= self.checkpoint_index + self.config.snapshot_count.max(1)
+                || (self.applied_index >= since + self.config.snapshot_count.max(1)
                     && self.wal_bytes - self.wal_bytes_at_checkpoint >= self.last_checkpoint_bytes))
     }
 
@@ -1854,7 +1861,7 @@ impl<D: Disk> RaftNode<D> {
             self.checkpoint_state = CheckpointState::Saving { info, lsn };
         } else {
             tracing::error!(index = info.index, "encoding checkpoint failed");
-            self.checkpoint_index = info.index;
+            self.checkpoint_failed_at = info.index;
         }
     }
 
@@ -1879,7 +1886,7 @@ impl<D: Disk> RaftNode<D> {
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::error!(%error, index = info.index, "writing checkpoint failed");
-                self.checkpoint_index = info.index;
+                self.checkpoint_failed_at = info.index;
                 return;
             }
         };
