@@ -216,6 +216,7 @@ impl AuthorityFilter {
                     }
                 }
                 Stage::Block { remaining } => {
+                    out.diverted = true;
                     let n = (*remaining).min(input.len() - i);
                     *remaining -= n;
                     let done = *remaining == 0;
@@ -530,4 +531,411 @@ fn sanitized_authority(value: &[u8]) -> Option<&[u8]> {
         .unwrap_or(rest.len());
     let candidate = &rest[..end];
     (!candidate.is_empty() && authority_accepted(candidate)).then_some(candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One frame.
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        push_frame_head(&mut out, payload.len(), kind, flags, stream);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// The preface and an empty SETTINGS frame.
+    fn connection_start() -> Vec<u8> {
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(0x4, 0, 0, &[]));
+        out
+    }
+
+    /// A gRPC-like request's header block from `encoder` (which indexes what it can), with
+    /// `authority`, and `extra` fields after the usual ones.
+    fn request_block(
+        encoder: &mut loona_hpack::Encoder<'_>,
+        authority: &[u8],
+        extra: &[(&[u8], &[u8])],
+    ) -> Vec<u8> {
+        let mut fields: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/etcdserverpb.KV/Range"),
+            (b":authority", authority),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        ];
+        fields.extend_from_slice(extra);
+        encoder.encode(fields)
+    }
+
+    /// Runs `input` through a new filter in reads of `chunk` bytes, returning what it passes
+    /// on and the filter.
+    fn run(input: &[u8], chunk: usize, max_frame_size: usize) -> (Vec<u8>, AuthorityFilter) {
+        let mut filter = AuthorityFilter::new(max_frame_size);
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk) {
+            let kept = filter.process(piece);
+            out.extend_from_slice(&piece[..kept]);
+            out.extend_from_slice(filter.pending());
+            let n = filter.pending().len();
+            filter.consume_pending(n);
+        }
+        (out, filter)
+    }
+
+    /// A frame as the server sees it.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        /// A header block: its stream, HEADERS flags (END_STREAM and PRIORITY), priority
+        /// bytes, and fields.
+        Block(u32, u8, Vec<u8>, Vec<(String, String)>),
+        /// Any other frame: type, flags, stream, payload.
+        Other(u8, u8, u32, Vec<u8>),
+    }
+
+    /// Reads `bytes` as the server would (after the preface), decoding blocks with an
+    /// independent decoder; also checks that no frame exceeds `max_frame_size`.
+    fn server_view(
+        bytes: &[u8],
+        max_frame_size: usize,
+    ) -> (Vec<Seen>, loona_hpack::Decoder<'static>) {
+        let mut bytes = bytes.strip_prefix(PREFACE).expect("preface");
+        let mut decoder = loona_hpack::Decoder::new();
+        let mut seen = Vec::new();
+        let mut block: Option<(u32, u8, Vec<u8>, Vec<u8>)> = None;
+        while !bytes.is_empty() {
+            let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+            assert!(len <= max_frame_size, "frame of {len} bytes");
+            let (kind, flags) = (bytes[3], bytes[4]);
+            let stream = u32::from_be_bytes(bytes[5..9].try_into().unwrap());
+            let payload = &bytes[9..9 + len];
+            bytes = &bytes[9 + len..];
+            let fragment = match kind {
+                KIND_HEADERS => {
+                    assert!(block.is_none());
+                    let mut priority = [0; PRIORITY_BYTES];
+                    let fragment = headers_fragment(payload, flags, &mut priority).unwrap();
+                    let priority = if flags & FLAG_PRIORITY != 0 {
+                        priority.to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    block = Some((
+                        stream,
+                        flags & (FLAG_END_STREAM | FLAG_PRIORITY),
+                        priority,
+                        Vec::new(),
+                    ));
+                    fragment
+                }
+                KIND_CONTINUATION => {
+                    assert_eq!(block.as_ref().unwrap().0, stream);
+                    payload
+                }
+                _ => {
+                    assert!(block.is_none());
+                    seen.push(Seen::Other(kind, flags, stream, payload.to_vec()));
+                    continue;
+                }
+            };
+            block.as_mut().unwrap().3.extend_from_slice(fragment);
+            if flags & FLAG_END_HEADERS != 0 {
+                let (stream, flags, priority, hpack) = block.take().unwrap();
+                let fields = decoder
+                    .decode(&hpack)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+                    .collect();
+                seen.push(Seen::Block(stream, flags, priority, fields));
+            }
+        }
+        assert!(block.is_none(), "a header block was left open");
+        (seen, decoder)
+    }
+
+    /// The type of each frame in `bytes` (after the preface).
+    fn frame_kinds(bytes: &[u8]) -> Vec<u8> {
+        let mut bytes = &bytes[PREFACE.len()..];
+        let mut kinds = Vec::new();
+        while !bytes.is_empty() {
+            let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+            kinds.push(bytes[3]);
+            bytes = &bytes[9 + len..];
+        }
+        kinds
+    }
+
+    fn authority_of(seen: &Seen) -> Option<&str> {
+        match seen {
+            Seen::Block(_, _, _, fields) => fields
+                .iter()
+                .find(|(n, _)| n == ":authority")
+                .map(|(_, v)| v.as_str()),
+            Seen::Other(..) => None,
+        }
+    }
+
+    #[test]
+    fn http1_passes_untouched_in_place() {
+        let request = b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\nPRI * HTTP/2.0\r\n".to_vec();
+        for chunk in [1, 3, request.len()] {
+            let mut filter = AuthorityFilter::with_default_frame_size();
+            for piece in request.chunks(chunk) {
+                assert_eq!(filter.process(piece), piece.len());
+                assert!(filter.pending().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn good_authorities_pass_byte_for_byte() {
+        let mut encoder = loona_hpack::Encoder::new();
+        let mut input = connection_start();
+        for stream in [1, 3, 5] {
+            let block = request_block(&mut encoder, b"127.0.0.1:2379", &[(b"x-n", b"1")]);
+            input.extend(frame(KIND_HEADERS, FLAG_END_HEADERS, stream, &block));
+            input.extend(frame(0x0, FLAG_END_STREAM, stream, b"\0\0\0\0\x02\x0a\x00"));
+            input.extend(frame(0x8, 0, 0, &[0, 0, 0, 7]));
+        }
+        for chunk in [1, 2, 5, 9, 10, 64, input.len()] {
+            let (out, filter) = run(&input, chunk, FRAME_SIZE_MIN);
+            assert_eq!(out, input, "chunk {chunk}");
+            assert!(!filter.rewrote());
+        }
+        // Frames other than header blocks stay in the caller's buffer.
+        let mut filter = AuthorityFilter::with_default_frame_size();
+        let settings = connection_start();
+        assert_eq!(filter.process(&settings), settings.len());
+    }
+
+    /// A URL authority among good ones: the blocks from the first bad one on are re-encoded,
+    /// later blocks that refer to the client's dynamic table (entries added before and after
+    /// the rewrite began) still decode right, and the server's table stays as it was.
+    #[test]
+    fn url_authority_is_rewritten_and_later_blocks_stay_right() {
+        let mut encoder = loona_hpack::Encoder::new();
+        let mut input = connection_start();
+        let requests: [(&[u8], &[u8]); 5] = [
+            (b"127.0.0.1:2379", b"a"),
+            (b"http://127.0.0.1:2379", b"b"),
+            (b"127.0.0.1:2379", b"a"),
+            (b"http://127.0.0.1:2379", b"b"),
+            (b"#initially=[https://h1:1;https://h2:2]", b"c"),
+        ];
+        for (i, (authority, marker)) in requests.iter().enumerate() {
+            let block = request_block(&mut encoder, authority, &[(b"x-marker", marker)]);
+            let stream = 2 * i as u32 + 1;
+            input.extend(frame(KIND_HEADERS, FLAG_END_HEADERS, stream, &block));
+            input.extend(frame(0x0, FLAG_END_STREAM, stream, b"\0\0\0\0\0"));
+        }
+        let expected = [
+            "127.0.0.1:2379",
+            "127.0.0.1:2379",
+            "127.0.0.1:2379",
+            "127.0.0.1:2379",
+            "h1:1",
+        ];
+        let whole = run(&input, input.len(), FRAME_SIZE_MIN).0;
+        for chunk in [1, 4, 9, 17, 100, input.len()] {
+            let (out, filter) = run(&input, chunk, FRAME_SIZE_MIN);
+            assert_eq!(out, whole, "reads of {chunk} bytes");
+            assert!(filter.rewrote());
+        }
+        let (seen, _) = server_view(&whole, FRAME_SIZE_MIN);
+        let blocks: Vec<&Seen> = seen
+            .iter()
+            .filter(|s| matches!(s, Seen::Block(..)))
+            .collect();
+        assert_eq!(blocks.len(), 5);
+        for ((block, want), (_, marker)) in blocks.iter().zip(expected).zip(requests) {
+            assert_eq!(authority_of(block), Some(want));
+            let Seen::Block(_, flags, _, fields) = block else {
+                unreachable!()
+            };
+            assert_eq!(*flags, 0);
+            assert_eq!(fields[0], (":method".into(), "POST".into()));
+            assert_eq!(fields[2], (":path".into(), "/etcdserverpb.KV/Range".into()));
+            let marker = String::from_utf8(marker.to_vec()).unwrap();
+            assert_eq!(fields.last().unwrap(), &("x-marker".into(), marker));
+        }
+        // The first block passed as received: its bytes are the client's.
+        let first_block = request_block(
+            &mut loona_hpack::Encoder::new(),
+            b"127.0.0.1:2379",
+            &[(b"x-marker", b"a")],
+        );
+        let mut start = connection_start();
+        start.extend(frame(KIND_HEADERS, FLAG_END_HEADERS, 1, &first_block));
+        assert!(whole.starts_with(&start));
+        // Data frames are unchanged.
+        let data = seen
+            .iter()
+            .filter(|s| matches!(s, Seen::Other(0x0, ..)))
+            .count();
+        assert_eq!(data, 5);
+    }
+
+    #[test]
+    fn padding_is_dropped_and_priority_and_end_stream_kept() {
+        let mut encoder = loona_hpack::Encoder::new();
+        let block = request_block(&mut encoder, b"http://10.0.0.1:2379/path", &[]);
+        let mut payload = vec![3];
+        payload.extend([0x80, 0, 0, 1, 15]);
+        payload.extend(&block);
+        payload.extend([0; 3]);
+        let flags = FLAG_END_HEADERS | FLAG_END_STREAM | FLAG_PADDED | FLAG_PRIORITY;
+        let mut input = connection_start();
+        input.extend(frame(KIND_HEADERS, flags, 1, &payload));
+        let (out, _) = run(&input, 7, FRAME_SIZE_MIN);
+        let (seen, _) = server_view(&out, FRAME_SIZE_MIN);
+        let Seen::Block(stream, flags, priority, _) = &seen[1] else {
+            panic!("{seen:?}")
+        };
+        assert_eq!((*stream, *flags), (1, FLAG_END_STREAM | FLAG_PRIORITY));
+        assert_eq!(priority, &[0x80, 0, 0, 1, 15]);
+        assert_eq!(authority_of(&seen[1]), Some("10.0.0.1:2379"));
+        // The re-encoded frame itself carries no padding.
+        let headers_at = connection_start().len();
+        assert_eq!(out[headers_at + 4] & FLAG_PADDED, 0);
+    }
+
+    /// A block split over CONTINUATION frames comes back re-encoded and split at the maximum
+    /// frame size, END_HEADERS on the last frame only.
+    #[test]
+    fn large_blocks_are_split_into_continuation_frames() {
+        const MAX: usize = 64;
+        let mut encoder = loona_hpack::Encoder::new();
+        let mut input = connection_start();
+        for (stream, fill) in [(1u32, b'v'), (3, b'w')] {
+            let big = vec![fill; 300];
+            let block = request_block(&mut encoder, b"http://h:1", &[(b"x-big", &big)]);
+            let mut pieces = block.chunks(MAX);
+            let first = pieces.next().unwrap();
+            let rest: Vec<&[u8]> = pieces.collect();
+            assert!(!rest.is_empty());
+            input.extend(frame(KIND_HEADERS, 0, stream, first));
+            for (i, piece) in rest.iter().enumerate() {
+                let flags = if i + 1 == rest.len() {
+                    FLAG_END_HEADERS
+                } else {
+                    0
+                };
+                input.extend(frame(KIND_CONTINUATION, flags, stream, piece));
+            }
+        }
+        for chunk in [1, 13, input.len()] {
+            let (out, _) = run(&input, chunk, MAX);
+            let (seen, _) = server_view(&out, MAX);
+            assert_eq!(seen.len(), 3, "{seen:?}");
+            for block in &seen[1..] {
+                assert_eq!(authority_of(block), Some("h:1"));
+                let Seen::Block(_, _, _, fields) = block else {
+                    unreachable!()
+                };
+                assert_eq!(fields.last().unwrap().1.len(), 300);
+            }
+            assert!(frame_kinds(&out).contains(&KIND_CONTINUATION));
+        }
+    }
+
+    #[test]
+    fn unusable_authorities_are_dropped() {
+        for bad in [&b"http://"[..], b"#initially=[]", b"", b"a b", b"http:///x"] {
+            let mut input = connection_start();
+            let block = request_block(&mut loona_hpack::Encoder::new(), bad, &[]);
+            input.extend(frame(KIND_HEADERS, FLAG_END_HEADERS, 1, &block));
+            let (out, _) = run(&input, input.len(), FRAME_SIZE_MIN);
+            let (seen, _) = server_view(&out, FRAME_SIZE_MIN);
+            assert_eq!(
+                authority_of(&seen[1]),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn sanitizing() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("http://127.0.0.1:2379", Some("127.0.0.1:2379")),
+            ("https://[::1]:2379/", Some("[::1]:2379")),
+            ("unix://localhost:2379", Some("localhost:2379")),
+            ("#initially=[http://a:1;http://b:2]", Some("a:1")),
+            ("#initially=[b:2]", Some("b:2")),
+            ("http://x:1?q", Some("x:1")),
+            ("http://a b:1", None),
+            ("#initially=[", None),
+        ];
+        for (value, want) in cases {
+            let got =
+                sanitized_authority(value.as_bytes()).map(|v| std::str::from_utf8(v).unwrap());
+            assert_eq!(got, *want, "{value}");
+        }
+        assert!(authority_accepted(b"127.0.0.1:2379"));
+        assert!(!authority_accepted(b"http://127.0.0.1:2379"));
+    }
+
+    /// Sequences h2 refuses are left for h2 to refuse: as received while nothing was
+    /// re-encoded; once something was, with a block h2 cannot decode.
+    #[test]
+    fn what_the_filter_does_not_follow_goes_to_h2() {
+        let good = request_block(&mut loona_hpack::Encoder::new(), b"h:1", &[]);
+        let bad = request_block(&mut loona_hpack::Encoder::new(), b"http://h:1", &[]);
+        let broken: Vec<Vec<u8>> = vec![
+            // A CONTINUATION with no block open.
+            frame(KIND_CONTINUATION, FLAG_END_HEADERS, 1, &good),
+            // A block interrupted by another frame.
+            [
+                frame(KIND_HEADERS, 0, 1, &good),
+                frame(0x8, 0, 0, &[0, 0, 0, 1]),
+            ]
+            .concat(),
+            // A HEADERS frame whose padding does not fit.
+            frame(
+                KIND_HEADERS,
+                FLAG_END_HEADERS | FLAG_PADDED,
+                1,
+                &[200, 0x82],
+            ),
+            // An HPACK error.
+            frame(KIND_HEADERS, FLAG_END_HEADERS, 1, &[0x80]),
+            // A frame over the maximum size.
+            frame(
+                KIND_HEADERS,
+                FLAG_END_HEADERS,
+                1,
+                &vec![0x82; FRAME_SIZE_MIN + 1],
+            ),
+            // A PUSH_PROMISE.
+            frame(KIND_PUSH_PROMISE, FLAG_END_HEADERS, 1, &[0, 0, 0, 2, 0x82]),
+        ];
+        for tail in &broken {
+            // Before any rewrite: everything passes as received, and filtering stops (a bad
+            // authority after it is no longer rewritten).
+            let mut input = connection_start();
+            input.extend(tail);
+            let later = frame(KIND_HEADERS, FLAG_END_HEADERS, 9, &bad);
+            input.extend(&later);
+            for chunk in [1, 5, input.len()] {
+                let (out, filter) = run(&input, chunk, FRAME_SIZE_MIN);
+                assert_eq!(out, input);
+                assert!(!filter.rewrote());
+            }
+            // After a rewrite: a block with index 0 replaces what was held, on its stream.
+            let mut input = connection_start();
+            input.extend(frame(KIND_HEADERS, FLAG_END_HEADERS, 1, &bad));
+            let rewritten_len = run(&input, input.len(), FRAME_SIZE_MIN).0.len();
+            input.extend(tail);
+            let (out, _) = run(&input, input.len(), FRAME_SIZE_MIN);
+            let after = &out[rewritten_len..];
+            let poison = [0, 0, 1, KIND_HEADERS, FLAG_END_HEADERS, 0, 0, 0, 1, 0x80];
+            assert_eq!(&after[..10], &poison);
+            assert!(!after[10..].windows(10).any(|w| w == poison));
+        }
+    }
 }

@@ -750,3 +750,327 @@ static HUFFMAN_CODES: [(u32, u8); 257] = [
     (0x3ffffee, 26),
     (0x3fffffff, 30),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `block`, returning its fields as strings.
+    fn decode(decoder: &mut Decoder, block: &[u8]) -> Result<Vec<(String, String)>, DecodeError> {
+        let mut fields = Vec::new();
+        decoder.decode(block, |name, value| {
+            fields.push((
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            ))
+        })?;
+        Ok(fields)
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+        digits
+            .chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+            .collect()
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The dynamic table's entries, newest first.
+    fn table(decoder: &Decoder) -> Vec<(String, String)> {
+        decoder
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    String::from_utf8_lossy(&e.bytes[..e.name_len]).into_owned(),
+                    String::from_utf8_lossy(&e.bytes[e.name_len..]).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Huffman-codes `bytes` (for tests: the filter never writes Huffman).
+    fn huffman_encode(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (mut bits, mut count) = (0u64, 0u32);
+        for &b in bytes {
+            let (code, len) = HUFFMAN_CODES[b as usize];
+            bits = (bits << len) | code as u64;
+            count += len as u32;
+            while count >= 8 {
+                count -= 8;
+                out.push((bits >> count) as u8);
+            }
+        }
+        if count > 0 {
+            // Padding: the most significant bits of EOS, all ones.
+            out.push(((bits << (8 - count)) | ((1 << (8 - count)) - 1)) as u8);
+        }
+        out
+    }
+
+    /// RFC 7541, C.3: requests without Huffman coding, on one connection.
+    #[test]
+    fn rfc_requests_without_huffman() {
+        let mut decoder = Decoder::new(4096);
+        let first = hex("8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d");
+        assert_eq!(
+            decode(&mut decoder, &first).unwrap(),
+            fields(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "www.example.com"),
+            ])
+        );
+        let second = hex("8286 84be 5808 6e6f 2d63 6163 6865");
+        assert_eq!(
+            decode(&mut decoder, &second).unwrap(),
+            fields(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "www.example.com"),
+                ("cache-control", "no-cache"),
+            ])
+        );
+        let third = hex("8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65");
+        assert_eq!(
+            decode(&mut decoder, &third).unwrap(),
+            fields(&[
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", "/index.html"),
+                (":authority", "www.example.com"),
+                ("custom-key", "custom-value"),
+            ])
+        );
+        assert_eq!(
+            table(&decoder),
+            fields(&[
+                ("custom-key", "custom-value"),
+                ("cache-control", "no-cache"),
+                (":authority", "www.example.com"),
+            ])
+        );
+        assert_eq!(decoder.size, 164);
+    }
+
+    /// RFC 7541, C.4: the same requests, Huffman-coded.
+    #[test]
+    fn rfc_requests_with_huffman() {
+        let mut decoder = Decoder::new(4096);
+        let blocks = [
+            hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"),
+            hex("8286 84be 5886 a8eb 1064 9cbf"),
+            hex("8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf"),
+        ];
+        for block in &blocks {
+            decode(&mut decoder, block).unwrap();
+        }
+        assert_eq!(
+            table(&decoder),
+            fields(&[
+                ("custom-key", "custom-value"),
+                ("cache-control", "no-cache"),
+                (":authority", "www.example.com"),
+            ])
+        );
+    }
+
+    /// RFC 7541, C.5: responses in a 256-byte table, so that entries are evicted.
+    #[test]
+    fn rfc_responses_with_eviction() {
+        let mut decoder = Decoder::new(256);
+        let first = hex(
+            "4803 3330 3258 0770 7269 7661 7465 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133 \
+             2032 303a 3133 3a32 3120 474d 546e 1768 7474 7073 3a2f 2f77 7777 2e65 7861 6d70 \
+             6c65 2e63 6f6d",
+        );
+        decode(&mut decoder, &first).unwrap();
+        let second = hex("4803 3330 37c1 c0bf");
+        assert_eq!(
+            decode(&mut decoder, &second).unwrap(),
+            fields(&[
+                (":status", "307"),
+                ("cache-control", "private"),
+                ("date", "Mon, 21 Oct 2013 20:13:21 GMT"),
+                ("location", "https://www.example.com"),
+            ])
+        );
+        assert_eq!(
+            table(&decoder),
+            fields(&[
+                (":status", "307"),
+                ("location", "https://www.example.com"),
+                ("date", "Mon, 21 Oct 2013 20:13:21 GMT"),
+                ("cache-control", "private"),
+            ])
+        );
+        assert_eq!(decoder.size, 222);
+    }
+
+    #[test]
+    fn size_updates_follow_h2s_rules() {
+        let mut decoder = Decoder::new(4096);
+        // A literal with indexing, then a size update to 0 (first in its block) empties the
+        // table: the next reference to index 62 fails.
+        decode(&mut decoder, &hex("4001 6101 62")).unwrap();
+        assert_eq!(table(&decoder), fields(&[("a", "b")]));
+        assert_eq!(
+            decode(&mut decoder, &hex("20 82")).unwrap(),
+            fields(&[(":method", "GET")])
+        );
+        assert!(table(&decoder).is_empty());
+        assert_eq!(
+            decode(&mut decoder, &hex("be")),
+            Err(DecodeError::InvalidIndex)
+        );
+        // After a field, a size update is refused, as h2 refuses it.
+        assert_eq!(
+            decode(&mut decoder, &hex("82 20")),
+            Err(DecodeError::SizeUpdateNotFirst)
+        );
+        // Above the advertised size: 4097 = 31 + 4066.
+        let mut too_large = vec![0x3f];
+        too_large.extend([0xe2, 0x1f]);
+        assert_eq!(
+            decode(&mut decoder, &too_large),
+            Err(DecodeError::SizeUpdateTooLarge)
+        );
+        // Two updates in a row are allowed; the table keeps the last maximum.
+        decode(&mut decoder, &hex("20 3f e1 1f 82")).unwrap();
+        assert_eq!(decoder.max_size, 4096);
+    }
+
+    #[test]
+    fn malformed_blocks_are_errors() {
+        let cases: &[(&str, DecodeError)] = &[
+            ("80", DecodeError::InvalidIndex),
+            ("bf", DecodeError::InvalidIndex),
+            ("ff", DecodeError::Truncated),
+            ("ff ff ff ff ff 01", DecodeError::IntegerOverflow),
+            ("40 05 61", DecodeError::Truncated),
+            ("00 01 61", DecodeError::Truncated),
+            ("4f", DecodeError::Truncated),
+            // A Huffman string of EOS's 30 ones (and two more padding ones).
+            ("00 01 61 84 ff ff ff ff", DecodeError::InvalidHuffman),
+            // 'a' is 00011 (5 bits); padding 000 is not EOS's ones.
+            ("00 01 61 81 18", DecodeError::InvalidHuffman),
+            // A whole byte of padding after 'a' 00011 111: then 8 more ones.
+            ("00 01 61 82 1f ff", DecodeError::InvalidHuffman),
+        ];
+        for (block, error) in cases {
+            let mut decoder = Decoder::new(4096);
+            assert_eq!(decode(&mut decoder, &hex(block)), Err(*error), "{block}");
+        }
+        let mut decoder = Decoder::new(4096);
+        assert_eq!(
+            decode(&mut decoder, &hex("00 01 61 81 1f")).unwrap(),
+            fields(&[("a", "a")])
+        );
+    }
+
+    #[test]
+    fn huffman_round_trips_every_byte() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut out = Vec::new();
+        huffman_decode(&huffman_encode(&all), &mut out).unwrap();
+        assert_eq!(out, all);
+        out.clear();
+        huffman_decode(&[], &mut out).unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_table_empties_it() {
+        let mut decoder = Decoder::new(64);
+        decode(&mut decoder, &hex("4001 6101 62")).unwrap();
+        assert_eq!(decoder.size, 34);
+        // 32 + 1 + 40 > 64.
+        let mut block = hex("4001 63 28");
+        block.extend([b'x'; 40]);
+        decode(&mut decoder, &block).unwrap();
+        assert!(table(&decoder).is_empty());
+        assert_eq!(decoder.size, 0);
+    }
+
+    #[test]
+    fn literals_are_encoded_without_indexing() {
+        let mut block = Vec::new();
+        encode_literal(&mut block, b":authority", b"127.0.0.1:2379");
+        encode_literal(&mut block, b"x-long", &[b'v'; 300]);
+        encode_literal(&mut block, b":path", b"");
+        let mut decoder = Decoder::new(4096);
+        let decoded = decode(&mut decoder, &block).unwrap();
+        assert_eq!(
+            decoded,
+            fields(&[
+                (":authority", "127.0.0.1:2379"),
+                ("x-long", "v".repeat(300).as_str()),
+                (":path", ""),
+            ])
+        );
+        assert!(table(&decoder).is_empty(), "nothing was added to the table");
+        assert_eq!(block[0], 0x01, "the name is the static table's :authority");
+    }
+
+    proptest::proptest! {
+        /// Blocks from an independent encoder (loona-hpack's: literals with indexing and
+        /// references into its dynamic table, with Huffman-coded values mixed in by hand)
+        /// decode to what was encoded, block after block on one table.
+        #[test]
+        fn decodes_what_an_independent_encoder_wrote(
+            blocks in proptest::collection::vec(
+                proptest::collection::vec(
+                    ("[a-e]{1,3}", "[ -~]{0,40}", proptest::bool::ANY),
+                    1..8,
+                ),
+                1..12,
+            )
+        ) {
+            let mut encoder = loona_hpack::Encoder::new();
+            let mut decoder = Decoder::new(4096);
+            for block in &blocks {
+                let mut bytes = Vec::new();
+                for (name, value, huffman) in block {
+                    if *huffman {
+                        // Without indexing, new name, Huffman-coded value.
+                        bytes.push(0x00);
+                        encode_integer(&mut bytes, 0x00, 7, name.len());
+                        bytes.extend_from_slice(name.as_bytes());
+                        let coded = huffman_encode(value.as_bytes());
+                        encode_integer(&mut bytes, 0x80, 7, coded.len());
+                        bytes.extend_from_slice(&coded);
+                    } else {
+                        encoder
+                            .encode_header_into((name.as_bytes(), value.as_bytes()), &mut bytes)
+                            .unwrap();
+                    }
+                }
+                let decoded = decode(&mut decoder, &bytes).unwrap();
+                let expected: Vec<(String, String)> =
+                    block.iter().map(|(n, v, _)| (n.clone(), v.clone())).collect();
+                proptest::prop_assert_eq!(decoded, expected);
+            }
+        }
+
+        /// Arbitrary bytes never panic the decoder.
+        #[test]
+        fn arbitrary_blocks_do_not_panic(
+            blocks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..64), 1..6)
+        ) {
+            let mut decoder = Decoder::new(4096);
+            for block in &blocks {
+                let _ = decoder.decode(block, |_, _| {});
+            }
+        }
+    }
+}
