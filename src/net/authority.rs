@@ -356,22 +356,33 @@ impl AuthorityFilter {
         } = self;
         encoded.clear();
         let mut rewrite = false;
+        // Until a block needs a change, only its pseudo-header fields are re-encoded as they
+        // are decoded (they come first): a bad `:authority` after a regular field makes h2
+        // refuse the request anyway (pseudo-header after a regular field), so such a block is
+        // left as it is, and every other bad one has all its earlier fields re-encoded.
+        let mut encoding = self.rewriting;
+        let mut regular_seen = false;
         let decoded = decoder.decode(fragment, |name, value| {
+            let pseudo = name.first() == Some(&b':');
             if name == b":authority" {
                 if value != &last_authority[..] {
                     last_authority.clear();
                     last_authority.extend_from_slice(value);
                     *last_authority_ok = authority_accepted(value);
                 }
-                if !*last_authority_ok {
+                if !*last_authority_ok && (encoding || !regular_seen) {
                     rewrite = true;
+                    encoding = true;
                     if let Some(replacement) = sanitized_authority(value) {
                         hpack::encode_literal(encoded, name, replacement);
                     }
                     return;
                 }
             }
-            hpack::encode_literal(encoded, name, value);
+            regular_seen |= !pseudo;
+            if encoding || !regular_seen {
+                hpack::encode_literal(encoded, name, value);
+            }
         });
         if let Err(error) = decoded {
             tracing::debug!(?error, "client header block failed HPACK decoding");
@@ -840,6 +851,27 @@ mod tests {
             }
             assert!(frame_kinds(&out).contains(&KIND_CONTINUATION));
         }
+    }
+
+    /// A bad `:authority` after a regular field: h2 refuses the request for the order alone,
+    /// so the block is left as it is (and nothing after it is re-encoded).
+    #[test]
+    fn a_misplaced_authority_is_left_to_h2() {
+        let mut encoder = loona_hpack::Encoder::new();
+        let misplaced = encoder.encode([
+            (&b":method"[..], &b"POST"[..]),
+            (b":scheme", b"http"),
+            (b":path", b"/p"),
+            (b"content-type", b"application/grpc"),
+            (b":authority", b"http://h:1"),
+        ]);
+        let mut input = connection_start();
+        input.extend(frame(KIND_HEADERS, FLAG_END_HEADERS, 1, &misplaced));
+        let good = request_block(&mut encoder, b"h:1", &[]);
+        input.extend(frame(KIND_HEADERS, FLAG_END_HEADERS, 3, &good));
+        let (out, filter) = run(&input, 3, FRAME_SIZE_MIN);
+        assert_eq!(out, input);
+        assert!(!filter.rewrote());
     }
 
     #[test]
