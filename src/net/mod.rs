@@ -9,7 +9,9 @@
 //! One port speaks HTTP/1.1 and HTTP/2 (h2c with prior knowledge, as etcd's plaintext clients
 //! use). A request whose `content-type` starts with `application/grpc` goes to the tonic
 //! [`Routes`]; every other request (`/metrics`, `/health`, `/version`, ...) goes to the
-//! [`HttpHandler`].
+//! [`HttpHandler`]. What a client sends passes through an [`AuthorityFilter`] before hyper reads
+//! it: etcd's Go clients send HTTP/2 `:authority` values (`http://host:port`,
+//! `#initially=[...]`) that hyper's HTTP/2 library refuses and etcd accepts.
 //!
 //! # One executor per core
 //!
