@@ -2,9 +2,9 @@
 //! side by side under the real etcdctl: `member list`, `endpoint status`, `endpoint health`
 //! and a scripted session must give the same normalized output.
 //!
-//! Endpoints are given as `host:port` (every member listed): etcdctl 3.4's `--cluster` form
-//! sends the members' client URLs as the HTTP/2 `:authority`, which Keel does not accept yet
-//! (README, "Known incompatibilities").
+//! Endpoints are given as `host:port` (every member listed); URL endpoints, which etcdctl
+//! sends as the HTTP/2 `:authority`, are covered by tests/authority.rs and
+//! tests/etcdctl_compat.rs (`endpoints_given_as_urls`).
 
 mod common;
 

@@ -558,11 +558,9 @@ fn more_maintenance() {
 
 /// Endpoints written as URLs (`http://127.0.0.1:2379`, the form etcd's docs use and the form
 /// `--cluster` takes from the member list): etcdctl dials them with the whole URL as the
-/// HTTP/2 `:authority`, which etcd accepts.
+/// HTTP/2 `:authority`, which etcd accepts and Keel rewrites before its HTTP/2 library sees it
+/// (tests/authority.rs has the details).
 #[test]
-#[ignore = "keel bug: a gRPC request whose :authority is `http://127.0.0.1:PORT` (etcdctl 3.4 \
-            `endpoint status --endpoints=http://...` or `--cluster`) is reset with RST_STREAM \
-            PROTOCOL_ERROR; etcd serves it"]
 fn endpoints_given_as_urls() {
     let pair = Pair::start(&[]);
     seed(&pair);
@@ -576,7 +574,23 @@ fn endpoints_given_as_urls() {
         &[outputs[0].clone(), outputs[1].clone()],
     );
     pair.check(&["endpoint", "status", "--cluster", "-w", "json"], None);
-    pair.check(&["endpoint", "hashkv", "--cluster", "-w", "json"], None);
+    // The hash itself depends on the storage format (see `more_maintenance`).
+    let outputs = pair.run(&["endpoint", "hashkv", "--cluster", "-w", "json"], None);
+    let texts: Vec<String> = outputs
+        .iter()
+        .map(|o| {
+            assert!(o.status.success(), "{}", error_lines(o));
+            let text = String::from_utf8_lossy(&o.stdout);
+            let text = Regex::new(r#""hash":\d+"#)
+                .unwrap()
+                .replace_all(&text, "\"hash\":H");
+            normalize(&text)
+        })
+        .collect();
+    assert_eq!(
+        texts[0], texts[1],
+        "endpoint hashkv --cluster: etcd (left), keel (right)"
+    );
 }
 
 /// `etcdctl lock` holds a lock (the Lock service) while it runs a command, which sees the

@@ -1,5 +1,6 @@
 //! An adapter from futures-io streams (glommio's `TcpStream`, a futures-rustls TLS stream) to
-//! hyper's own `Read`/`Write` traits.
+//! hyper's own `Read`/`Write` traits; on server connections it also runs the `:authority`
+//! filter (`authority.rs`) over what the client sends.
 
 use std::cell::Cell;
 use std::io;
@@ -8,6 +9,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use futures::io::{AsyncRead, AsyncWrite};
+
+use super::authority::AuthorityFilter;
 
 /// The largest part of hyper's read buffer zeroed per read. hyper hands over uninitialized
 /// memory, and futures-io can only read into initialized bytes, so each read first zeroes the
@@ -29,6 +32,9 @@ pub(crate) struct HyperIo<T> {
     preface_matched: usize,
     /// Set once the protocol is known; shared with the connection task.
     protocol_known: Rc<Cell<bool>>,
+    /// The `:authority` filter over what is read (a server's connections only). Boxed: most
+    /// of a connection's life it is not touched, and it is large.
+    authority: Option<Box<AuthorityFilter>>,
 }
 
 impl<T> HyperIo<T> {
@@ -38,6 +44,20 @@ impl<T> HyperIo<T> {
             inner,
             preface_matched: 0,
             protocol_known,
+            authority: None,
+        }
+    }
+
+    /// Like [`new`](Self::new), for a server connection: what the client sends goes through
+    /// `filter` before hyper reads it.
+    pub(crate) fn with_authority_filter(
+        inner: T,
+        protocol_known: Rc<Cell<bool>>,
+        filter: AuthorityFilter,
+    ) -> Self {
+        Self {
+            authority: Some(Box::new(filter)),
+            ..Self::new(inner, protocol_known)
         }
     }
 
@@ -64,21 +84,42 @@ impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        let len = buf.remaining().min(READ_CHUNK_MAX);
-        let dst = buf.initialize_unfilled_to(len);
-        let n = match Pin::new(&mut self.inner).poll_read(cx, dst) {
-            Poll::Ready(Ok(n)) => n,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        };
-        debug_assert!(n <= len, "a reader claimed more bytes than it was given");
-        if !self.protocol_known.get() {
-            self.observe(&dst[..n]);
+        loop {
+            // What the filter produced beyond the bytes it left in place goes first.
+            if let Some(filter) = &mut self.authority {
+                let pending = filter.pending();
+                if !pending.is_empty() {
+                    let n = pending.len().min(buf.remaining());
+                    buf.put_slice(&pending[..n]);
+                    filter.consume_pending(n);
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            let len = buf.remaining().min(READ_CHUNK_MAX);
+            let dst = buf.initialize_unfilled_to(len);
+            let n = match Pin::new(&mut self.inner).poll_read(cx, dst) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            debug_assert!(n <= len, "a reader claimed more bytes than it was given");
+            if !self.protocol_known.get() {
+                self.observe(&dst[..n]);
+            }
+            // The filter may keep back some of what was read (a header block until it is
+            // whole): unless that was the end of the stream, read on rather than hand hyper an
+            // empty read, which it would take for the end.
+            let kept = match &mut self.authority {
+                Some(filter) if n > 0 => filter.process(&dst[..n]),
+                _ => n,
+            };
+            // SAFETY: `initialize_unfilled_to(len)` initialized the first `len` unfilled bytes,
+            // and the reader filled `kept <= n <= len` of them.
+            unsafe { buf.advance(kept) };
+            if kept > 0 || n == 0 {
+                return Poll::Ready(Ok(()));
+            }
         }
-        // SAFETY: `initialize_unfilled_to(len)` initialized the first `len` unfilled bytes, and
-        // the reader filled `n <= len` of them.
-        unsafe { buf.advance(n) };
-        Poll::Ready(Ok(()))
     }
 }
 

@@ -9,7 +9,9 @@
 //! One port speaks HTTP/1.1 and HTTP/2 (h2c with prior knowledge, as etcd's plaintext clients
 //! use). A request whose `content-type` starts with `application/grpc` goes to the tonic
 //! [`Routes`]; every other request (`/metrics`, `/health`, `/version`, ...) goes to the
-//! [`HttpHandler`].
+//! [`HttpHandler`]. What a client sends passes through an [`AuthorityFilter`] before hyper reads
+//! it: etcd's Go clients send HTTP/2 `:authority` values (`http://host:port`,
+//! `#initially=[...]`) that hyper's HTTP/2 library refuses and etcd accepts.
 //!
 //! # One executor per core
 //!
@@ -48,13 +50,16 @@
 //! such as `PeerClient::new(channel)`. tonic's own `Channel` needs a tokio runtime, which the
 //! server process does not run.
 
+mod authority;
 mod client;
+mod hpack;
 mod io;
 mod rt;
 mod self_signed;
 mod tls;
 mod tls_verify;
 
+pub use self::authority::{AuthorityFilter, HEADER_BLOCK_BYTES_MAX};
 pub use self::client::{
     connect, ClientOptions, ConnectError, GrpcChannel, ResponseBody, ResponseFuture,
     CONNECT_TIMEOUT_DEFAULT, HTTP2_KEEPALIVE_INTERVAL_DEFAULT, HTTP2_KEEPALIVE_TIMEOUT_DEFAULT,
@@ -264,11 +269,20 @@ pub async fn serve(
         let mut handshake = Handshake::start(options.handshake_timeout);
         let tls = tls.clone();
         let tls_client_identity = options.tls_client_identity;
+        let max_frame_size = options.http2_max_frame_size;
         glommio::spawn_local(async move {
             match tls {
                 None => {
                     let service = DispatchService(dispatch, None);
-                    serve_connection(&builder, stream, handshake, service, signals).await
+                    serve_connection(
+                        &builder,
+                        max_frame_size,
+                        stream,
+                        handshake,
+                        service,
+                        signals,
+                    )
+                    .await
                 }
                 Some(acceptor) => {
                     let peer = stream.peer_addr().ok();
@@ -279,7 +293,15 @@ pub async fn serve(
                             .then(|| client_common_name(stream.get_ref().1))
                             .flatten();
                         let service = DispatchService(dispatch, name);
-                        serve_connection(&builder, stream, handshake, service, signals).await;
+                        serve_connection(
+                            &builder,
+                            max_frame_size,
+                            stream,
+                            handshake,
+                            service,
+                            signals,
+                        )
+                        .await;
                     }
                 }
             }
@@ -327,9 +349,11 @@ fn connection_builder(options: &ServeOptions) -> auto::Builder<LocalExec> {
 }
 
 /// Serves one connection until it ends, shutting it down gracefully or closing it when the
-/// listener's signals say so.
+/// listener's signals say so. What the client sends goes through the `:authority` filter
+/// ([`AuthorityFilter`]), for a server whose HTTP/2 frames may be `max_frame_size` long.
 async fn serve_connection<IO>(
     builder: &auto::Builder<LocalExec>,
+    max_frame_size: u32,
     stream: IO,
     handshake: Handshake,
     service: DispatchService,
@@ -337,7 +361,9 @@ async fn serve_connection<IO>(
 ) where
     IO: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + 'static,
 {
-    let io = HyperIo::new(stream, handshake.protocol_known.clone());
+    // HTTP/2 allows frame sizes from 16 KiB to 16 MiB - 1.
+    let filter = AuthorityFilter::new((max_frame_size as usize).clamp(16 * 1024, (1 << 24) - 1));
+    let io = HyperIo::with_authority_filter(stream, handshake.protocol_known.clone(), filter);
     let mut conn = pin!(builder.serve_connection(io, service));
     let mut graceful_started = false;
     let mut handshake_timer = Some(handshake.timer);
