@@ -612,7 +612,6 @@ fn lock() {
 
 /// Users, roles and permissions, and requests with and without credentials once auth is on.
 #[test]
-#[ignore = "keel lacks the Auth service (user/role/auth commands fail with Unimplemented)"]
 fn auth() {
     let pair = Pair::start(&[]);
     seed(&pair);
