@@ -31,6 +31,7 @@ use keel_engine::wal::WalOptions;
 use keel_proto::etcdserverpb as pb;
 use tonic::service::Routes;
 
+use crate::api::gateway::Gateway;
 use crate::api::routes::routes;
 use crate::cluster;
 use crate::config::{parse_urls, Config};
@@ -668,7 +669,14 @@ impl FrontCore {
             };
             let shared = self.shared.clone();
             let shutdown = async move { shared.stopped().await };
-            let serving = net::serve(listener, grpc, http.clone(), options, shutdown);
+            // The client port also serves etcd's JSON gateway over the same services; the
+            // metrics port serves only the plain endpoints, as in etcd.
+            let handler: Rc<dyn net::HttpHandler> = if is_client {
+                Rc::new(Gateway::new(grpc.clone(), http.clone()))
+            } else {
+                http.clone()
+            };
+            let serving = net::serve(listener, grpc, handler, options, shutdown);
             tasks.push(glommio::spawn_local(async move {
                 if let Err(error) = serving.await {
                     tracing::error!(%error, "listener failed");

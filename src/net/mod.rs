@@ -8,7 +8,7 @@
 //!
 //! One port speaks HTTP/1.1 and HTTP/2 (h2c with prior knowledge, as etcd's plaintext clients
 //! use). A request whose `content-type` starts with `application/grpc` goes to the tonic
-//! [`Routes`]; every other request (`/metrics`, `/health`, `/version`, ...) goes to the
+//! [`Routes`]; every other request (`/metrics`, `/health`, `/version`, etcd's JSON gateway) goes to the
 //! [`HttpHandler`].
 //!
 //! # One executor per core
@@ -182,6 +182,21 @@ pub trait HttpHandler: 'static {
         &self,
         request: http::Request<Bytes>,
     ) -> LocalBoxFuture<'static, http::Response<String>>;
+
+    /// Answers one request with a body that may stream: each frame of the body is written to
+    /// the client as it comes (etcd's JSON gateway streams watch events this way). This is
+    /// what the server calls; the default answers with [`HttpHandler::handle`]'s text.
+    fn handle_streaming(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> LocalBoxFuture<'static, http::Response<Body>> {
+        let response = self.handle(request);
+        Box::pin(async move {
+            response
+                .await
+                .map(|text| Body::new(Full::new(Bytes::from(text))))
+        })
+    }
 }
 
 /// Binds one listener on `addr` with SO_REUSEPORT, so that every executor (one per core) can
@@ -593,11 +608,9 @@ impl Dispatch {
                 return response;
             }
         };
-        let response = self
-            .http
-            .handle(http::Request::from_parts(parts, body))
-            .await;
-        response.map(|text| Body::new(Full::new(Bytes::from(text))))
+        self.http
+            .handle_streaming(http::Request::from_parts(parts, body))
+            .await
     }
 }
 
