@@ -554,6 +554,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             client_addrs: bound_clients.clone(),
             client_tls: client_secure.clone(),
             client_certificate_identity: config.client_certificate_identity(),
+            grpc_gateway: config.enable_grpc_gateway,
             metrics_addrs: bound_metrics.clone(),
         };
         let spawned = LocalExecutorBuilder::new(Placement::Unbound)
@@ -618,6 +619,8 @@ struct FrontCore {
     /// Whether a verified client certificate's common name names the user (etcd's
     /// `--client-cert-auth`).
     client_certificate_identity: bool,
+    /// Whether the client port serves etcd's JSON gateway (`--enable-grpc-gateway`).
+    grpc_gateway: bool,
     metrics_addrs: Vec<SocketAddr>,
 }
 
@@ -671,7 +674,7 @@ impl FrontCore {
             let shutdown = async move { shared.stopped().await };
             // The client port also serves etcd's JSON gateway over the same services; the
             // metrics port serves only the plain endpoints, as in etcd.
-            let handler: Rc<dyn net::HttpHandler> = if is_client {
+            let handler: Rc<dyn net::HttpHandler> = if is_client && self.grpc_gateway {
                 Rc::new(Gateway::new(grpc.clone(), http.clone()))
             } else {
                 http.clone()

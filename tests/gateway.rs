@@ -530,7 +530,7 @@ fn watch_streams_events_as_they_happen() {
             ),
         );
         let mut lines = vec![("watch".to_string(), status, Value::Null)];
-        let mut read = |stream: &mut LineStream| {
+        let read = |stream: &mut LineStream| {
             let line: Value = serde_json::from_str(&stream.next_line()).expect("JSON line");
             ("watch line".to_string(), 200, masked(line, &[]))
         };
@@ -863,4 +863,17 @@ fn a_stream_failing_first_answers_with_its_error_status() {
         keel_reply.1["error"]["grpc_code"].is_number(),
         "{keel_reply:?}"
     );
+}
+
+#[test]
+fn the_gateway_can_be_turned_off() {
+    for kind in [Kind::Keel, Kind::Etcd] {
+        let server = Server::start(kind, &["--enable-grpc-gateway=false"]);
+        let reply = post(&server, "/v3/kv/range", r#"{"key":"YQ=="}"#);
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (404, "404 page not found\n"),
+            "{kind:?}"
+        );
+    }
 }
