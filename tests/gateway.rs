@@ -397,6 +397,18 @@ fn keel_writes_errors_and_replies_as_etcd_3_5() {
         reply.body,
         r#"{"error":"etcdserver: key is not provided","code":3,"message":"etcdserver: key is not provided"}"#
     );
+    // Go's JSON encoder escapes <, > and & (etcd 3.4.23 writes the same escapes).
+    assert_eq!(
+        post(&keel, "/v3/auth/role/add", r#"{"name":"a<b&c>"}"#).status,
+        200
+    );
+    let reply = post(&keel, "/v3/auth/role/list", "{}");
+    assert!(
+        reply
+            .body
+            .ends_with(r#""roles":["a\u003cb\u0026c\u003e"]}"#),
+        "{reply:?}"
+    );
     let reply = post(&keel, "/v3/kv/put", r#"{"key":"YQ==","value":"Yg=="}"#);
     assert_eq!(reply.status, 200);
     assert_eq!(

@@ -411,7 +411,9 @@ fn grpc_request(
         if name == http::header::AUTHORIZATION {
             grpc_headers.append("authorization", value.clone());
         } else if let Some(key) = name.as_str().strip_prefix("grpc-metadata-") {
-            if let Ok(key) = http::HeaderName::try_from(key) {
+            // Metadata may not stand in for the call's own gRPC headers.
+            let reserved = key.starts_with("grpc-") || key == "content-type" || key == "te";
+            if let (false, Ok(key)) = (reserved, http::HeaderName::try_from(key)) {
                 grpc_headers.append(key, value.clone());
             }
         }
@@ -902,6 +904,25 @@ mod tests {
         )
         .expect("two requests");
         assert_eq!(messages.len(), 2);
+    }
+
+    #[test]
+    fn headers_become_metadata_as_grpc_gateway_passes_them() {
+        let range = method_at("/v3/kv/range").expect("range");
+        let mut headers = http::HeaderMap::new();
+        headers.insert("authorization", "token.1".parse().unwrap());
+        headers.insert("grpc-metadata-hasleader", "true".parse().unwrap());
+        headers.insert("grpc-metadata-content-type", "text/plain".parse().unwrap());
+        headers.insert("grpc-metadata-grpc-timeout", "1S".parse().unwrap());
+        headers.insert("x-other", "no".parse().unwrap());
+        let request = grpc_request(range, &headers, &[DynamicMessage::new(range.input.clone())]);
+        assert_eq!(request.uri().path(), "/etcdserverpb.KV/Range");
+        let sent = request.headers();
+        assert_eq!(sent.get("authorization").unwrap(), "token.1");
+        assert_eq!(sent.get("hasleader").unwrap(), "true");
+        assert_eq!(sent.get("content-type").unwrap(), "application/grpc");
+        assert!(sent.get("grpc-timeout").is_none());
+        assert!(sent.get("x-other").is_none());
     }
 
     #[test]

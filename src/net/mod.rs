@@ -8,8 +8,8 @@
 //!
 //! One port speaks HTTP/1.1 and HTTP/2 (h2c with prior knowledge, as etcd's plaintext clients
 //! use). A request whose `content-type` starts with `application/grpc` goes to the tonic
-//! [`Routes`]; every other request (`/metrics`, `/health`, `/version`, etcd's JSON gateway) goes to the
-//! [`HttpHandler`].
+//! [`Routes`]; every other request (`/metrics`, `/health`, `/version`, etcd's JSON gateway)
+//! goes to the [`HttpHandler`], whose reply body may stream.
 //!
 //! # One executor per core
 //!
