@@ -229,6 +229,11 @@ pub struct Config {
     #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
     pub bcrypt_cost: u32,
 
+    /// Serve etcd's JSON gateway (`POST /v3/...` with JSON bodies) on the client port.
+    #[arg(long, env = "ETCD_ENABLE_GRPC_GATEWAY", default_value_t = true,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_grpc_gateway: bool,
+
     /// Reject reconfiguration requests that would cause quorum loss (too few started or
     /// connected voters afterwards).
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true,

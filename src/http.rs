@@ -55,7 +55,11 @@ impl HttpEndpoints {
         path: &str,
         query: &str,
     ) -> http::Response<String> {
-        if method != http::Method::GET && method != http::Method::HEAD {
+        const PATHS: [&str; 5] = ["/metrics", "/health", "/livez", "/readyz", "/version"];
+        // An unknown path is 404 whatever the method, as Go's ServeMux answers it (a POST to
+        // `/v3/...` with the JSON gateway off, say).
+        let known = PATHS.contains(&path);
+        if known && method != http::Method::GET && method != http::Method::HEAD {
             return reply(
                 http::StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain; charset=utf-8",

@@ -31,6 +31,7 @@ use keel_engine::wal::WalOptions;
 use keel_proto::etcdserverpb as pb;
 use tonic::service::Routes;
 
+use crate::api::gateway::Gateway;
 use crate::api::routes::routes;
 use crate::cluster;
 use crate::config::{parse_urls, Config};
@@ -553,6 +554,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             client_addrs: bound_clients.clone(),
             client_tls: client_secure.clone(),
             client_certificate_identity: config.client_certificate_identity(),
+            grpc_gateway: config.enable_grpc_gateway,
             metrics_addrs: bound_metrics.clone(),
         };
         let spawned = LocalExecutorBuilder::new(Placement::Unbound)
@@ -617,6 +619,8 @@ struct FrontCore {
     /// Whether a verified client certificate's common name names the user (etcd's
     /// `--client-cert-auth`).
     client_certificate_identity: bool,
+    /// Whether the client port serves etcd's JSON gateway (`--enable-grpc-gateway`).
+    grpc_gateway: bool,
     metrics_addrs: Vec<SocketAddr>,
 }
 
@@ -668,7 +672,14 @@ impl FrontCore {
             };
             let shared = self.shared.clone();
             let shutdown = async move { shared.stopped().await };
-            let serving = net::serve(listener, grpc, http.clone(), options, shutdown);
+            // The client port also serves etcd's JSON gateway over the same services; the
+            // metrics port serves only the plain endpoints, as in etcd.
+            let handler: Rc<dyn net::HttpHandler> = if is_client && self.grpc_gateway {
+                Rc::new(Gateway::new(grpc.clone(), http.clone()))
+            } else {
+                http.clone()
+            };
+            let serving = net::serve(listener, grpc, handler, options, shutdown);
             tasks.push(glommio::spawn_local(async move {
                 if let Err(error) = serving.await {
                     tracing::error!(%error, "listener failed");

@@ -8,10 +8,11 @@
 //!
 //! One port speaks HTTP/1.1 and HTTP/2 (h2c with prior knowledge, as etcd's plaintext clients
 //! use). A request whose `content-type` starts with `application/grpc` goes to the tonic
-//! [`Routes`]; every other request (`/metrics`, `/health`, `/version`, ...) goes to the
-//! [`HttpHandler`]. What a client sends passes through an [`AuthorityFilter`] before hyper reads
-//! it: etcd's Go clients send HTTP/2 `:authority` values (`http://host:port`,
-//! `#initially=[...]`) that hyper's HTTP/2 library refuses and etcd accepts.
+//! [`Routes`]; every other request (`/metrics`, `/health`, `/version`, etcd's JSON gateway)
+//! goes to the [`HttpHandler`], whose reply body may stream. What a client sends passes
+//! through an [`AuthorityFilter`] before hyper reads it: etcd's Go clients send HTTP/2
+//! `:authority` values (`http://host:port`, `#initially=[...]`) that hyper's HTTP/2 library
+//! refuses and etcd accepts.
 //!
 //! # One executor per core
 //!
@@ -187,6 +188,21 @@ pub trait HttpHandler: 'static {
         &self,
         request: http::Request<Bytes>,
     ) -> LocalBoxFuture<'static, http::Response<String>>;
+
+    /// Answers one request with a body that may stream: each frame of the body is written to
+    /// the client as it comes (etcd's JSON gateway streams watch events this way). This is
+    /// what the server calls; the default answers with [`HttpHandler::handle`]'s text.
+    fn handle_streaming(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> LocalBoxFuture<'static, http::Response<Body>> {
+        let response = self.handle(request);
+        Box::pin(async move {
+            response
+                .await
+                .map(|text| Body::new(Full::new(Bytes::from(text))))
+        })
+    }
 }
 
 /// Binds one listener on `addr` with SO_REUSEPORT, so that every executor (one per core) can
@@ -619,11 +635,9 @@ impl Dispatch {
                 return response;
             }
         };
-        let response = self
-            .http
-            .handle(http::Request::from_parts(parts, body))
-            .await;
-        response.map(|text| Body::new(Full::new(Bytes::from(text))))
+        self.http
+            .handle_streaming(http::Request::from_parts(parts, body))
+            .await
     }
 }
 
