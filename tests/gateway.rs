@@ -813,12 +813,10 @@ fn maintenance_and_cluster_replies_carry_etcd_fields() {
             200
         );
     }
-    // etcd 3.4.23's gateway has no /v3/maintenance/hashkv (3.5's has).
+    // etcd 3.4.23's gateway has no /v3/maintenance/hashkv (3.5's has). 3.5 leaves
+    // hash_revision (a 3.6 field) unset, so its JSON has no such key.
     let hash_kv = keys(&keel, "/v3/maintenance/hashkv");
-    assert_eq!(
-        hash_kv,
-        ["compact_revision", "hash", "hash_revision", "header"]
-    );
+    assert_eq!(hash_kv, ["compact_revision", "hash", "header"]);
     // (Alarm is left out: etcd 3.4.23 answers it without a header, 3.5 fills one in.)
     for path in ["/v3/maintenance/hash", "/v3/cluster/member/list"] {
         assert_eq!(keys(&keel, path), keys(&etcd, path), "{path}");
