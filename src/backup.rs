@@ -659,6 +659,7 @@ pub fn restore(
         alarms: Vec::new(),
         removed: Vec::new(),
         auth: imported.auth,
+        downgrade: None,
     };
     let mvcc = imported.checkpoint;
     let prefix = crate::raft::records::encode_state_prefix(&meta, mvcc.len());

@@ -1259,7 +1259,8 @@ fn cluster_and_maintenance_responses_match_etcds() {
         cmp.check("snapshot", &[], &shapes);
 
         // Downgrade is new in 3.5 (3.4.23 answers Unimplemented). etcd 3.5's answers, from
-        // server/etcdserver/v3_server.go `downgradeValidate` and `downgradeCancel` and
+        // server/etcdserver/v3_server.go `downgradeValidate`, `downgradeEnable` and
+        // `downgradeCancel` and
         // api/v3rpc/rpctypes/error.go, for a cluster at version 3.5 (Keel's): the only target
         // is 3.4 (membership/downgrade.go `AllowedDowngradeVersion`), written X.Y or X.Y.Z;
         // the answer carries the cluster version and a header (v3rpc/maintenance.go).
@@ -1295,6 +1296,36 @@ fn cluster_and_maintenance_responses_match_etcds() {
         keel_only!(
             cmp,
             "downgrade cancel without a downgrade",
+            r#"Err(FailedPrecondition, "etcdserver: no inflight downgrade job")"#,
+            |s| s.maintenance().downgrade(downgrade(Cancel, ""))
+        );
+        // ENABLE validates as VALIDATE does, then records the target cluster-wide
+        // (`downgradeEnable`): the answer is VALIDATE's; while it is in progress, VALIDATE and
+        // ENABLE answer ErrDowngradeInProcess, and CANCEL ends it with the same answer.
+        use pb::downgrade_request::DowngradeAction::Enable;
+        keel_only!(
+            cmp,
+            "downgrade enable 3.5",
+            r#"Err(InvalidArgument, "etcdserver: invalid downgrade target version")"#,
+            |s| s.maintenance().downgrade(downgrade(Enable, "3.5"))
+        );
+        keel_only!(cmp, "downgrade enable 3.4", valid, |s| s
+            .maintenance()
+            .downgrade(downgrade(Enable, "3.4")));
+        for action in [Enable, Validate] {
+            keel_only!(
+                cmp,
+                &format!("downgrade {action:?} during a downgrade"),
+                r#"Err(FailedPrecondition, "etcdserver: cluster has a downgrade job in progress")"#,
+                |s| s.maintenance().downgrade(downgrade(action, "3.4.0"))
+            );
+        }
+        keel_only!(cmp, "downgrade cancel", valid, |s| s
+            .maintenance()
+            .downgrade(downgrade(Cancel, "")));
+        keel_only!(
+            cmp,
+            "downgrade cancel after the cancel",
             r#"Err(FailedPrecondition, "etcdserver: no inflight downgrade job")"#,
             |s| s.maintenance().downgrade(downgrade(Cancel, ""))
         );

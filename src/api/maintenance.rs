@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::auth::{raw_auth_status, Credentials};
 use crate::api::error::mvcc_status;
-use crate::server::command::Command;
+use crate::server::command::{Command, DowngradeInfoSetBody};
 use crate::server::membership;
 use crate::server::state::{Applied, SharedRef, ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
 
@@ -123,10 +123,11 @@ impl Maintenance for MaintenanceService {
                 .load(std::sync::atomic::Ordering::Acquire),
             storage_version: String::new(),
             // storage_version, db_size_quota and downgrade_info are etcd 3.6's fields; 3.5
-            // leaves them unset (v3rpc/maintenance.go `Status`), and no downgrade is ever in
-            // progress on Keel (Downgrade ENABLE is not implemented).
+            // leaves them unset (v3rpc/maintenance.go `Status`). Keel sets downgrade_info as
+            // 3.6 does while a downgrade is in progress (so every member shows it), and
+            // leaves it unset otherwise, as 3.5 answers.
             db_size_quota: 0,
-            downgrade_info: None,
+            downgrade_info: self.downgrade_in_progress(),
         }))
     }
 
@@ -272,8 +273,8 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
         // etcd 3.5 (server/etcdserver/v3_server.go `Downgrade`): an admin's; VALIDATE checks
         // that the target is the one minor version below the cluster's and that no downgrade
-        // is in progress, CANCEL ends the one in progress. Keel has no way to start one yet
-        // (ENABLE, README), so none is ever in progress.
+        // is in progress, ENABLE validates the same way and then records the target through
+        // the log (`DowngradeInfoSetRequest`), CANCEL ends the one in progress the same way.
         self.shared.refuse_if_learner()?;
         Credentials::of(&request)
             .require_admin(&self.shared)
@@ -281,29 +282,38 @@ impl Maintenance for MaintenanceService {
         let request = request.into_inner();
         use pb::downgrade_request::DowngradeAction;
         let cluster_version = ETCD_CLUSTER_VERSION;
-        match DowngradeAction::try_from(request.action) {
+        let change = match DowngradeAction::try_from(request.action) {
             Ok(DowngradeAction::Validate) => {
-                let target = downgrade_target(&request.version)?;
-                self.shared.linearizable_barrier().await?;
-                if Some(target) != allowed_downgrade(cluster_version) {
-                    return Err(Status::invalid_argument(
-                        "etcdserver: invalid downgrade target version",
-                    ));
-                }
+                self.downgrade_validate(&request.version, cluster_version)
+                    .await?;
+                None
             }
             Ok(DowngradeAction::Enable) => {
-                return Err(Status::unimplemented(
-                    "keel: Downgrade ENABLE is not implemented (see README)",
-                ));
+                let (major, minor) = self
+                    .downgrade_validate(&request.version, cluster_version)
+                    .await?;
+                // The target as etcd writes it: go-semver's String of X.Y.0.
+                Some(DowngradeInfoSetBody {
+                    enabled: true,
+                    ver: format!("{major}.{minor}.0"),
+                })
             }
             Ok(DowngradeAction::Cancel) => {
                 self.shared.linearizable_barrier().await?;
-                return Err(Status::failed_precondition(
-                    "etcdserver: no inflight downgrade job",
-                ));
+                if self.downgrade_in_progress().is_none() {
+                    return Err(Status::failed_precondition(
+                        "etcdserver: no inflight downgrade job",
+                    ));
+                }
+                Some(DowngradeInfoSetBody::default())
             }
             // etcd's ErrUnknownMethod, which togRPCError passes on with code Unknown.
             Err(_) => return Err(Status::unknown("etcdserver: unknown method")),
+        };
+        if let Some(change) = change {
+            self.shared
+                .propose(Command::DowngradeInfoSet(change))
+                .await?;
         }
         Ok(Response::new(pb::DowngradeResponse {
             header: self.shared.header().at(self.shared.current_revision()),
@@ -352,6 +362,38 @@ fn allowed_downgrade(cluster_version: &str) -> Option<(i64, i64)> {
 }
 
 impl MaintenanceService {
+    /// etcd's `downgradeValidate`: `version` is a well-formed target (checked before the
+    /// linearizable barrier, as etcd does), the one below `cluster_version`, and no downgrade
+    /// is in progress. Returns the target's major and minor.
+    async fn downgrade_validate(
+        &self,
+        version: &str,
+        cluster_version: &str,
+    ) -> Result<(i64, i64), Status> {
+        let target = downgrade_target(version)?;
+        self.shared.linearizable_barrier().await?;
+        if Some(target) != allowed_downgrade(cluster_version) {
+            return Err(Status::invalid_argument(
+                "etcdserver: invalid downgrade target version",
+            ));
+        }
+        if self.downgrade_in_progress().is_some() {
+            return Err(Status::failed_precondition(
+                "etcdserver: cluster has a downgrade job in progress",
+            ));
+        }
+        Ok(target)
+    }
+
+    /// The downgrade in progress as this member last applied it.
+    fn downgrade_in_progress(&self) -> Option<pb::DowngradeInfo> {
+        self.shared
+            .downgrade
+            .lock()
+            .expect("downgrade lock")
+            .clone()
+    }
+
     /// etcd's check for Defragment, Snapshot, Hash and HashKV: an admin, refused with the
     /// auth store's own error (code `Unknown`, `auth: ...`).
     async fn admin_only<T>(&self, request: &Request<T>) -> Result<(), Status> {

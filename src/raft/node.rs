@@ -357,6 +357,7 @@ pub async fn recover<D: Disk>(
     }
 
     let mut alarms = meta.alarms.clone();
+    let mut downgrade = meta.downgrade.clone();
     let mut members = meta.members.clone();
     let mut auth = std::sync::Arc::new(meta.auth.clone());
     let mut replayed_conf = meta.conf_state.clone();
@@ -384,6 +385,7 @@ pub async fn recover<D: Disk>(
                         members: &mut members,
                         lease_clocks: None,
                         auth: &mut auth,
+                        downgrade: &mut downgrade,
                         tokens: None,
                         index: entry.index,
                         from_client: request_id != 0,
@@ -439,6 +441,7 @@ pub async fn recover<D: Disk>(
         );
     }
     meta.alarms = alarms;
+    meta.downgrade = downgrade;
     meta.members = members;
     meta.auth = std::sync::Arc::unwrap_or_clone(auth);
     meta.conf_state = replayed_conf;
@@ -1525,6 +1528,7 @@ impl<D: Disk> RaftNode<D> {
         {
             let mut store = shared.write_store();
             let mut alarms = shared.alarms.lock().expect("alarm lock");
+            let mut downgrade = shared.downgrade.lock().expect("downgrade lock");
             let mut members = shared.members.lock().expect("members lock");
             let mut clocks = shared.lease_clocks.lock().expect("lease clock lock");
             let mut auth = shared.auth();
@@ -1550,6 +1554,7 @@ impl<D: Disk> RaftNode<D> {
                                 members: &mut members,
                                 lease_clocks: Some(&mut clocks),
                                 auth: &mut auth,
+                                downgrade: &mut downgrade,
                                 tokens: Some(&shared.tokens),
                                 index: entry.index,
                                 from_client: request_id != 0,
@@ -1711,6 +1716,7 @@ impl<D: Disk> RaftNode<D> {
                 shared.tokens.invalidate_all();
             }
             *shared.alarms.lock().expect("alarm lock") = state_meta.alarms.clone();
+            *shared.downgrade.lock().expect("downgrade lock") = state_meta.downgrade.clone();
             *shared.members.lock().expect("members lock") = state_meta.members.clone();
             *shared.removed_members.lock().expect("members lock") = state_meta.removed.clone();
             shared.restart_lease_clocks();
@@ -1805,6 +1811,7 @@ impl<D: Disk> RaftNode<D> {
             alarms: shared.alarms.lock().expect("alarm lock").clone(),
             removed: shared.removed_members.lock().expect("members lock").clone(),
             auth: shared.auth().as_ref().clone(),
+            downgrade: shared.downgrade.lock().expect("downgrade lock").clone(),
         };
         let encoder = shared.write_store().begin_checkpoint();
         let instance = encoder.instance();
@@ -2020,11 +2027,13 @@ mod tests {
             let mut context_alarms = Vec::new();
             let mut members = Vec::new();
             let mut auth = Default::default();
+            let mut downgrade = None;
             let mut context = ApplyContext {
                 alarms: &mut context_alarms,
                 members: &mut members,
                 lease_clocks: None,
                 auth: &mut auth,
+                downgrade: &mut downgrade,
                 tokens: None,
                 index: 1,
                 from_client: false,
@@ -2200,11 +2209,13 @@ mod tests {
             let mut store = Store::new();
             let (mut alarms, mut members) = (Vec::new(), boot.members.clone());
             let mut auth = Default::default();
+            let mut downgrade = None;
             let mut context = ApplyContext {
                 alarms: &mut alarms,
                 members: &mut members,
                 lease_clocks: None,
                 auth: &mut auth,
+                downgrade: &mut downgrade,
                 tokens: None,
                 index: 1,
                 from_client: false,

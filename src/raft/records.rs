@@ -224,6 +224,8 @@ pub struct StateMeta {
     pub removed: Vec<u64>,
     /// Users, roles, permissions, whether auth is enabled, and the auth revision.
     pub auth: crate::server::auth::AuthStore,
+    /// The downgrade in progress, if any.
+    pub downgrade: Option<pb::DowngradeInfo>,
 }
 
 /// The removed member ids, carried in the members section as field 15 of the
@@ -233,6 +235,16 @@ pub struct StateMeta {
 struct RemovedMembers {
     #[prost(uint64, repeated, tag = "15")]
     removed: Vec<u64>,
+}
+
+/// The downgrade in progress, carried in the members section as field 16 of the
+/// `MemberListResponse` message (a `DowngradeInfo`: etcd keeps it with the cluster's
+/// membership too; checkpoints written before it decode with none, and it is absent while no
+/// downgrade is in progress).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClusterDowngrade {
+    #[prost(message, optional, tag = "16")]
+    downgrade: Option<pb::DowngradeInfo>,
 }
 
 /// Bytes of the state-machine checkpoint header before its sections (format 2).
@@ -262,6 +274,11 @@ pub fn encode_state_prefix(meta: &StateMeta, mvcc_len: usize) -> Vec<u8> {
     .encode_to_vec();
     RemovedMembers {
         removed: meta.removed.clone(),
+    }
+    .encode(&mut members)
+    .expect("encoding into a Vec cannot fail");
+    ClusterDowngrade {
+        downgrade: meta.downgrade.clone(),
     }
     .encode(&mut members)
     .expect("encoding into a Vec cannot fail");
@@ -345,6 +362,9 @@ pub fn decode_state(payload: &[u8]) -> Result<(Option<StateMeta>, usize), Record
     let removed = RemovedMembers::decode(members_bytes)
         .map_err(|e| bad(format!("checkpoint removed members: {e}")))?
         .removed;
+    let downgrade = ClusterDowngrade::decode(members_bytes)
+        .map_err(|e| bad(format!("checkpoint downgrade: {e}")))?
+        .downgrade;
     at += members_len;
     let alarms = pb::AlarmResponse::decode(&payload[at..at + alarms_len])
         .map_err(|e| bad(format!("checkpoint alarms: {e}")))?
@@ -365,6 +385,7 @@ pub fn decode_state(payload: &[u8]) -> Result<(Option<StateMeta>, usize), Record
             alarms,
             removed,
             auth,
+            downgrade,
         }),
         mvcc_offset as usize,
     ))
@@ -473,6 +494,10 @@ mod tests {
                 .unwrap();
                 auth
             },
+            downgrade: Some(pb::DowngradeInfo {
+                enabled: true,
+                target_version: "3.4.0".into(),
+            }),
         };
         // The members section still reads as etcd's MemberListResponse.
         let prefix = encode_state_prefix(&meta, 0);
@@ -527,6 +552,8 @@ mod tests {
         assert_eq!((meta.term, meta.members.len(), at), (3, 1, offset));
         assert_eq!(meta.auth, crate::server::auth::AuthStore::default());
         assert!(!meta.auth.enabled());
+        // Written before downgrades: none in progress.
+        assert_eq!(meta.downgrade, None);
         // Version 3 is refused, not guessed at.
         payload[8] = 3;
         assert!(decode_state(&payload).is_err());

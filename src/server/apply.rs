@@ -29,6 +29,8 @@ pub struct ApplyContext<'a> {
     pub lease_clocks: Option<&'a mut LeaseClocks>,
     /// The auth state (copy-on-write: a change replaces it).
     pub auth: &'a mut AuthRef,
+    /// The downgrade in progress, if any (etcd's `RaftCluster.downgradeInfo`).
+    pub downgrade: &'a mut Option<pb::DowngradeInfo>,
     /// This member's tokens; `None` during replay at startup (tokens do not outlive a
     /// restart, as etcd's simple tokens do not).
     pub tokens: Option<&'a Tokens>,
@@ -172,6 +174,14 @@ pub fn apply(store: &mut Store, context: &mut ApplyContext<'_>, command: Command
                 revision: store.current_revision(),
             })
         }
+        Command::DowngradeInfoSet(body) => {
+            // etcd's `DowngradeInfoSet`: enabled with its target, or nothing in progress.
+            *context.downgrade = body.enabled.then_some(pb::DowngradeInfo {
+                enabled: true,
+                target_version: body.ver,
+            });
+            Ok(Applied::DowngradeInfoSet)
+        }
         // `without_user` took the one wrapper a command may have; decoding refuses more.
         Command::Authorized { .. } => Err(ServerError::InvalidAuthMgmt),
     }
@@ -232,11 +242,13 @@ mod tests {
         }];
         let mut members = Vec::new();
         let mut auth = AuthRef::default();
+        let mut downgrade = None;
         let mut context = ApplyContext {
             alarms: &mut alarms,
             members: &mut members,
             lease_clocks: None,
             auth: &mut auth,
+            downgrade: &mut downgrade,
             tokens: None,
             index: 1,
             from_client: true,
@@ -256,11 +268,13 @@ mod tests {
         let mut alarms = Vec::new();
         let mut members = Vec::new();
         let mut auth = AuthRef::default();
+        let mut downgrade = None;
         let mut context = ApplyContext {
             alarms: &mut alarms,
             members: &mut members,
             lease_clocks: None,
             auth: &mut auth,
+            downgrade: &mut downgrade,
             tokens: None,
             index: 1,
             from_client: true,

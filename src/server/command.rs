@@ -56,6 +56,9 @@ pub enum Command {
     Auth(AuthChange),
     /// Authenticate: hands a token to a user whose password the proposing member checked.
     Authenticate(AuthenticateBody),
+    /// Starting (Downgrade ENABLE) or ending (CANCEL) a cluster downgrade, etcd's
+    /// `DowngradeInfoSetRequest`.
+    DowngradeInfoSet(DowngradeInfoSetBody),
     /// A client's command with the user that sent it, proposed while auth was enabled: apply
     /// checks the user's permissions before the command.
     Authorized {
@@ -80,6 +83,18 @@ pub struct AuthenticateBody {
     /// the auth state changed since (0: not checked, as an etcd entry).
     #[prost(uint64, tag = "15")]
     pub checked_revision: u64,
+}
+
+/// The body of a [`Command::DowngradeInfoSet`] entry, etcd's `membershippb.DowngradeInfoSetRequest`
+/// (field numbers as etcd's).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DowngradeInfoSetBody {
+    /// True to start a downgrade, false to end it.
+    #[prost(bool, tag = "1")]
+    pub enabled: bool,
+    /// The target version, `X.Y.0` (empty when ending).
+    #[prost(string, tag = "2")]
+    pub ver: String,
 }
 
 /// The body of an [`Command::Authorized`] entry: the user (as etcd's `RequestHeader` carries
@@ -126,6 +141,7 @@ impl Command {
             },
             Command::Authenticate(_) => 24,
             Command::Authorized { .. } => 25,
+            Command::DowngradeInfoSet(_) => 26,
         }
     }
 
@@ -212,6 +228,7 @@ impl Command {
             },
             Command::Authenticate(r) => r.encoded_len(),
             Command::Authorized { user, command } => Command::authorized_len(user, command),
+            Command::DowngradeInfoSet(r) => r.encoded_len(),
         }
     }
 
@@ -259,6 +276,7 @@ impl Command {
                 Command::encode_authorized(user, command, out);
                 Ok(())
             }
+            Command::DowngradeInfoSet(r) => r.encode(out),
         };
     }
 }
@@ -354,6 +372,7 @@ fn decode_command(tag: u8, body: &[u8]) -> Result<Command, EntryDecodeError> {
                 command: Box::new(decode_command(inner_tag, &wrapped.body)?),
             }
         }
+        26 => Command::DowngradeInfoSet(DowngradeInfoSetBody::decode(body).map_err(bad)?),
         tag => return Err(EntryDecodeError(format!("unknown tag {tag}"))),
     })
 }
@@ -461,6 +480,10 @@ mod tests {
                 name: "alice".into(),
                 simple_token: "abc".into(),
                 checked_revision: 3,
+            }),
+            Command::DowngradeInfoSet(DowngradeInfoSetBody {
+                enabled: true,
+                ver: "3.4.0".into(),
             }),
             Command::Authorized {
                 user: AuthInfo {

@@ -91,6 +91,8 @@ pub enum Applied {
     Alarm(Vec<pb::AlarmMember>),
     /// A member's published attributes were recorded.
     MemberAttributes,
+    /// A downgrade was started or ended.
+    DowngradeInfoSet,
     /// A membership change applied; the members after it, sorted by id.
     Members(Vec<pb::Member>),
     /// An auth change applied; the store revision at the time.
@@ -343,6 +345,8 @@ pub struct Shared {
     pub lease_clocks: Mutex<LeaseClocks>,
     /// Active alarms.
     pub alarms: Mutex<Vec<pb::AlarmMember>>,
+    /// The downgrade in progress, if any (Downgrade ENABLE until CANCEL).
+    pub downgrade: Mutex<Option<pb::DowngradeInfo>>,
     /// The auth state as last applied (copy-on-write: the raft core replaces it after a
     /// change; requests check against the snapshot they took).
     auth: RwLock<AuthRef>,
@@ -454,6 +458,7 @@ impl Shared {
             commit_index: AtomicU64::new(applied_index),
             lease_clocks: Mutex::new(LeaseClocks::default()),
             alarms: Mutex::new(meta.alarms.clone()),
+            downgrade: Mutex::new(meta.downgrade.clone()),
             auth: RwLock::new(Arc::new(meta.auth.clone())),
             auth_enabled: AtomicBool::new(meta.auth.enabled()),
             tokens: config.tokens,
