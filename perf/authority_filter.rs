@@ -11,7 +11,7 @@
 //! `:authority` (every block is re-encoded). Each figure is the median of 5 rounds of
 //! 200 000 requests.
 //!
-//! Run: `cargo run --profile ci -p keel-bench --bin authority_filter` (the `ci` profile is
+//! Run: `cargo bench --profile ci -p keel --bench authority_filter` (the `ci` profile is
 //! optimized, with debug assertions on).
 
 use std::hint::black_box;
