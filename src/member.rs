@@ -418,6 +418,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     };
     let log_thread = LocalExecutorBuilder::new(Placement::Unbound)
         .name("keel-raft")
+        .preempt_timer(crate::server::log::RAFT_CORE_PREEMPT)
         .spawn(move || async move {
             let fail = |error: anyhow::Error| {
                 let _ = ready_tx.send(Err(error));

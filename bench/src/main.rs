@@ -88,6 +88,10 @@ pub struct Common {
     /// An operation still unanswered after this long counts as a failed one ("timeout").
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub op_timeout: Duration,
+    /// Print every operation that takes at least this long to stderr as it ends ("20ms"),
+    /// with its end time (Unix seconds, milliseconds), to line it up with a server's log.
+    #[arg(long, value_parser = parse_duration)]
+    pub slow_log: Option<Duration>,
     /// Key size in bytes.
     #[arg(long, default_value_t = 8)]
     pub key_size: usize,
@@ -132,6 +136,7 @@ impl Common {
             stop,
             rate: self.rate,
             op_timeout: self.op_timeout,
+            slow_log: self.slow_log,
         }
     }
 

@@ -41,6 +41,10 @@ pub struct Pace {
     /// An operation that takes longer counts as failed ("timeout"), so that a stuck server
     /// ends a run instead of hanging it.
     pub op_timeout: Duration,
+    /// Operations that take at least this long are printed to stderr as they end (their end
+    /// as Unix time in milliseconds and their latency), to line slow ones up with a server's
+    /// log; `None`: none are.
+    pub slow_log: Option<Duration>,
 }
 
 /// What a run measured, before it is turned into a [`Summary`].
@@ -67,6 +71,19 @@ pub fn record(histogram: &mut Histogram<u64>, latency: Duration) {
     // auto-resizing histogram only refuses values beyond its u64 range, which a latency in
     // microseconds cannot reach.
     let _ = histogram.record(micros);
+}
+
+/// Prints one slow operation to stderr: `slow op <i>: ended <unix ms> after <µs> µs`.
+fn log_slow(i: u64, latency: Duration) {
+    let ended = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!(
+        "slow op {i}: ended {}.{:03} after {} us",
+        ended.as_secs(),
+        ended.subsec_millis(),
+        latency.as_micros()
+    );
 }
 
 /// Formats a gRPC status as "Code: message", the key by which errors are counted.
@@ -112,7 +129,11 @@ pub async fn drive<O: Op>(ops: Vec<O>, pace: Pace) -> Outcome {
                     .await
                     .unwrap_or_else(|_| Err(format!("timeout after {:?}", pace.op_timeout)));
                 last_end = Instant::now();
-                record(&mut histogram, last_end - began);
+                let latency = last_end - began;
+                record(&mut histogram, latency);
+                if pace.slow_log.is_some_and(|slow| latency >= slow) {
+                    log_slow(i, latency);
+                }
                 match result {
                     Ok(()) => ok += 1,
                     Err(message) => *errors.entry(message).or_default() += 1,

@@ -1749,6 +1749,13 @@ impl<D: Disk> RaftNode<D> {
         Ok(Some(marker))
     }
 
+    /// Takes the chunks of log entries a checkpoint dropped, for another thread to free (a
+    /// million entries take a quarter of a second to free; [`RaftNode::compaction_step`]
+    /// frees those nobody took, a few chunks at a time).
+    pub fn take_log_garbage(&mut self) -> Vec<Vec<Entry>> {
+        std::mem::take(&mut self.log_garbage)
+    }
+
     /// Does one slice of pending physical compaction; true when none is left or none can be
     /// done now (a checkpoint is being encoded from the store). Clients waiting for a physical
     /// compaction are answered when none is left.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use keel_engine::io::GlommioDisk;
 use keel_proto::etcdserverpb as pb;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Entry, Message};
 
 use crate::config::AutoCompaction;
 use crate::raft::node::{CheckpointWork, DiskWriter, Outbox, RaftNode, WriteDone, WriteJob};
@@ -138,7 +138,14 @@ pub enum CheckpointOutcome {
 pub struct Checkpointer {
     work: async_channel::Sender<CheckpointWork>,
     outcomes: async_channel::Receiver<CheckpointOutcome>,
+    /// Log entries a checkpoint made unnecessary, freed on the checkpoint thread.
+    garbage: async_channel::Sender<Vec<Vec<Entry>>>,
 }
+
+/// How long the raft core's executor runs its tasks before it polls for finished I/O and
+/// lets its other tasks (the WAL writer) in. glommio's default, 100 ms, let a raft loop busy
+/// with background work (freeing, compaction slices) hold a finished WAL write back that long.
+pub const RAFT_CORE_PREEMPT: Duration = Duration::from_millis(2);
 
 /// Keys encoded per slice of a checkpoint (about a millisecond of the store's read lock).
 pub const CHECKPOINT_SLICE_KEYS: usize = 4096;
@@ -148,10 +155,20 @@ impl Checkpointer {
     pub fn start(shared: Arc<Shared>, snap_dir: PathBuf) -> anyhow::Result<Checkpointer> {
         let (work_tx, work_rx) = async_channel::bounded::<CheckpointWork>(1);
         let (outcome_tx, outcome_rx) = async_channel::unbounded();
+        let (garbage_tx, garbage_rx) = async_channel::unbounded::<Vec<Vec<Entry>>>();
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .name("keel-checkpoint")
             .spawn(move || async move {
                 lower_thread_priority();
+                glommio::spawn_local(async move {
+                    while let Ok(chunks) = garbage_rx.recv().await {
+                        for chunk in chunks {
+                            drop(chunk);
+                            glommio::yield_if_needed().await;
+                        }
+                    }
+                })
+                .detach();
                 let disk = match GlommioDisk::open(&snap_dir).await {
                     Ok(disk) => disk,
                     Err(error) => {
@@ -161,7 +178,11 @@ impl Checkpointer {
                 };
                 while let Ok(mut work) = work_rx.recv().await {
                     let index = work.index;
+                    let began = std::time::Instant::now();
+                    tracing::info!(index, "taking a checkpoint");
+                    let mut slices = 0u64;
                     let encoded = loop {
+                        slices += 1;
                         match work.step(&shared, CHECKPOINT_SLICE_KEYS) {
                             Ok(true) => break work.finish(),
                             Ok(false) => {}
@@ -177,10 +198,23 @@ impl Checkpointer {
                             continue;
                         }
                     };
+                    tracing::info!(
+                        index,
+                        slices,
+                        bytes = encoded.prefix.len() + encoded.mvcc.len(),
+                        took_ms = began.elapsed().as_millis() as u64,
+                        "checkpoint encoded"
+                    );
                     let _ = outcome_tx
                         .send(CheckpointOutcome::Encoded(index, true))
                         .await;
+                    let began = std::time::Instant::now();
                     let saved = encoded.save(&disk).await;
+                    tracing::info!(
+                        index,
+                        took_ms = began.elapsed().as_millis() as u64,
+                        "checkpoint file saved"
+                    );
                     drop(encoded);
                     let _ = outcome_tx
                         .send(CheckpointOutcome::Saved(index, saved))
@@ -191,6 +225,7 @@ impl Checkpointer {
         Ok(Checkpointer {
             work: work_tx,
             outcomes: outcome_rx,
+            garbage: garbage_tx,
         })
     }
 }
@@ -319,6 +354,11 @@ impl<O: Outbox> RaftCore<O> {
         let mut removed_at: Option<Instant> = None;
         'turn: loop {
             glommio::yield_if_needed().await;
+            let garbage = self.node.take_log_garbage();
+            if !garbage.is_empty() {
+                // Freed on the checkpoint thread; here only if that thread is gone.
+                let _ = self.checkpointer.garbage.try_send(garbage);
+            }
             let idle = !self.node.has_ready() && self.node.compaction_step();
             if idle {
                 // Nothing to do: wait for the first input, a write's or a checkpoint's end,
