@@ -348,7 +348,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     let peer_listen: Vec<transport::PeerEndpoint> =
         parse_urls("listen-peer-urls", &config.listen_peer_urls)?
             .iter()
-            .map(|u| transport::PeerEndpoint::parse("listen-peer-urls", &u.to_string()))
+            .map(transport::PeerEndpoint::of)
             .collect::<Result<_, _>>()?;
 
     // etcd's minimum lease TTL: 1.5 election timeouts, rounded up to whole seconds.

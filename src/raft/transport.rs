@@ -105,7 +105,11 @@ impl PeerEndpoint {
         flag: &'static str,
         url: &str,
     ) -> Result<PeerEndpoint, crate::config::ConfigError> {
-        let url = crate::config::Url::parse(flag, url)?;
+        PeerEndpoint::of(&crate::config::Url::parse(flag, url)?)
+    }
+
+    /// The endpoint of a parsed URL.
+    pub fn of(url: &crate::config::Url) -> Result<PeerEndpoint, crate::config::ConfigError> {
         Ok(PeerEndpoint {
             addr: url.socket_addr()?,
             https: url.scheme == "https",
