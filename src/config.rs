@@ -216,6 +216,12 @@ pub struct Config {
           action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub peer_client_cert_auth: bool,
 
+    /// Skip verification of SAN field in client certificate for peer connections.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION",
+          default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    pub experimental_peer_skip_client_san_verification: bool,
+
     /// Auth token type and options: 'simple', or 'jwt,pub-key=<file>,priv-key=<file>,
     /// sign-method=<RS256|ES256|EdDSA|...>,ttl=<duration>'.
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
@@ -801,6 +807,28 @@ impl Config {
                 ));
             }
         }
+        // etcd warns for each http peer listener; connections to peers with http URLs are
+        // plaintext too (see `raft::transport::PeerEndpoint`).
+        let peer_certs =
+            self.peer_cert_file.is_some() || self.peer_key_file.is_some() || self.peer_auto_tls;
+        for url in parse_urls("listen-peer-urls", &self.listen_peer_urls)
+            .unwrap_or_default()
+            .iter()
+            .filter(|u| u.scheme == "http")
+        {
+            if peer_certs {
+                warnings.push(format!(
+                    "scheme is HTTP while key and cert files are present; ignoring key and \
+                     cert files (peer-url {url})"
+                ));
+            }
+            if self.peer_client_cert_auth && !peer_auto {
+                warnings.push(format!(
+                    "scheme is HTTP while --peer-client-cert-auth is enabled; ignoring client \
+                     cert auth for this URL (peer-url {url})"
+                ));
+            }
+        }
         if !client_auto && self.client_crl_file.is_some() && self.trusted_ca_file.is_none() {
             warnings.push(
                 "--client-crl-file has no effect without --trusted-ca-file: no client \
@@ -922,6 +950,10 @@ mod tests {
             ),
             ("peer-crl-file", "ETCD_PEER_CRL_FILE"),
             ("peer-auto-tls", "ETCD_PEER_AUTO_TLS"),
+            (
+                "experimental-peer-skip-client-san-verification",
+                "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION",
+            ),
             (
                 "self-signed-cert-validity",
                 "ETCD_SELF_SIGNED_CERT_VALIDITY",
@@ -1139,5 +1171,32 @@ mod tests {
         // An https URL without certificates is served with the generated pair.
         let config = parse(&["--listen-client-urls=https://127.0.0.1:2379", "--auto-tls"]).unwrap();
         assert!(config.client_tls().unwrap().is_some());
+    }
+    #[test]
+    fn http_peer_urls_ignore_the_peer_certificate_with_etcd_warnings() {
+        let config = parse(&[
+            "--listen-peer-urls=http://127.0.0.1:2380,https://127.0.0.1:2381",
+            "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+            "--peer-cert-file=pc",
+            "--peer-key-file=pk",
+            "--peer-trusted-ca-file=ca",
+            "--peer-client-cert-auth",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.tls_warnings(),
+            [
+                "scheme is HTTP while key and cert files are present; ignoring key and cert \
+                 files (peer-url http://127.0.0.1:2380)",
+                "scheme is HTTP while --peer-client-cert-auth is enabled; ignoring client cert \
+                 auth for this URL (peer-url http://127.0.0.1:2380)",
+            ]
+        );
+        // The certificate still serves the https URL and connections to https peers.
+        assert!(config.peer_tls().unwrap().is_some());
+        assert!(parse(&[]).unwrap().tls_warnings().is_empty());
+        assert!(!config.experimental_peer_skip_client_san_verification);
+        let skip = parse(&["--experimental-peer-skip-client-san-verification"]).unwrap();
+        assert!(skip.experimental_peer_skip_client_san_verification);
     }
 }

@@ -17,7 +17,7 @@ use keel_proto::keelpeerpb as peerpb;
 use keel_proto::keelpeerpb::peer_client::PeerClient;
 
 use crate::cluster;
-use crate::net::{self, ClientOptions};
+use crate::net::ClientOptions;
 use crate::raft::transport::member_of;
 
 /// How long each peer has to answer (etcd: 10 s per URL).
@@ -94,15 +94,15 @@ async fn ask_peer(
     token: &str,
     url: &str,
 ) -> Result<(u64, Vec<pb::Member>), String> {
-    let addr = crate::config::Url::parse("initial-cluster", url)
-        .and_then(|u| u.socket_addr())
+    let endpoint = crate::raft::transport::PeerEndpoint::parse("initial-cluster", url)
         .map_err(|e| e.to_string())?;
     let options = ClientOptions {
         connect_timeout: FETCH_TIMEOUT,
         ..client.clone()
     };
     let call = async {
-        let channel = net::connect(addr, &options)
+        let channel = endpoint
+            .connect(&options)
             .await
             .map_err(|e| e.to_string())?;
         PeerClient::new(channel)

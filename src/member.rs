@@ -217,8 +217,9 @@ fn tls_configs(config: &Config) -> anyhow::Result<TlsConfigs> {
         Some(files) => Some(net::server_config_from_files(&files)?),
         None => None,
     };
-    // Peers: TLS both ways when --peer-cert-file (or --peer-auto-tls) is given, checked against
-    // --peer-trusted-ca-file.
+    // Peers: with --peer-cert-file (or --peer-auto-tls), TLS both ways on https peer URLs,
+    // checked against --peer-trusted-ca-file; http peer URLs stay plaintext, as in etcd (the
+    // transport decides per URL).
     let (peer_serve_tls, peer_client) = match config.peer_tls()? {
         Some(peer) => (
             Some(net::server_config_from_files(&peer.server)?),
@@ -344,10 +345,11 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     };
     // The peer port is always bound (a single member may be joined by others later), as etcd
     // binds it. The peers are the members the log names, told to the transport by the raft core.
-    let peer_listen: Vec<SocketAddr> = parse_urls("listen-peer-urls", &config.listen_peer_urls)?
-        .iter()
-        .map(|u| u.socket_addr())
-        .collect::<Result<_, _>>()?;
+    let peer_listen: Vec<transport::PeerEndpoint> =
+        parse_urls("listen-peer-urls", &config.listen_peer_urls)?
+            .iter()
+            .map(transport::PeerEndpoint::of)
+            .collect::<Result<_, _>>()?;
 
     // etcd's minimum lease TTL: 1.5 election timeouts, rounded up to whole seconds.
     let heartbeat_ms = config.heartbeat_interval.max(1);
@@ -409,6 +411,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     let peer_identity = PeerIdentity {
         client: peer_client.clone(),
         serve_tls: peer_serve_tls,
+        check_peer_address: !config.experimental_peer_skip_client_san_verification,
         cluster_id: identity.cluster_id,
         member_id: identity.member_id,
         cluster_token: config.initial_cluster_token.clone(),

@@ -391,26 +391,8 @@ fn peers_with_mutual_tls_form_a_cluster_and_keep_a_stranger_out() {
 
     // The stranger is added (a quorum must have been connected for 5 s first).
     let index = cluster.prepare("m3");
-    let peer_url = format!("--peer-urls={}", cluster.members[index].peer_url);
-    let deadline = Instant::now() + READY_TIMEOUT * 2;
-    let added = loop {
-        let added = common::etcdctl(
-            &cluster.members[0].endpoint,
-            &["member", "add", "m3", &peer_url],
-            None,
-        );
-        if added.status.success() || !error_lines(&added).contains("unhealthy cluster") {
-            break added;
-        }
-        assert!(Instant::now() < deadline, "{}", error_lines(&added));
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    assert!(added.status.success(), "{}", error_lines(&added));
-    let initial_cluster = String::from_utf8_lossy(&added.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
-        .map(|v| v.trim_matches('"').to_string())
-        .expect("ETCD_INITIAL_CLUSTER");
+    let peer_url = cluster.members[index].peer_url.clone();
+    let initial_cluster = add_member(&cluster, "m3", &peer_url);
     // Each stranger in turn takes the added member's place, with a fresh data dir.
     let strangers = [
         // It does not trust the members' certificates either, so it gives up first: the
@@ -448,6 +430,193 @@ fn peers_with_mutual_tls_form_a_cluster_and_keep_a_stranger_out() {
             "{name}: {}",
             cluster.logs()
         );
+    }
+}
+
+/// `etcdctl member add name --peer-urls=peer_url` through member 0, tried again while the
+/// cluster refuses it as unhealthy (a quorum must have been connected for 5 s first); the
+/// `ETCD_INITIAL_CLUSTER` it prints, for the new member's `--initial-cluster`.
+fn add_member(cluster: &common::Cluster, name: &str, peer_url: &str) -> String {
+    let peer_urls = format!("--peer-urls={peer_url}");
+    let deadline = Instant::now() + READY_TIMEOUT * 2;
+    let added = loop {
+        let added = common::etcdctl(
+            &cluster.members[0].endpoint,
+            &["member", "add", name, &peer_urls],
+            None,
+        );
+        if added.status.success() || !error_lines(&added).contains("unhealthy cluster") {
+            break added;
+        }
+        assert!(Instant::now() < deadline, "{}", error_lines(&added));
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(added.status.success(), "{}", error_lines(&added));
+    String::from_utf8_lossy(&added.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("ETCD_INITIAL_CLUSTER")
+}
+
+/// The peer TLS flags of `kind` for a certificate from `files` (`name.pem`, `name.key`,
+/// `ca.pem`), with client certificates required of peers. etcd gets `--logger=zap`, 3.5's
+/// default (3.4's capnslog words its messages differently).
+fn peer_tls_flags(kind: Kind, files: &Files, name: &str) -> Vec<String> {
+    let mut flags = vec![
+        files.arg("peer-cert-file", &format!("{name}.pem")),
+        files.arg("peer-key-file", &format!("{name}.key")),
+        files.arg("peer-trusted-ca-file", "ca.pem"),
+        "--peer-client-cert-auth".to_string(),
+    ];
+    if kind == Kind::Etcd {
+        flags.push("--logger=zap".to_string());
+    }
+    flags
+}
+
+/// With a peer certificate but http peer URLs, etcd ignores the certificate (with a warning
+/// for each http peer listener) and its members talk plaintext to one another; so does Keel.
+/// Three members form a cluster and replicate, and their peer ports answer plain HTTP.
+#[test]
+fn http_peer_urls_ignore_the_peer_certificate_as_in_etcd() {
+    for kind in [Kind::Keel, Kind::Etcd] {
+        let files = Files {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        let ca = Authority::new("peer-ca");
+        files.write("ca.pem", &ca.cert.pem());
+        files.issue(&ca, "peer", "peer");
+        let flags = peer_tls_flags(kind, &files, "peer");
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let cluster = common::Cluster::start_with_peer_scheme(kind, 3, "http", &flags);
+        let put = common::etcdctl(&cluster.members[0].endpoint, &["put", "k", "v"], None);
+        assert!(put.status.success(), "{kind:?}: {}", error_lines(&put));
+        let get = common::etcdctl(&cluster.members[2].endpoint, &["get", "k"], None);
+        assert_eq!(String::from_utf8_lossy(&get.stdout), "k\nv\n", "{kind:?}");
+        for member in &cluster.members {
+            let peer = member
+                .peer_url
+                .strip_prefix("http://")
+                .expect("an http URL");
+            // A TLS listener would not answer plain HTTP at all.
+            let answer = http_get(peer, "/version");
+            assert!(answer.is_ok(), "{kind:?}: {answer:?}");
+            let log = member.log();
+            for warning in [
+                "scheme is HTTP while key and cert files are present; ignoring key and cert files",
+                "scheme is HTTP while --peer-client-cert-auth is enabled; ignoring client cert \
+                 auth for this URL",
+            ] {
+                assert!(log.contains(warning), "{kind:?}: {warning}\n{log}");
+            }
+        }
+    }
+}
+
+/// The SANs of a certificate for a member on both loopback addresses.
+fn both_loopbacks(params: &mut CertificateParams) {
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("::1".parse().expect("::1")));
+}
+
+/// Makes a certificate's only subject alternative name `ip`.
+fn only_ip(ip: &'static str) -> impl FnOnce(&mut CertificateParams) {
+    move |params| {
+        params.subject_alt_names = vec![rcgen::SanType::IpAddress(ip.parse().expect("an IP"))]
+    }
+}
+
+/// etcd's peer listener refuses a peer whose certificate has subject alternative names none of
+/// which is the address it connects from (etcd 3.4.23 and 3.5 alike), unless
+/// `--experimental-peer-skip-client-san-verification`. A member is added at an IPv6 loopback
+/// peer URL, so that its certificate can be valid for the URL it serves (`::1`) and still not
+/// name the address it connects to the others from (127.0.0.1): it cannot even ask them for
+/// the cluster, and they log why. With 127.0.0.1 in its certificate too it joins; so does the
+/// first one once the members skip the check.
+#[test]
+fn peer_certificates_must_name_the_address_they_connect_from_as_in_etcd() {
+    for kind in [Kind::Keel, Kind::Etcd] {
+        let files = Files {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        let ca = Authority::new("peer-ca");
+        files.write("ca.pem", &ca.cert.pem());
+        files.issue_with(&ca, "peer", "peer", both_loopbacks);
+        files.issue_with(&ca, "peer", "v6", only_ip("::1"));
+        files.issue_with(&ca, "peer", "both", |params| {
+            only_ip("::1")(params);
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("IP")));
+        });
+        let member_flags = peer_tls_flags(kind, &files, "peer");
+        for skip in [false, true] {
+            let mut flags = member_flags.clone();
+            if skip {
+                flags.push("--experimental-peer-skip-client-san-verification".to_string());
+            }
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            let mut cluster = common::Cluster::start(kind, 2, &flags);
+            let index = cluster.prepare("m2");
+            let port = cluster.members[index]
+                .peer_url
+                .rsplit(':')
+                .next()
+                .expect("a port")
+                .to_string();
+            let url = format!("https://[::1]:{port}");
+            let initial_cluster = add_member(&cluster, "m2", &url);
+            let joiner = |name: &str| {
+                vec![
+                    files.arg("peer-cert-file", &format!("{name}.pem")),
+                    files.arg("peer-key-file", &format!("{name}.key")),
+                    format!("--listen-peer-urls={url}"),
+                    format!("--initial-advertise-peer-urls={url}"),
+                ]
+            };
+            let join = |cluster: &mut common::Cluster, name: &str| {
+                let _ = std::fs::remove_dir_all(cluster.dir.path().join("m2"));
+                let flags = joiner(name);
+                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                cluster.join(index, &initial_cluster, &flags);
+            };
+            if !skip {
+                join(&mut cluster, "v6");
+                let status = cluster.wait_exit(index, READY_TIMEOUT);
+                assert_eq!(
+                    status.and_then(|s| s.code()),
+                    Some(1),
+                    "{kind:?}: {}",
+                    cluster.logs()
+                );
+                assert!(
+                    cluster.members[index]
+                        .log()
+                        .contains("cannot fetch cluster info from peer urls"),
+                    "{kind:?}: {}",
+                    cluster.logs()
+                );
+                assert!(
+                    (0..2).any(|i| cluster.members[i]
+                        .log()
+                        .lines()
+                        .any(|l| l.contains("rejected connection")
+                            && l.contains("x509: certificate is valid for ::1, not 127.0.0.1"))),
+                    "{kind:?}: {}",
+                    cluster.logs()
+                );
+                join(&mut cluster, "both");
+            } else {
+                join(&mut cluster, "v6");
+            }
+            cluster.wait_healthy(index);
+            let put = common::etcdctl(&cluster.members[index].endpoint, &["put", "k", "v"], None);
+            assert!(put.status.success(), "{kind:?}: {}", error_lines(&put));
+            let get = common::etcdctl(&cluster.members[0].endpoint, &["get", "k"], None);
+            assert_eq!(String::from_utf8_lossy(&get.stdout), "k\nv\n", "{kind:?}");
+        }
     }
 }
 

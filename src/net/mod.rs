@@ -139,6 +139,13 @@ pub struct ServeOptions {
     /// with `--client-cert-auth`, although `--trusted-ca-file` alone already makes clients
     /// present certificates. Default `true`.
     pub tls_client_identity: bool,
+    /// Whether a client's verified certificate must name the address it connects from
+    /// (etcd's peer listener makes this check unless
+    /// `--experimental-peer-skip-client-san-verification`; its client listener never does):
+    /// a certificate with IP or DNS subject alternative names is refused after the handshake
+    /// unless one of the IPs is the client's, or one of the names resolves to it. Only with
+    /// [`ServeOptions::tls`] asking for client certificates. Default `false`.
+    pub tls_check_client_address: bool,
     /// How long a new connection may take to finish its TLS handshake (if any) and show its
     /// protocol: the whole HTTP/2 preface, or the first byte of an HTTP/1 request. hyper's own
     /// timers start only after that, so without this a client could hold a connection slot
@@ -168,6 +175,7 @@ impl Default for ServeOptions {
             http2_initial_connection_window_size: None,
             tls: None,
             tls_client_identity: true,
+            tls_check_client_address: false,
             handshake_timeout: Duration::from_secs(10),
             http1_header_read_timeout: Some(Duration::from_secs(30)),
             http_body_max: HTTP_BODY_MAX_DEFAULT,
@@ -285,6 +293,7 @@ pub async fn serve(
         let mut handshake = Handshake::start(options.handshake_timeout);
         let tls = tls.clone();
         let tls_client_identity = options.tls_client_identity;
+        let check_address = options.tls_check_client_address;
         let max_frame_size = options.http2_max_frame_size;
         glommio::spawn_local(async move {
             match tls {
@@ -302,8 +311,15 @@ pub async fn serve(
                 }
                 Some(acceptor) => {
                     let peer = stream.peer_addr().ok();
-                    if let Some(stream) =
-                        accept_tls(&acceptor, stream, peer, &mut handshake, &signals).await
+                    if let Some(stream) = accept_tls(
+                        &acceptor,
+                        stream,
+                        peer,
+                        check_address,
+                        &mut handshake,
+                        &signals,
+                    )
+                    .await
                     {
                         let name = tls_client_identity
                             .then(|| client_common_name(stream.get_ref().1))
@@ -410,17 +426,16 @@ async fn serve_connection<IO>(
     }
 }
 
-/// Logs a refused TLS handshake with the client's address, once per address and reason (a
+/// Logs a refused TLS connection with the client's address, once per address and reason (a
 /// client retrying with the wrong certificate would otherwise fill the log; etcd logs each
-/// "rejected connection"). A certificate that expired or is not yet valid is one reason,
-/// whatever the clock said at each try.
-fn log_rejection(peer: Option<std::net::SocketAddr>, error: &std::io::Error) {
+/// "rejected connection"). `stage` says where it was refused. A certificate that expired or is
+/// not yet valid is one reason, whatever the clock said at each try.
+fn log_rejection(peer: Option<std::net::SocketAddr>, stage: &str, reason: String) {
     const REMEMBERED_MAX: usize = 4096;
     static LOGGED: std::sync::Mutex<Option<std::collections::HashSet<(std::net::IpAddr, String)>>> =
         std::sync::Mutex::new(None);
-    let reason = tls_verify::rejection_reason(error);
     let Some(peer) = peer else {
-        tracing::warn!(error = %reason, "rejected a TLS connection");
+        tracing::warn!(error = %reason, "rejected a TLS connection: {stage}");
         return;
     };
     let Ok(mut logged) = LOGGED.lock() else {
@@ -431,26 +446,63 @@ fn log_rejection(peer: Option<std::net::SocketAddr>, error: &std::io::Error) {
         logged.clear();
     }
     if logged.insert((peer.ip(), reason.clone())) {
-        tracing::warn!(remote = %peer, error = %reason, "rejected connection: TLS handshake failed");
+        tracing::warn!(remote = %peer, error = %reason, "rejected connection: {stage}");
     }
 }
 
-/// Runs the TLS handshake of a new connection within its handshake deadline. `None` when the
-/// handshake failed, timed out, or shutdown began meanwhile: the connection is then dropped.
+/// Runs the TLS handshake of a new connection within its handshake deadline, then, with
+/// `check_address`, the check that the client's certificate names the address it connects
+/// from ([`ServeOptions::tls_check_client_address`]), within the same deadline. `None` when
+/// the handshake failed, the check refused the client, time ran out, or shutdown began
+/// meanwhile: the connection is then dropped.
 async fn accept_tls<IO>(
     acceptor: &futures_rustls::TlsAcceptor,
     stream: IO,
     peer: Option<std::net::SocketAddr>,
+    check_address: bool,
     handshake: &mut Handshake,
     signals: &Signals,
 ) -> Option<futures_rustls::server::TlsStream<IO>>
 where
     IO: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin,
 {
-    let mut accept = acceptor.accept(stream);
+    let accept = async {
+        let stream = acceptor.accept(stream).await.map_err(|e| {
+            log_rejection(
+                peer,
+                "TLS handshake failed",
+                tls_verify::rejection_reason(&e),
+            )
+        })?;
+        let leaf = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first());
+        if let (true, Some(leaf), Some(remote)) = (check_address, leaf, peer) {
+            // The check may have to resolve the certificate's DNS names, which blocks: it
+            // runs on glommio's blocking pool (a peer connects rarely; connections last).
+            let der = leaf.as_ref().to_vec();
+            let checked = glommio::executor()
+                .spawn_blocking(move || {
+                    tls_verify::check_client_address(&der, remote.ip(), &tls_verify::SystemResolver)
+                })
+                .await;
+            if let Err(reason) = checked {
+                log_rejection(
+                    peer,
+                    "the certificate does not name the address it connects from",
+                    reason,
+                );
+                return Err(());
+            }
+        }
+        Ok(stream)
+    };
+    let mut accept = pin!(accept);
     let mut graceful = signals.graceful.clone();
     let outcome = future::poll_fn(|cx| {
-        if let Poll::Ready(result) = accept.poll_unpin(cx) {
+        if let Poll::Ready(result) = accept.as_mut().poll(cx) {
             return Poll::Ready(Some(result));
         }
         if handshake.timer.poll_unpin(cx).is_ready() || graceful.poll_unpin(cx).is_ready() {
@@ -461,10 +513,7 @@ where
     .await;
     match outcome {
         Some(Ok(stream)) => Some(stream),
-        Some(Err(e)) => {
-            log_rejection(peer, &e);
-            None
-        }
+        Some(Err(())) => None,
         None => {
             tracing::debug!("TLS handshake timed out or shutdown began; closing the connection");
             None

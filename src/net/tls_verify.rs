@@ -9,7 +9,10 @@
 //!   allowed host names or IP addresses. etcd checks this in both directions (on peers that
 //!   connect here and on the peers this member connects to), so Keel does too;
 //! - no verification at all for `--peer-auto-tls`, where every member's certificate is
-//!   self-signed and etcd skips verification.
+//!   self-signed and etcd skips verification;
+//! - the peer's address ([`check_client_address`]): after the handshake, etcd's peer listener
+//!   refuses a peer whose certificate has subject alternative names none of which is (or
+//!   resolves to) the address it connects from.
 //!
 //! Both verifiers delegate the chain check to rustls' WebPKI verifiers.
 
@@ -175,6 +178,143 @@ impl SubjectNames {
                     .all(|(i, (p, h))| (i == 0 && *p == "*") || p == h)
         })
     }
+}
+
+/// How [`check_client_address`] resolves names: the system resolver in the server, a table
+/// in tests.
+pub(super) trait Resolver {
+    /// The names of `ip` (a reverse lookup).
+    fn names_of(&self, ip: std::net::IpAddr) -> Result<Vec<String>, String>;
+    /// The addresses of `name` (a forward lookup).
+    fn addresses_of(&self, name: &str) -> Result<Vec<std::net::IpAddr>, String>;
+}
+
+/// The system's resolver (`getnameinfo`, `getaddrinfo`: /etc/hosts, then DNS). Its calls
+/// block; run them off the executor.
+pub(super) struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn names_of(&self, ip: std::net::IpAddr) -> Result<Vec<String>, String> {
+        // SAFETY: both sockaddr types are plain C structs for which all zeroes is valid; the
+        // length passed is the size of the one filled in, and `host` is as long as we say.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let length = match ip {
+            std::net::IpAddr::V4(v4) => {
+                let sin = &mut storage as *mut _ as *mut libc::sockaddr_in;
+                unsafe {
+                    (*sin).sin_family = libc::AF_INET as libc::sa_family_t;
+                    (*sin).sin_addr.s_addr = u32::from_ne_bytes(v4.octets());
+                }
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            std::net::IpAddr::V6(v6) => {
+                let sin6 = &mut storage as *mut _ as *mut libc::sockaddr_in6;
+                unsafe {
+                    (*sin6).sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                    (*sin6).sin6_addr.s6_addr = v6.octets();
+                }
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        let mut host = [0 as libc::c_char; 1025];
+        let rc = unsafe {
+            libc::getnameinfo(
+                &storage as *const _ as *const libc::sockaddr,
+                length as libc::socklen_t,
+                host.as_mut_ptr(),
+                host.len() as libc::socklen_t,
+                std::ptr::null_mut(),
+                0,
+                libc::NI_NAMEREQD,
+            )
+        };
+        if rc != 0 {
+            let reason = unsafe { std::ffi::CStr::from_ptr(libc::gai_strerror(rc)) };
+            return Err(format!("lookup {ip}: {}", reason.to_string_lossy()));
+        }
+        let name = unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) };
+        Ok(vec![name.to_string_lossy().into_owned()])
+    }
+
+    fn addresses_of(&self, name: &str) -> Result<Vec<std::net::IpAddr>, String> {
+        use std::net::ToSocketAddrs;
+        (name, 0)
+            .to_socket_addrs()
+            .map(|addrs| addrs.map(|a| a.ip()).collect())
+            .map_err(|e| format!("lookup {name}: {e}"))
+    }
+}
+
+/// etcd's check that a peer names the address it connects from (its peer listener's
+/// `checkCertSAN`, off with `--experimental-peer-skip-client-san-verification`), on the
+/// verified certificate `der` of a peer connecting from `remote`:
+///
+/// - a certificate with neither IP nor DNS subject alternative names passes;
+/// - with IP names, `remote` must be one of them; failing that, with no DNS names the
+///   connection is refused with Go's `x509: certificate is valid for ..., not ...`;
+/// - with DNS names, a reverse lookup of `remote` must give one of them (a `*.` name matches
+///   any name ending in the rest), or a forward lookup of one (wildcards aside) must give
+///   `remote`; otherwise etcd's `tls: "<ip>" does not match any of DNSNames [...]`, with the
+///   last lookup error in parentheses.
+pub(super) fn check_client_address(
+    der: &[u8],
+    remote: std::net::IpAddr,
+    resolver: &dyn Resolver,
+) -> Result<(), String> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("cannot parse the peer certificate: {e}"))?;
+    let names = SubjectNames::of(&certificate);
+    if names.ips.is_empty() && names.dns.is_empty() {
+        return Ok(());
+    }
+    let remote = remote.to_canonical();
+    if !names.ips.is_empty() {
+        if names.ips.iter().any(|ip| ip.to_canonical() == remote) {
+            return Ok(());
+        }
+        if names.dns.is_empty() {
+            let valid: Vec<String> = names
+                .ips
+                .iter()
+                .map(|ip| ip.to_canonical().to_string())
+                .collect();
+            return Err(format!(
+                "x509: certificate is valid for {}, not {remote}",
+                valid.join(", ")
+            ));
+        }
+    }
+    let (wildcards, exact): (Vec<&String>, Vec<&String>) =
+        names.dns.iter().partition(|name| name.starts_with("*."));
+    let mut last_error = None;
+    match resolver.names_of(remote) {
+        Ok(found) => {
+            for name in found {
+                let name = name.strip_suffix('.').unwrap_or(&name);
+                if wildcards.iter().any(|w| name.ends_with(&w[1..]))
+                    || exact.iter().any(|n| n.as_str() == name)
+                {
+                    return Ok(());
+                }
+            }
+        }
+        Err(error) => last_error = Some(error),
+    }
+    for name in exact {
+        match resolver.addresses_of(name) {
+            Ok(addresses) => {
+                if addresses.iter().any(|a| a.to_canonical() == remote) {
+                    return Ok(());
+                }
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    let lookup = last_error.map(|e| format!(" ({e})")).unwrap_or_default();
+    Err(format!(
+        "tls: \"{remote}\" does not match any of DNSNames {}{lookup}",
+        go_quoted(&names.dns)
+    ))
 }
 
 /// The revocation lists in `path`: PEM (`X509 CRL` blocks) or one DER list, as Go's
@@ -606,5 +746,82 @@ mod tests {
         assert!(unverified
             .verify_server_cert(self_signed.der(), &[], &name, &[], UnixTime::now())
             .is_ok());
+    }
+    /// A resolver with a fixed table: `localhost` is 127.0.0.1 both ways, every other name
+    /// and address is unknown.
+    struct Table;
+
+    impl Resolver for Table {
+        fn names_of(&self, ip: std::net::IpAddr) -> Result<Vec<String>, String> {
+            if ip == std::net::IpAddr::from([127, 0, 0, 1]) {
+                Ok(vec!["localhost.".to_string()])
+            } else {
+                Err(format!("lookup {ip}: no such host"))
+            }
+        }
+
+        fn addresses_of(&self, name: &str) -> Result<Vec<std::net::IpAddr>, String> {
+            match name {
+                "localhost" => Ok(vec![[127, 0, 0, 1].into()]),
+                "elsewhere.example" => Ok(vec![[10, 1, 1, 1].into()]),
+                _ => Err(format!("lookup {name}: no such host")),
+            }
+        }
+    }
+
+    #[test]
+    fn a_peer_certificate_must_name_the_address_it_connects_from() {
+        let loopback: std::net::IpAddr = [127, 0, 0, 1].into();
+        let check = |names: &[&str], remote: std::net::IpAddr| {
+            check_client_address(&certificate("peer", names), remote, &Table)
+        };
+        // No subject alternative names: nothing to check, as in etcd.
+        assert_eq!(check(&[], loopback), Ok(()));
+        assert_eq!(check(&["127.0.0.1"], loopback), Ok(()));
+        assert_eq!(check(&["10.9.9.9", "127.0.0.1"], loopback), Ok(()));
+        // An IPv4 peer on a dual-stack listener shows as an IPv4-mapped IPv6 address.
+        let mapped: std::net::IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(check(&["127.0.0.1"], mapped), Ok(()));
+        assert_eq!(
+            check(&["10.9.9.9", "10.9.9.8"], loopback),
+            Err("x509: certificate is valid for 10.9.9.9, 10.9.9.8, not 127.0.0.1".into())
+        );
+        // DNS names: the reverse lookup, then the forward lookups.
+        assert_eq!(check(&["localhost"], loopback), Ok(()));
+        assert_eq!(check(&["10.9.9.9", "localhost"], loopback), Ok(()));
+        assert_eq!(check(&["*.localdomain", "localhost"], loopback), Ok(()));
+        assert_eq!(
+            check(&["peer.invalid"], loopback),
+            Err(
+                "tls: \"127.0.0.1\" does not match any of DNSNames [\"peer.invalid\"] \
+                 (lookup peer.invalid: no such host)"
+                    .into()
+            )
+        );
+        // A name that resolves, but elsewhere: the reverse lookup's error is what is left.
+        assert_eq!(
+            check(&["10.9.9.9", "elsewhere.example"], [10, 2, 2, 2].into()),
+            Err(
+                "tls: \"10.2.2.2\" does not match any of DNSNames [\"elsewhere.example\"] \
+                 (lookup 10.2.2.2: no such host)"
+                    .into()
+            )
+        );
+        assert_eq!(check(&["elsewhere.example"], [10, 1, 1, 1].into()), Ok(()));
+    }
+
+    #[test]
+    fn the_system_resolver_knows_localhost() {
+        let loopback: std::net::IpAddr = [127, 0, 0, 1].into();
+        let addresses = SystemResolver.addresses_of("localhost").unwrap();
+        assert!(addresses.contains(&loopback), "{addresses:?}");
+        assert_eq!(
+            check_client_address(
+                &certificate("peer", &["localhost"]),
+                loopback,
+                &SystemResolver
+            ),
+            Ok(())
+        );
     }
 }

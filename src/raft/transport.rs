@@ -10,8 +10,11 @@
 //! handed to the raft core's bounded inbox.
 //!
 //! Raft messages travel as opaque bytes in raft-rs' own protobuf encoding, so raft-rs'
-//! protobuf never meets tonic's prost. Peer TLS (the security work) plugs in through
-//! `ClientOptions::tls` and `ServeOptions::tls`.
+//! protobuf never meets tonic's prost.
+//!
+//! Peer TLS follows each URL's scheme, as in etcd ([`PeerEndpoint`]): an `https` URL speaks
+//! TLS (the listener serves it, connections to it make it), an `http` URL plaintext, even
+//! when a peer certificate is configured (etcd ignores it there, with a warning at startup).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -67,7 +70,7 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub struct PeerSenders {
     member_id: u64,
     queues: HashMap<u64, async_channel::Sender<Message>>,
-    addrs: HashMap<u64, SocketAddr>,
+    addrs: HashMap<u64, PeerEndpoint>,
     snapshots: async_channel::Sender<Message>,
     control: async_channel::Sender<PeerControl>,
 }
@@ -77,25 +80,91 @@ enum PeerControl {
     /// Send `queue` to member `id` at `addr` (a new member, or new URLs).
     Connect {
         id: u64,
-        addr: SocketAddr,
+        addr: PeerEndpoint,
         queue: async_channel::Receiver<Message>,
     },
     /// Member `id` left.
     Forget(u64),
 }
 
+/// A peer URL as the transport uses it: the address, and whether TLS is spoken there. The
+/// scheme alone decides (etcd's rule, from its listeners and Go's HTTP client): `https` is
+/// TLS with the peer certificate, `http` is plaintext even when a peer certificate is
+/// configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerEndpoint {
+    /// Where to connect or listen.
+    pub addr: SocketAddr,
+    /// Whether the URL is `https`.
+    pub https: bool,
+}
+
+impl PeerEndpoint {
+    /// The endpoint of `url` (`flag` names where it came from in errors).
+    pub fn parse(
+        flag: &'static str,
+        url: &str,
+    ) -> Result<PeerEndpoint, crate::config::ConfigError> {
+        PeerEndpoint::of(&crate::config::Url::parse(flag, url)?)
+    }
+
+    /// The endpoint of a parsed URL.
+    pub fn of(url: &crate::config::Url) -> Result<PeerEndpoint, crate::config::ConfigError> {
+        Ok(PeerEndpoint {
+            addr: url.socket_addr()?,
+            https: url.scheme == "https",
+        })
+    }
+
+    /// The options for connecting here: `options` for an `https` URL, the same without TLS
+    /// for an `http` one.
+    pub fn client_options(&self, options: &ClientOptions) -> ClientOptions {
+        if self.https {
+            options.clone()
+        } else {
+            ClientOptions {
+                tls: None,
+                ..options.clone()
+            }
+        }
+    }
+
+    /// What the listener for this URL serves TLS with: `tls` for `https`, nothing for `http`.
+    pub fn serve_tls(
+        &self,
+        tls: &Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> Option<std::sync::Arc<rustls::ServerConfig>> {
+        if self.https {
+            tls.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Opens a connection for gRPC calls to this endpoint ([`PeerEndpoint::client_options`]).
+    pub async fn connect(&self, options: &ClientOptions) -> Result<GrpcChannel, net::ConnectError> {
+        net::connect(self.addr, &self.client_options(options)).await
+    }
+}
+
+impl std::fmt::Display for PeerEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.addr)
+    }
+}
+
 /// Where a member listens for peers: its first peer URL that parses.
-fn peer_addr(member: &pb::Member) -> Option<SocketAddr> {
-    member.peer_ur_ls.iter().find_map(|url| {
-        crate::config::Url::parse("initial-cluster", url)
-            .ok()
-            .and_then(|u| u.socket_addr().ok())
-    })
+fn peer_addr(member: &pb::Member) -> Option<PeerEndpoint> {
+    member
+        .peer_ur_ls
+        .iter()
+        .find_map(|url| PeerEndpoint::parse("initial-cluster", url).ok())
 }
 
 impl Outbox for PeerSenders {
     fn set_peers(&mut self, members: &[pb::Member]) {
-        let wanted: HashMap<u64, SocketAddr> = members
+        let wanted: HashMap<u64, PeerEndpoint> = members
             .iter()
             .filter(|m| m.id != self.member_id)
             .filter_map(|m| peer_addr(m).map(|addr| (m.id, addr)))
@@ -164,10 +233,15 @@ pub struct PeerIdentity {
     pub peer_urls: Vec<String>,
     /// This member's client URLs.
     pub client_urls: Vec<String>,
-    /// How to connect to peers (with TLS when peer URLs are https).
+    /// How to connect to peers: TLS is used for peers with https URLs only
+    /// ([`PeerEndpoint::client_options`]).
     pub client: ClientOptions,
-    /// What the peer listener serves TLS with (`None`: plain http).
+    /// What the peer listeners with https URLs serve TLS with (`None`: no peer certificate).
     pub serve_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Whether the listeners refuse a peer whose certificate does not name the address it
+    /// connects from (etcd's check, off with
+    /// `--experimental-peer-skip-client-san-verification`).
+    pub check_peer_address: bool,
 }
 
 /// The peer thread, once started.
@@ -182,12 +256,12 @@ pub struct PeerThread {
     pub thread: std::thread::JoinHandle<()>,
 }
 
-/// Starts the peer thread: binds `listen` (resolving port 0). It connects to the members the
+/// Starts the peer thread: binds `listen` (resolving port 0), serving TLS on the https ones. It connects to the members the
 /// raft core names through its outbox ([`Outbox::set_peers`]). Returns once the listeners are
 /// bound.
 pub fn start(
     identity: PeerIdentity,
-    listen: Vec<SocketAddr>,
+    listen: Vec<PeerEndpoint>,
     shared: SharedRef,
     lease_forwards: async_channel::Receiver<LeaseForward>,
     promote_forwards: async_channel::Receiver<PromoteForward>,
@@ -203,11 +277,12 @@ pub fn start(
         .spawn(move || async move {
             let mut listeners = Vec::new();
             let mut bound = Vec::new();
-            for addr in &listen {
-                match net::bind_reuseport(*addr) {
+            for endpoint in &listen {
+                let addr = endpoint.addr;
+                match net::bind_reuseport(addr) {
                     Ok(listener) => {
-                        bound.push(listener.local_addr().unwrap_or(*addr));
-                        listeners.push(listener);
+                        bound.push(listener.local_addr().unwrap_or(addr));
+                        listeners.push((listener, *endpoint));
                     }
                     Err(error) => {
                         let _ = bound_tx.send(Err(anyhow::anyhow!(
@@ -249,7 +324,7 @@ pub fn start(
                 )),
             ];
             let http: Rc<dyn HttpHandler> = Rc::new(NotFound);
-            for listener in listeners {
+            for (listener, endpoint) in listeners {
                 let service = PeerService {
                     identity: identity.clone(),
                     inbox: inbox_tx.clone(),
@@ -263,7 +338,8 @@ pub fn start(
                 let shutdown = async move { shared.stopped().await };
                 let options = ServeOptions {
                     shutdown_timeout: Duration::from_millis(200),
-                    tls: identity.serve_tls.clone(),
+                    tls: endpoint.serve_tls(&identity.serve_tls),
+                    tls_check_client_address: identity.check_peer_address,
                     ..ServeOptions::default()
                 };
                 let serving = net::serve(listener, routes, http.clone(), options, shutdown);
@@ -306,7 +382,7 @@ pub fn start(
 }
 
 /// Where each other member listens for peers, as the raft core last named them.
-type PeerAddrs = Rc<RefCell<HashMap<u64, SocketAddr>>>;
+type PeerAddrs = Rc<RefCell<HashMap<u64, PeerEndpoint>>>;
 
 /// Starts and ends the sender of each member as the raft core's outbox names them.
 async fn follow_members(
@@ -358,7 +434,7 @@ impl HttpHandler for NotFound {
 struct Sender {
     identity: PeerIdentity,
     peer_id: u64,
-    addr: SocketAddr,
+    addr: PeerEndpoint,
     queue: async_channel::Receiver<Message>,
     inbox: async_channel::Sender<PeerInput>,
     shared: SharedRef,
@@ -373,7 +449,7 @@ impl Sender {
             if self.shared.stopping.load(Ordering::Acquire) || self.queue.is_closed() {
                 return;
             }
-            let channel = match net::connect(self.addr, &options).await {
+            let channel = match self.addr.connect(&options).await {
                 Ok(channel) => channel,
                 Err(error) => {
                     if !reported {
@@ -541,7 +617,7 @@ async fn forward_leases(
                 .cloned();
             let channel = match cached {
                 Some(channel) => channel,
-                None => match net::connect(addr, &options).await {
+                None => match addr.connect(&options).await {
                     Ok(channel) => {
                         channels.borrow_mut().insert(leader, channel.clone());
                         channel
@@ -595,7 +671,7 @@ async fn forward_promotes(
                 let _ = reply.send(Err(ServerError::NoLeader));
                 return;
             };
-            let answer = match net::connect(addr, &options).await {
+            let answer = match addr.connect(&options).await {
                 Ok(channel) => {
                     PeerClient::new(channel)
                         .promote(peerpb::PromoteRequest {
@@ -736,7 +812,7 @@ async fn send_snapshots(
 /// sent once the receiver has stored them durably.
 async fn send_snapshot(
     identity: &PeerIdentity,
-    addr: SocketAddr,
+    addr: PeerEndpoint,
     snap_dir: &Path,
     message: Message,
 ) -> anyhow::Result<u64> {
@@ -750,7 +826,7 @@ async fn send_snapshot(
     let mut file = std::fs::File::open(&path)
         .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
     let total_size = file.metadata()?.len();
-    let channel = net::connect(addr, &identity.client).await?;
+    let channel = addr.connect(&identity.client).await?;
     let (mut chunks, stream) = futures::channel::mpsc::channel::<peerpb::SnapshotChunk>(4);
     let call = glommio::spawn_local(async move { PeerClient::new(channel).snapshot(stream).await });
     let mut raft_message = Some(message.write_to_bytes()?);

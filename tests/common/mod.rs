@@ -377,6 +377,8 @@ pub struct Cluster {
     pub dir: TempDir,
     /// The flags every member gets besides its own.
     extra: Vec<String>,
+    /// The scheme of the members' peer URLs.
+    peer_scheme: &'static str,
 }
 
 impl Cluster {
@@ -399,8 +401,7 @@ impl Cluster {
             peer_port = port();
         }
         let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_scheme = peer_scheme(self.extra.iter().map(String::as_str));
-        let peer_url = format!("{peer_scheme}://127.0.0.1:{peer_port}");
+        let peer_url = format!("{}://127.0.0.1:{peer_port}", self.peer_scheme);
         let mut args = vec![
             format!("--name={name}"),
             format!("--data-dir={}", self.dir.path().join(name).display()),
@@ -476,6 +477,18 @@ impl Cluster {
     /// Starts `size` members with etcd's flags for a new cluster plus `extra`, and waits until
     /// every member answers `/health` with 200 (which needs a leader).
     pub fn start(kind: Kind, size: usize, extra: &[&str]) -> Cluster {
+        // Peer TLS flags make the peer URLs https.
+        Cluster::start_with_peer_scheme(kind, size, peer_scheme(extra.iter().copied()), extra)
+    }
+
+    /// [`Cluster::start`] with peer URLs of the scheme given (`http` or `https`), whatever
+    /// the flags.
+    pub fn start_with_peer_scheme(
+        kind: Kind,
+        size: usize,
+        peer_scheme: &'static str,
+        extra: &[&str],
+    ) -> Cluster {
         let binary = kind.binary();
         let dir = tempfile::Builder::new()
             .prefix("cluster-")
@@ -488,8 +501,6 @@ impl Cluster {
                 ports.push(port);
             }
         }
-        // Peer TLS flags make the peer URLs https.
-        let peer_scheme = peer_scheme(extra.iter().copied());
         let initial_cluster = (0..size)
             .map(|i| format!("m{i}={peer_scheme}://127.0.0.1:{}", ports[2 * i + 1]))
             .collect::<Vec<_>>()
@@ -526,6 +537,7 @@ impl Cluster {
             members,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            peer_scheme,
         };
         for i in 0..size {
             cluster.spawn(i);
