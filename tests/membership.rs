@@ -373,9 +373,42 @@ fn refusals(kind: Kind) -> Vec<String> {
         None,
     )));
     // With m2 down, removing m1 (up) would leave one voter of two connected: refused.
+    let m2 = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .find(|l| l.contains(", m2, "))
+        .and_then(|l| l.split(", ").next().map(str::to_string))
+        .expect("m2 in the member list");
     cluster.kill(2);
+    // Asked before m0 noticed the broken connection, either system still counts m2 as
+    // connected and removes m1: wait until m0's metrics show the peer gone.
+    wait_peer_inactive(&m0, &m2);
     out.push(step(&etcdctl(&m0, &["member", "remove", &m1], None)));
     out
+}
+
+/// Waits until the member at `endpoint` reports no active connection to peer `id` (hex) in
+/// `etcd_network_active_peers` (etcd sets it to 0, Keel drops the line).
+fn wait_peer_inactive(endpoint: &str, id: &str) {
+    let remote = format!("Remote=\"{id}\"");
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let metrics = http_get(endpoint, "/metrics").map(|(_, body)| body);
+        let active = metrics.as_deref().map_or(true, |body| {
+            body.lines().any(|line| {
+                line.starts_with("etcd_network_active_peers{")
+                    && line.contains(&remote)
+                    && line.ends_with(" 1")
+            })
+        });
+        if !active {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{endpoint} still lists peer {id} as active"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A linearizable Range and a MemberList asked of `endpoint` over gRPC (no client retries):

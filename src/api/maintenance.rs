@@ -17,8 +17,9 @@ use crate::server::state::{Applied, SharedRef, ETCD_API_VERSION, ETCD_CLUSTER_VE
 
 /// Size of one Snapshot response chunk (etcd sends 32 KiB chunks).
 pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
-/// Keys encoded per slice of a Snapshot, each slice under the store's read lock.
-pub const SNAPSHOT_SLICE_KEYS: usize = 4096;
+/// Keys encoded per slice of a Snapshot, each slice under the store's read lock (as a
+/// checkpoint's: writes wait for at most one slice).
+pub const SNAPSHOT_SLICE_KEYS: usize = crate::server::log::CHECKPOINT_SLICE_KEYS;
 
 /// The Maintenance service.
 pub struct MaintenanceService {
