@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::ops::block_on;
 use common::{error_lines, normalize, Kind, Server};
 use keel_proto::etcdserverpb::kv_client::KvClient;
 use keel_proto::etcdserverpb::request_op::Request as Op;
@@ -20,14 +21,6 @@ use tonic::transport::Channel;
 
 /// Every network step gives up after this long instead of hanging.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(future)
-}
 
 async fn kv_client(server: &Server) -> KvClient<Channel> {
     let endpoint = Channel::from_shared(server.url()).expect("valid url");

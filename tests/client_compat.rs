@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::future::Future;
-use std::time::Duration;
-
+use common::ops::{block_on, within};
 use common::{Kind, Server};
 use futures::channel::mpsc;
 use futures::StreamExt;
@@ -29,24 +27,6 @@ use keel_proto::mvccpb::Event;
 use regex::Regex;
 use tonic::transport::Channel;
 use tonic::Streaming;
-
-/// Every network step gives up after this long instead of hanging.
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(future)
-}
-
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP_TIMEOUT, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP_TIMEOUT:?}"))
-}
 
 async fn channel(server: &Server) -> Channel {
     within(

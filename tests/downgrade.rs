@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
+use common::ops::{block_on, within};
 use common::{Cluster, Kind};
 use keel_proto::etcdserverpb as pb;
 use keel_proto::etcdserverpb::kv_client::KvClient;
@@ -18,21 +18,6 @@ use tonic::transport::Channel;
 
 /// Every network step gives up after this long instead of hanging.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(future)
-}
-
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP_TIMEOUT, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP_TIMEOUT:?}"))
-}
 
 async fn channel(endpoint: &str) -> Channel {
     within(

@@ -12,9 +12,9 @@
 
 mod common;
 
-use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::ops::{block_on, within};
 use common::{http_get, Kind, Server};
 use futures::channel::mpsc;
 use futures::StreamExt;
@@ -34,24 +34,6 @@ use keel_proto::etcdserverpb::watch_request::RequestUnion;
 use regex::Regex;
 use tonic::transport::Channel;
 use tonic::Streaming;
-
-/// Every network step gives up after this long instead of hanging.
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(future)
-}
-
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP_TIMEOUT, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP_TIMEOUT:?}"))
-}
 
 /// One server under comparison, with what its answers carry that no other member shares.
 #[derive(Clone)]

@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
+use common::ops::block_on;
 use common::{error_lines, etcdctl, Cluster, Kind};
 use keel_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel_proto::etcdserverpb::{MoveLeaderRequest, StatusRequest};
@@ -16,14 +16,6 @@ use tonic::transport::Channel;
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the members may take to agree on a leader (a liveness bound).
 const AGREE_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(future)
-}
 
 fn client(endpoint: &str) -> MaintenanceClient<Channel> {
     let channel = Channel::from_shared(format!("http://{endpoint}"))

@@ -27,6 +27,17 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
+/// How long one request of the side-by-side gRPC tests may take before the test fails (a
+/// bound against hangs, not a performance figure).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Awaits `future`; the test fails, naming `what`, if it takes longer than [`REPLY_TIMEOUT`].
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(REPLY_TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {REPLY_TIMEOUT:?}"))
+}
+
 /// A lazily connecting channel to `endpoint` with the step timeout.
 pub fn channel(endpoint: &str) -> Channel {
     Channel::from_shared(format!("http://{endpoint}"))
