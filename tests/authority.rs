@@ -19,11 +19,10 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{error_lines, etcdctl, free_port, http_get, normalize, Kind, Server, READY_TIMEOUT};
+use common::{error_lines, etcdctl, normalize, Kind, Server, TlsServer};
 use keel_proto::etcdserverpb::{PutRequest, RangeRequest, RangeResponse};
 use prost::Message;
 use regex::Regex;
@@ -310,10 +309,20 @@ fn the_go_clients_authorities_are_served_over_tls() {
     let sessions: Vec<Vec<String>> = [Kind::Etcd, Kind::Keel]
         .into_iter()
         .map(|kind| {
-            let server = TlsServer::start(kind, dir.path());
+            let certs = dir.path();
+            let flags = [
+                format!("--cert-file={}", certs.join("server.pem").display()),
+                format!("--key-file={}", certs.join("server.key").display()),
+            ];
+            let server = TlsServer::start(kind, certs, &flags);
+            let port = server
+                .endpoint
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse().ok())
+                .expect("the endpoint's port");
             let stream = tls(&server.endpoint, &ca_pem);
             let mut client = RawClient::start(stream, "https");
-            go_client_session(&mut client, server.port)
+            go_client_session(&mut client, port)
         })
         .collect();
     assert_eq!(sessions[0], sessions[1], "etcd (left), keel (right)");
@@ -469,72 +478,4 @@ fn write_certificates(dir: &Path) -> String {
     std::fs::write(dir.join("server.pem"), cert.pem()).expect("write");
     std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
     ca.pem()
-}
-
-/// A server with an https client URL (the certificate from [`write_certificates`]) and a
-/// plain http metrics URL to wait on; killed on drop.
-struct TlsServer {
-    child: Child,
-    endpoint: String,
-    port: u16,
-    _data: tempfile::TempDir,
-}
-
-impl TlsServer {
-    fn start(kind: Kind, certs: &Path) -> TlsServer {
-        let (port, peer, metrics) = (free_port(), free_port(), free_port());
-        let data = tempfile::tempdir().expect("temp dir");
-        let log = data.path().join("server.log");
-        let out = std::fs::File::create(&log).expect("log");
-        let err = out.try_clone().expect("log");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut command = Command::new(kind.binary());
-        command
-            .arg("--name=tls")
-            .arg(format!("--data-dir={}", data.path().join("data").display()))
-            .arg(format!("--listen-client-urls=https://127.0.0.1:{port}"))
-            .arg(format!("--advertise-client-urls=https://127.0.0.1:{port}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=tls={peer_url}"))
-            .arg(format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"))
-            .arg(format!(
-                "--cert-file={}",
-                certs.join("server.pem").display()
-            ))
-            .arg(format!("--key-file={}", certs.join("server.key").display()))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ETCD_") {
-                command.env_remove(key);
-            }
-        }
-        let mut server = TlsServer {
-            child: command.spawn().expect("spawn the server"),
-            endpoint: format!("127.0.0.1:{port}"),
-            port,
-            _data: data,
-        };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let metrics = format!("127.0.0.1:{metrics}");
-        while !matches!(http_get(&metrics, "/health"), Ok((200, _))) {
-            let exited = server.child.try_wait().ok().flatten();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "{kind:?} did not become healthy: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
