@@ -287,6 +287,9 @@ fn rules() -> &'static Vec<(Regex, &'static str)> {
                 r#""(ClusterID|MemberID|RaftTerm|RaftIndex|Lease|ID)" : -?\d+"#,
                 "\"$1\" : N",
             ),
+            // Go's text form of a response header inside an error ("{cluster_id:123 ...}"): a
+            // decimal id can have 10 to 16 digits, which the hex rule below would take instead.
+            (r"\b(cluster_id|member_id|raft_term):\d+", "$1:N"),
             // Hex ids: member ids (%x) and lease ids (%016x).
             (r"\b[0-9a-f]{10,16}\b", "HEXID"),
             // Human-readable sizes: "20 kB", "25 kB".
