@@ -669,23 +669,22 @@ pub fn restore(
     // The checkpoint a new cluster's members write at its first index, holding the restored
     // state instead of an empty store; written through the engine's checkpoint files on a
     // short-lived glommio executor (the engine's disks are glommio's).
-    let saved = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("keel-restore")
-        .spawn(move || async move {
-            let disk = keel_engine::io::GlommioDisk::open(&snap_dir)
-                .await
-                .map_err(|e| e.to_string())?;
-            keel_engine::checkpoint::save_parts(
-                &disk,
-                crate::raft::node::BOOTSTRAP_INDEX,
-                &[&prefix, &mvcc],
-            )
+    let options = crate::executor::Options::default();
+    let saved = crate::executor::spawn("keel-restore", options, move || async move {
+        let disk = keel_engine::io::GlommioDisk::open(&snap_dir)
             .await
-            .map_err(|e| e.to_string())
-        })
-        .map_err(|e| write(format!("starting the restore thread: {e}")))?
-        .join()
-        .map_err(|e| write(format!("the restore thread failed: {e}")))?;
+            .map_err(|e| e.to_string())?;
+        keel_engine::checkpoint::save_parts(
+            &disk,
+            crate::raft::node::BOOTSTRAP_INDEX,
+            &[&prefix, &mvcc],
+        )
+        .await
+        .map_err(|e| e.to_string())
+    })
+    .map_err(|e| write(format!("starting the restore thread: {e}")))?
+    .join()
+    .map_err(|e| write(format!("the restore thread failed: {e}")))?;
     saved.map_err(|e| write(format!("writing the restored checkpoint: {e}")))?;
     progress(RestoreStage::Writing, size, size);
     drop(data_dir);

@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use glommio::{LocalExecutorBuilder, Placement};
 use keel_proto::etcdserverpb as pb;
 use keel_proto::keelpeerpb as peerpb;
 use keel_proto::keelpeerpb::peer_client::PeerClient;
@@ -52,12 +51,12 @@ pub fn fetch_cluster(
     urls.dedup();
     let token = token.to_string();
     let client = client.clone();
-    let answer = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("keel-join")
-        .spawn(move || async move { ask_peers(&client, &token, &urls).await })
-        .map_err(|e| anyhow!("starting the join thread: {e}"))?
-        .join()
-        .map_err(|_| anyhow!("the join thread panicked"))?;
+    let answer = crate::executor::spawn("keel-join", Default::default(), move || async move {
+        ask_peers(&client, &token, &urls).await
+    })
+    .map_err(|e| anyhow!("starting the join thread: {e}"))?
+    .join()
+    .map_err(|_| anyhow!("the join thread panicked"))?;
     let (cluster_id, members) = answer.map_err(|detail| {
         anyhow!(
             "cannot fetch cluster info from peer urls: could not retrieve cluster information \

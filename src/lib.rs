@@ -2,6 +2,7 @@
 //!
 //! * [`config`]: etcd's flags and `ETCD_*` environment variables.
 //! * [`datadir`]: the locked, versioned data directory.
+//! * [`executor`]: starts every glommio executor thread (with a guard against a glommio bug).
 //! * [`member`]: threads, startup and shutdown of a member; wires the layers below together.
 //! * [`server`]: the server core: shared state, the raft core's loop ([`server::log`]) that
 //!   batches, logs and applies every write, and its typed errors. No gRPC.
@@ -26,6 +27,7 @@ pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod datadir;
+pub mod executor;
 pub mod http;
 pub mod join;
 pub mod member;

@@ -25,7 +25,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use glommio::{LocalExecutorBuilder, Placement};
 use keel_engine::io::GlommioDisk;
 use keel_engine::wal::WalOptions;
 use keel_proto::etcdserverpb as pb;
@@ -419,107 +418,108 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         peer_urls: peer_urls.clone(),
         client_urls: client_urls.clone(),
     };
-    let log_thread = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("keel-raft")
-        .preempt_timer(crate::server::log::RAFT_CORE_PREEMPT)
-        .spawn(move || async move {
-            let fail = |error: anyhow::Error| {
-                let _ = ready_tx.send(Err(error));
+    let raft_core = crate::executor::Options {
+        time_slice: Some(crate::server::log::RAFT_CORE_PREEMPT),
+        watchdog: crate::server::log::RAFT_CORE_WATCHDOG,
+    };
+    let log_thread = crate::executor::spawn("keel-raft", raft_core, move || async move {
+        let fail = |error: anyhow::Error| {
+            let _ = ready_tx.send(Err(error));
+        };
+        let snap = match GlommioDisk::open(&snap_dir).await {
+            Ok(disk) => disk,
+            Err(e) => {
+                return fail(anyhow::anyhow!(
+                    "opening checkpoint directory {}: {e}",
+                    snap_dir.display()
+                ))
+            }
+        };
+        // The WAL syncs through io_uring (not a blocking fdatasync on this thread): the
+        // raft core goes on ticking, stepping messages and applying while a batch syncs.
+        let wal_disk = match GlommioDisk::open(&wal_dir).await {
+            Ok(disk) => disk,
+            Err(e) => {
+                return fail(anyhow::anyhow!(
+                    "opening WAL directory {}: {e}",
+                    wal_dir.display()
+                ))
+            }
+        };
+        let mut recovered =
+            match node::recover(wal_disk, snap, WalOptions::default(), &bootstrap).await {
+                Ok(recovered) => recovered,
+                Err(error) => return fail(error.into()),
             };
-            let snap = match GlommioDisk::open(&snap_dir).await {
-                Ok(disk) => disk,
-                Err(e) => {
-                    return fail(anyhow::anyhow!(
-                        "opening checkpoint directory {}: {e}",
-                        snap_dir.display()
-                    ))
-                }
+        tracing::info!(
+            checkpoint_index = recovered.checkpoint_index,
+            replayed = recovered.replayed,
+            applied_index = recovered.applied_index,
+            revision = recovered.store.current_revision(),
+            "recovered"
+        );
+        let store = std::mem::take(&mut recovered.store);
+        let meta = recovered.meta.clone();
+        let (shared, inputs) = Shared::new(
+            SharedConfig {
+                cluster_id: identity.cluster_id,
+                member_id: identity.member_id,
+                member,
+                limits,
+                watch_progress_interval: progress_interval,
+                id_seed: None,
+                tokens,
+                bcrypt_cost,
+                scratch_dir: snap_dir.clone(),
+            },
+            store,
+            &meta,
+            recovered.applied_index,
+        );
+        let (node, writer) =
+            match RaftNode::new(node_config, recovered, shared.clone(), &raft_logger()) {
+                Ok(started) => started,
+                Err(error) => return fail(error.into()),
             };
-            // The WAL syncs through io_uring (not a blocking fdatasync on this thread): the
-            // raft core goes on ticking, stepping messages and applying while a batch syncs.
-            let wal_disk = match GlommioDisk::open(&wal_dir).await {
-                Ok(disk) => disk,
-                Err(e) => {
-                    return fail(anyhow::anyhow!(
-                        "opening WAL directory {}: {e}",
-                        wal_dir.display()
-                    ))
-                }
-            };
-            let mut recovered =
-                match node::recover(wal_disk, snap, WalOptions::default(), &bootstrap).await {
-                    Ok(recovered) => recovered,
-                    Err(error) => return fail(error.into()),
-                };
-            tracing::info!(
-                checkpoint_index = recovered.checkpoint_index,
-                replayed = recovered.replayed,
-                applied_index = recovered.applied_index,
-                revision = recovered.store.current_revision(),
-                "recovered"
-            );
-            let store = std::mem::take(&mut recovered.store);
-            let meta = recovered.meta.clone();
-            let (shared, inputs) = Shared::new(
-                SharedConfig {
-                    cluster_id: identity.cluster_id,
-                    member_id: identity.member_id,
-                    member,
-                    limits,
-                    watch_progress_interval: progress_interval,
-                    id_seed: None,
-                    tokens,
-                    bcrypt_cost,
-                    scratch_dir: snap_dir.clone(),
-                },
-                store,
-                &meta,
-                recovered.applied_index,
-            );
-            let (node, writer) =
-                match RaftNode::new(node_config, recovered, shared.clone(), &raft_logger()) {
-                    Ok(started) => started,
-                    Err(error) => return fail(error.into()),
-                };
-            let checkpointer = match Checkpointer::start(shared.clone(), snap_dir.clone()) {
-                Ok(checkpointer) => checkpointer,
-                Err(error) => return fail(error),
-            };
-            let peers = match transport::start(
-                peer_identity,
-                peer_listen,
-                shared.clone(),
-                inputs.lease_forwards,
-                inputs.promote_forwards,
-                snap_dir_for_peers,
-            ) {
-                Ok(peers) => peers,
-                Err(error) => return fail(error),
-            };
-            let mut core = RaftCore::new(
-                node,
-                writer,
-                shared.clone(),
-                CoreChannels {
-                    proposals: inputs.proposals,
-                    reads: inputs.reads,
-                    peers: peers.inbox,
-                    transfers: inputs.transfers,
-                },
-                peers.senders,
-                tick_interval,
-                auto_compaction,
-                checkpointer,
-            );
-            core.set_auto_promote(auto_promote);
-            core.prime().await;
-            let _ = ready_tx.send(Ok(shared.clone()));
-            glommio::spawn_local(publish_attributes(shared.clone())).detach();
-            core.run().await;
-            shared.stop();
-            let _ = peers.thread.join();
-        })
-        .map_err(|e| anyhow::anyhow!("starting the raft core thread: {e}"))?;
+        let checkpointer = match Checkpointer::start(shared.clone(), snap_dir.clone()) {
+            Ok(checkpointer) => checkpointer,
+            Err(error) => return fail(error),
+        };
+        let peers = match transport::start(
+            peer_identity,
+            peer_listen,
+            shared.clone(),
+            inputs.lease_forwards,
+            inputs.promote_forwards,
+            snap_dir_for_peers,
+        ) {
+            Ok(peers) => peers,
+            Err(error) => return fail(error),
+        };
+        let mut core = RaftCore::new(
+            node,
+            writer,
+            shared.clone(),
+            CoreChannels {
+                proposals: inputs.proposals,
+                reads: inputs.reads,
+                peers: peers.inbox,
+                transfers: inputs.transfers,
+            },
+            peers.senders,
+            tick_interval,
+            auto_compaction,
+            checkpointer,
+        );
+        core.set_auto_promote(auto_promote);
+        core.prime().await;
+        let _ = ready_tx.send(Ok(shared.clone()));
+        glommio::spawn_local(publish_attributes(shared.clone())).detach();
+        core.run().await;
+        shared.stop();
+        let _ = peers.thread.join();
+    })
+    .map_err(|e| anyhow::anyhow!("starting the raft core thread: {e}"))?;
     let shared = match ready_rx.recv() {
         Ok(Ok(shared)) => shared,
         Ok(Err(error)) => {
@@ -561,9 +561,11 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             grpc_gateway: config.enable_grpc_gateway,
             metrics_addrs: bound_metrics.clone(),
         };
-        let spawned = LocalExecutorBuilder::new(Placement::Unbound)
-            .name(&format!("keel-front-{core}"))
-            .spawn(move || front.run(bound_tx));
+        let spawned = crate::executor::spawn(
+            &format!("keel-front-{core}"),
+            crate::executor::Options::default(),
+            move || front.run(bound_tx),
+        );
         let handle = match spawned {
             Ok(handle) => handle,
             Err(error) => {

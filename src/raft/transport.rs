@@ -272,88 +272,87 @@ pub fn start(
     let (control, control_rx) = async_channel::unbounded();
     let member_id = identity.member_id;
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<anyhow::Result<Vec<SocketAddr>>>();
-    let thread = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("keel-peer")
-        .spawn(move || async move {
-            let mut listeners = Vec::new();
-            let mut bound = Vec::new();
-            for endpoint in &listen {
-                let addr = endpoint.addr;
-                match net::bind_reuseport(addr) {
-                    Ok(listener) => {
-                        bound.push(listener.local_addr().unwrap_or(addr));
-                        listeners.push((listener, *endpoint));
-                    }
-                    Err(error) => {
-                        let _ = bound_tx.send(Err(anyhow::anyhow!(
-                            "listening for peers on {addr}: {error}"
-                        )));
-                        return;
-                    }
+    let options = crate::executor::Options::default();
+    let thread = crate::executor::spawn("keel-peer", options, move || async move {
+        let mut listeners = Vec::new();
+        let mut bound = Vec::new();
+        for endpoint in &listen {
+            let addr = endpoint.addr;
+            match net::bind_reuseport(addr) {
+                Ok(listener) => {
+                    bound.push(listener.local_addr().unwrap_or(addr));
+                    listeners.push((listener, *endpoint));
+                }
+                Err(error) => {
+                    let _ = bound_tx.send(Err(anyhow::anyhow!(
+                        "listening for peers on {addr}: {error}"
+                    )));
+                    return;
                 }
             }
-            let _ = bound_tx.send(Ok(bound));
-            let peer_addrs: PeerAddrs = Rc::default();
-            let mut tasks = vec![
-                glommio::spawn_local(follow_members(
-                    control_rx,
-                    identity.clone(),
-                    peer_addrs.clone(),
-                    inbox_tx.clone(),
-                    shared.clone(),
-                )),
-                glommio::spawn_local(forward_leases(
-                    lease_forwards,
-                    identity.clone(),
-                    peer_addrs.clone(),
-                    shared.clone(),
-                )),
-                glommio::spawn_local(forward_promotes(
-                    promote_forwards,
-                    identity.clone(),
-                    peer_addrs.clone(),
-                    shared.clone(),
-                )),
-                glommio::spawn_local(send_snapshots(
-                    snapshot_queue,
-                    identity.clone(),
-                    peer_addrs,
-                    snap_dir.clone(),
-                    inbox_tx.clone(),
-                    shared.clone(),
-                )),
-            ];
-            let http: Rc<dyn HttpHandler> = Rc::new(NotFound);
-            for (listener, endpoint) in listeners {
-                let service = PeerService {
-                    identity: identity.clone(),
-                    inbox: inbox_tx.clone(),
-                    shared: shared.clone(),
-                    snap_dir: snap_dir.clone(),
-                };
-                let routes = Routes::new(
-                    PeerServer::new(service).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX),
-                );
-                let shared = shared.clone();
-                let shutdown = async move { shared.stopped().await };
-                let options = ServeOptions {
-                    shutdown_timeout: Duration::from_millis(200),
-                    tls: endpoint.serve_tls(&identity.serve_tls),
-                    tls_check_client_address: identity.check_peer_address,
-                    ..ServeOptions::default()
-                };
-                let serving = net::serve(listener, routes, http.clone(), options, shutdown);
-                tasks.push(glommio::spawn_local(async move {
-                    if let Err(error) = serving.await {
-                        tracing::error!(%error, "peer listener failed");
-                    }
-                }));
-            }
-            for task in tasks {
-                task.await;
-            }
-        })
-        .map_err(|e| anyhow::anyhow!("starting the peer thread: {e}"))?;
+        }
+        let _ = bound_tx.send(Ok(bound));
+        let peer_addrs: PeerAddrs = Rc::default();
+        let mut tasks = vec![
+            glommio::spawn_local(follow_members(
+                control_rx,
+                identity.clone(),
+                peer_addrs.clone(),
+                inbox_tx.clone(),
+                shared.clone(),
+            )),
+            glommio::spawn_local(forward_leases(
+                lease_forwards,
+                identity.clone(),
+                peer_addrs.clone(),
+                shared.clone(),
+            )),
+            glommio::spawn_local(forward_promotes(
+                promote_forwards,
+                identity.clone(),
+                peer_addrs.clone(),
+                shared.clone(),
+            )),
+            glommio::spawn_local(send_snapshots(
+                snapshot_queue,
+                identity.clone(),
+                peer_addrs,
+                snap_dir.clone(),
+                inbox_tx.clone(),
+                shared.clone(),
+            )),
+        ];
+        let http: Rc<dyn HttpHandler> = Rc::new(NotFound);
+        for (listener, endpoint) in listeners {
+            let service = PeerService {
+                identity: identity.clone(),
+                inbox: inbox_tx.clone(),
+                shared: shared.clone(),
+                snap_dir: snap_dir.clone(),
+            };
+            let routes = Routes::new(
+                PeerServer::new(service).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX),
+            );
+            let shared = shared.clone();
+            let shutdown = async move { shared.stopped().await };
+            let options = ServeOptions {
+                shutdown_timeout: Duration::from_millis(200),
+                tls: endpoint.serve_tls(&identity.serve_tls),
+                tls_check_client_address: identity.check_peer_address,
+                ..ServeOptions::default()
+            };
+            let serving = net::serve(listener, routes, http.clone(), options, shutdown);
+            tasks.push(glommio::spawn_local(async move {
+                if let Err(error) = serving.await {
+                    tracing::error!(%error, "peer listener failed");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await;
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("starting the peer thread: {e}"))?;
     let listen_addrs = match bound_rx.recv() {
         Ok(Ok(addrs)) => addrs,
         Ok(Err(error)) => {

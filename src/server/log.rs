@@ -143,9 +143,14 @@ pub struct Checkpointer {
 }
 
 /// How long the raft core's executor runs its tasks before it polls for finished I/O and
-/// lets its other tasks (the WAL writer) in. glommio's default, 100 ms, let a raft loop busy
-/// with background work (freeing, compaction slices) hold a finished WAL write back that long.
+/// lets its other tasks (the WAL writer) in: the time slice of the raft core's task queue.
+/// glommio's default, 100 ms, let a raft loop busy with background work (freeing, compaction
+/// slices) hold a finished WAL write back that long.
 pub const RAFT_CORE_PREEMPT: Duration = Duration::from_millis(2);
+
+/// The longest the raft core's executor sleeps (`crate::executor`'s guard against a glommio
+/// bug that can put it to sleep with work to do; its short time slice makes that likelier).
+pub const RAFT_CORE_WATCHDOG: Duration = Duration::from_millis(10);
 
 /// Keys encoded per slice of a checkpoint: a write waits for at most one slice's hold of the
 /// store's read lock. 4,096 keys held it 3.3 ms (1 M keys of 256 B on the 2-core VM of
@@ -159,78 +164,77 @@ impl Checkpointer {
         let (work_tx, work_rx) = async_channel::bounded::<CheckpointWork>(1);
         let (outcome_tx, outcome_rx) = async_channel::unbounded();
         let (garbage_tx, garbage_rx) = async_channel::unbounded::<Vec<Vec<Entry>>>();
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .name("keel-checkpoint")
-            .spawn(move || async move {
-                lower_thread_priority();
-                glommio::spawn_local(async move {
-                    while let Ok(chunks) = garbage_rx.recv().await {
-                        let (began, count) = (Instant::now(), chunks.len());
-                        for chunk in chunks {
-                            drop(chunk);
-                            glommio::yield_if_needed().await;
-                        }
-                        tracing::debug!(
-                            chunks = count,
-                            took_ms = began.elapsed().as_millis() as u64,
-                            "freed the log entries a checkpoint dropped"
-                        );
+        let options = crate::executor::Options::default();
+        crate::executor::spawn("keel-checkpoint", options, move || async move {
+            lower_thread_priority();
+            glommio::spawn_local(async move {
+                while let Ok(chunks) = garbage_rx.recv().await {
+                    let (began, count) = (Instant::now(), chunks.len());
+                    for chunk in chunks {
+                        drop(chunk);
+                        glommio::yield_if_needed().await;
                     }
-                })
-                .detach();
-                let disk = match GlommioDisk::open(&snap_dir).await {
-                    Ok(disk) => disk,
-                    Err(error) => {
-                        tracing::error!(%error, "the checkpoint thread cannot open its directory");
-                        return;
-                    }
-                };
-                while let Ok(mut work) = work_rx.recv().await {
-                    let index = work.index;
-                    let began = std::time::Instant::now();
-                    tracing::info!(index, "taking a checkpoint");
-                    let mut slices = 0u64;
-                    let encoded = loop {
-                        slices += 1;
-                        match work.step(&shared, CHECKPOINT_SLICE_KEYS) {
-                            Ok(true) => break work.finish(),
-                            Ok(false) => {}
-                            Err(error) => break Err(error),
-                        }
-                    };
-                    let encoded = match encoded {
-                        Ok(encoded) => encoded,
-                        Err(error) => {
-                            tracing::warn!(%error, "checkpoint encoding stopped");
-                            let outcome = CheckpointOutcome::Encoded(index, false);
-                            let _ = outcome_tx.send(outcome).await;
-                            continue;
-                        }
-                    };
-                    tracing::info!(
-                        index,
-                        slices,
-                        bytes = encoded.prefix.len() + encoded.mvcc.len(),
+                    tracing::debug!(
+                        chunks = count,
                         took_ms = began.elapsed().as_millis() as u64,
-                        "checkpoint encoded"
+                        "freed the log entries a checkpoint dropped"
                     );
-                    let _ = outcome_tx
-                        .send(CheckpointOutcome::Encoded(index, true))
-                        .await;
-                    let began = std::time::Instant::now();
-                    let saved = encoded.save(&disk).await;
-                    tracing::info!(
-                        index,
-                        took_ms = began.elapsed().as_millis() as u64,
-                        "checkpoint file saved"
-                    );
-                    drop(encoded);
-                    let _ = outcome_tx
-                        .send(CheckpointOutcome::Saved(index, saved))
-                        .await;
                 }
             })
-            .map_err(|e| anyhow::anyhow!("starting the checkpoint thread: {e}"))?;
+            .detach();
+            let disk = match GlommioDisk::open(&snap_dir).await {
+                Ok(disk) => disk,
+                Err(error) => {
+                    tracing::error!(%error, "the checkpoint thread cannot open its directory");
+                    return;
+                }
+            };
+            while let Ok(mut work) = work_rx.recv().await {
+                let index = work.index;
+                let began = std::time::Instant::now();
+                tracing::info!(index, "taking a checkpoint");
+                let mut slices = 0u64;
+                let encoded = loop {
+                    slices += 1;
+                    match work.step(&shared, CHECKPOINT_SLICE_KEYS) {
+                        Ok(true) => break work.finish(),
+                        Ok(false) => {}
+                        Err(error) => break Err(error),
+                    }
+                };
+                let encoded = match encoded {
+                    Ok(encoded) => encoded,
+                    Err(error) => {
+                        tracing::warn!(%error, "checkpoint encoding stopped");
+                        let outcome = CheckpointOutcome::Encoded(index, false);
+                        let _ = outcome_tx.send(outcome).await;
+                        continue;
+                    }
+                };
+                tracing::info!(
+                    index,
+                    slices,
+                    bytes = encoded.prefix.len() + encoded.mvcc.len(),
+                    took_ms = began.elapsed().as_millis() as u64,
+                    "checkpoint encoded"
+                );
+                let _ = outcome_tx
+                    .send(CheckpointOutcome::Encoded(index, true))
+                    .await;
+                let began = std::time::Instant::now();
+                let saved = encoded.save(&disk).await;
+                tracing::info!(
+                    index,
+                    took_ms = began.elapsed().as_millis() as u64,
+                    "checkpoint file saved"
+                );
+                drop(encoded);
+                let _ = outcome_tx
+                    .send(CheckpointOutcome::Saved(index, saved))
+                    .await;
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("starting the checkpoint thread: {e}"))?;
         Ok(Checkpointer {
             work: work_tx,
             outcomes: outcome_rx,
