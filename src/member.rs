@@ -405,7 +405,8 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
     };
     let tick_interval = Duration::from_millis(heartbeat_ms);
 
-    // The raft core: recover, publish the shared state, start the peer thread, run the loop.
+    // The raft core: recover, publish the shared state, start the peer transport on the same
+    // executor, run the loop.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<SharedRef>>();
     let peer_identity = PeerIdentity {
         client: peer_client.clone(),
@@ -517,7 +518,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         glommio::spawn_local(publish_attributes(shared.clone())).detach();
         core.run().await;
         shared.stop();
-        let _ = peers.thread.join();
+        peers.done.await;
     })
     .map_err(|e| anyhow::anyhow!("starting the raft core thread: {e}"))?;
     let shared = match ready_rx.recv() {

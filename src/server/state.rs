@@ -319,7 +319,7 @@ pub struct Shared {
     /// When the peer transport's stream to each member came up (etcd's `ActiveSince`); a
     /// member with no entry is not connected.
     pub peers_active_since: Mutex<HashMap<u64, Instant>>,
-    /// MemberPromotes for the leader, sent by the peer thread.
+    /// MemberPromotes for the leader, sent by the peer transport.
     pub promote_forwards: async_channel::Sender<PromoteForward>,
     /// Every member, as the log last set them (attributes published by each member).
     pub members: Mutex<Vec<pb::Member>>,
@@ -327,7 +327,7 @@ pub struct Shared {
     pub member: MemberInfo,
     /// Linearizable reads waiting for a ReadIndex round on the raft core.
     pub reads: async_channel::Sender<ReadReply>,
-    /// Lease questions for the leader, sent by the peer thread.
+    /// Lease questions for the leader, sent by the peer transport.
     pub lease_forwards: async_channel::Sender<LeaseForward>,
     /// Leadership transfers for the raft core.
     pub transfers: async_channel::Sender<LeaderTransfer>,
@@ -406,11 +406,11 @@ pub struct CoreInputs {
     pub proposals: async_channel::Receiver<Proposal>,
     /// Linearizable reads waiting for a ReadIndex round.
     pub reads: async_channel::Receiver<ReadReply>,
-    /// Lease questions to forward to the leader (served by the peer thread).
+    /// Lease questions to forward to the leader (served by the peer transport).
     pub lease_forwards: async_channel::Receiver<LeaseForward>,
     /// Leadership transfers.
     pub transfers: async_channel::Receiver<LeaderTransfer>,
-    /// MemberPromotes to forward to the leader (served by the peer thread).
+    /// MemberPromotes to forward to the leader (served by the peer transport).
     pub promote_forwards: async_channel::Receiver<PromoteForward>,
 }
 
