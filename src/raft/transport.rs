@@ -324,9 +324,8 @@ pub fn start(
             shared: shared.clone(),
             snap_dir: snap_dir.clone(),
         };
-        let routes = Routes::new(
-            PeerServer::new(service).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX),
-        );
+        let routes =
+            Routes::new(PeerServer::new(service).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX));
         let shared = shared.clone();
         let shutdown = async move { shared.stopped().await };
         let options = ServeOptions {
