@@ -427,25 +427,15 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         let fail = |error: anyhow::Error| {
             let _ = ready_tx.send(Err(error));
         };
-        let snap = match GlommioDisk::open(&snap_dir).await {
+        // The WAL's batches are O_DSYNC writes through io_uring (not a blocking sync on this
+        // thread): the raft core goes on ticking, stepping messages and applying meanwhile.
+        let snap = match open_disk(&snap_dir, "checkpoint").await {
             Ok(disk) => disk,
-            Err(e) => {
-                return fail(anyhow::anyhow!(
-                    "opening checkpoint directory {}: {e}",
-                    snap_dir.display()
-                ))
-            }
+            Err(error) => return fail(error),
         };
-        // The WAL syncs through io_uring (not a blocking fdatasync on this thread): the
-        // raft core goes on ticking, stepping messages and applying while a batch syncs.
-        let wal_disk = match GlommioDisk::open(&wal_dir).await {
+        let wal_disk = match open_disk(&wal_dir, "WAL").await {
             Ok(disk) => disk,
-            Err(e) => {
-                return fail(anyhow::anyhow!(
-                    "opening WAL directory {}: {e}",
-                    wal_dir.display()
-                ))
-            }
+            Err(error) => return fail(error),
         };
         let mut recovered =
             match node::recover(wal_disk, snap, WalOptions::default(), &bootstrap).await {
@@ -616,6 +606,13 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         metrics_addrs: bound_metrics,
         _data_dir: data_dir,
     })
+}
+
+/// Opens the `what` directory `dir` for glommio I/O, naming it in the error.
+async fn open_disk(dir: &std::path::Path, what: &str) -> anyhow::Result<GlommioDisk> {
+    GlommioDisk::open(dir)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening {what} directory {}: {e}", dir.display()))
 }
 
 struct FrontCore {
