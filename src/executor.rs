@@ -85,6 +85,24 @@ async fn watchdog(period: Duration) {
     }
 }
 
+/// Runs `work` on a new thread named `name` and waits for it without blocking the executor.
+/// The future is `Send` (unlike one from glommio's blocking pool), so gRPC handlers, which run
+/// under tonic's `Send` bounds, can await it. `Err` if the thread could not start or `work`
+/// panicked.
+pub async fn on_own_thread<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, futures::channel::oneshot::Canceled> {
+    let (done, result) = futures::channel::oneshot::channel();
+    // A thread that cannot start drops `done`: the caller sees `Canceled`.
+    let _ = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let _ = done.send(work());
+        });
+    result.await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +135,19 @@ mod tests {
         })
         .expect("spawn");
         assert_eq!(handle.join().expect("join"), 7);
+    }
+
+    #[test]
+    fn work_on_its_own_thread_returns_its_result_or_canceled_when_it_panics() {
+        let (name, failed) = futures::executor::block_on(async {
+            let name = on_own_thread("keel-test-io", || {
+                std::thread::current().name().map(str::to_string)
+            })
+            .await;
+            let failed = on_own_thread("keel-test-io", || -> u8 { panic!("work failed") }).await;
+            (name, failed)
+        });
+        assert_eq!(name, Ok(Some("keel-test-io".to_string())));
+        assert!(failed.is_err());
     }
 }

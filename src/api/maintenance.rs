@@ -423,24 +423,18 @@ impl BackendFile {
         exported: keel_engine::mvcc::Exported,
         meta: crate::backup::BackendMeta,
     ) -> Result<BackendFile, Status> {
-        let (done, result) = futures::channel::oneshot::channel();
         let target = path.clone();
-        std::thread::Builder::new()
-            .name("keel-snapshot".into())
-            .spawn(move || {
-                let written = crate::backup::write_backend(&target, &exported, &meta)
-                    .map_err(|e| e.to_string())
-                    .and_then(|size| {
-                        std::fs::File::open(&target)
-                            .map(|file| (file, size))
-                            .map_err(|e| e.to_string())
-                    });
-                let _ = done.send(written);
-            })
-            .map_err(|e| Status::internal(format!("etcdserver: snapshot failed: {e}")))?;
-        let written = result
-            .await
-            .unwrap_or_else(|_| Err("the snapshot thread stopped".to_string()));
+        let written = crate::executor::on_own_thread("keel-snapshot", move || {
+            crate::backup::write_backend(&target, &exported, &meta)
+                .map_err(|e| e.to_string())
+                .and_then(|size| {
+                    std::fs::File::open(&target)
+                        .map(|file| (file, size))
+                        .map_err(|e| e.to_string())
+                })
+        })
+        .await
+        .unwrap_or_else(|_| Err("the snapshot thread did not start or panicked".to_string()));
         match written {
             Ok((file, size)) => Ok(BackendFile {
                 path,

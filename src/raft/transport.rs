@@ -721,16 +721,17 @@ impl PeerService {
                     .metrics
                     .peer(chunk.from_member_id, |p| p.snapshot_receive_inflights += 1);
             }
-            // Writes and syncs block: they run on glommio's blocking pool, not on the raft
+            // Writes and syncs block: they run on a thread of their own, not on the raft
             // core's thread, which must go on ticking meanwhile.
             let (snap_dir, identity, mut incoming) =
                 (self.snap_dir.clone(), self.identity.clone(), state.take());
-            let (incoming, stored) = off_thread(move || {
-                let stored = store_snapshot_chunk(&snap_dir, &identity, chunk, &mut incoming);
-                (incoming, stored)
-            })
-            .await
-            .map_err(|_| Status::internal("the snapshot writer thread panicked"))?;
+            let (incoming, stored) =
+                crate::executor::on_own_thread("keel-snapshot-io", move || {
+                    let stored = store_snapshot_chunk(&snap_dir, &identity, chunk, &mut incoming);
+                    (incoming, stored)
+                })
+                .await
+                .map_err(|_| Status::internal("the snapshot writer thread panicked"))?;
             *state = incoming;
             if let Some((message, bytes)) = stored? {
                 let message = Message::parse_from_bytes(&message).map_err(|e| {
@@ -869,22 +870,6 @@ async fn send_snapshot(
         received.bytes_received
     );
     Ok(total_size)
-}
-
-/// Runs `work` on a thread of its own and waits for it without blocking the executor (a
-/// `Send` future, unlike glommio's blocking pool, so gRPC handlers can use it). `Err` if the
-/// thread could not start or panicked.
-async fn off_thread<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, futures::channel::oneshot::Canceled> {
-    let (done, result) = futures::channel::oneshot::channel();
-    // A thread that cannot start drops `done`: the caller sees `Canceled`.
-    let _ = std::thread::Builder::new()
-        .name("keel-snapshot-io".into())
-        .spawn(move || {
-            let _ = done.send(work());
-        });
-    result.await
 }
 
 /// A snapshot being received: the temporary file and what its first chunk announced.
