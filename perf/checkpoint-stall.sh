@@ -9,49 +9,36 @@
 #
 #   perf/checkpoint-stall.sh [--keys 1000000] [--rounds 3] [--etcd PATH] [--keel PATH]
 set -euo pipefail
-
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
+. "$(dirname "$0")/lib.sh"
+perf_init checkpoint-stall.sh
 keys=1000000
 rounds=3
-etcd_bin=/usr/bin/etcd
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
-keel_bin=$target_dir/release/keel
-bench=$target_dir/release/keel-bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --keys) keys=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --etcd) etcd_bin=$2; shift 2 ;;
     --keel) keel_bin=$2; shift 2 ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "checkpoint-stall.sh: unknown argument $1" >&2; exit 2 ;;
+    -h|--help) perf_usage; exit 0 ;;
+    *) perf_bad_argument "$1" ;;
   esac
 done
-[ -x "$bench" ] || cargo build --release -p keel-bench >&2
-for bin in "$etcd_bin" "$keel_bin"; do
-  [ -x "$bin" ] || { echo "checkpoint-stall.sh: $bin not found" >&2; exit 1; }
-done
+perf_need "$etcd_bin" "$keel_bin"
 
 run_dir=$repo/perf/.run/checkpoint
 rm -rf "$run_dir"
 mkdir -p "$run_dir"
-pid=""
-cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; }
-trap cleanup EXIT
+trap 'stop_members --now' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 snapshot_count=$((keys + 100000))
 baseline_puts=50000
 window_puts=150000
 
 start() { # system data_dir client_port peer_port log
-  local client=http://127.0.0.1:$3 peer=http://127.0.0.1:$4 bin=$etcd_bin
+  local bin=$etcd_bin
   [ "$1" = keel ] && bin=$keel_bin
-  "$bin" --name m1 --data-dir "$2" --listen-client-urls "$client" --advertise-client-urls "$client" \
-    --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" --initial-cluster "m1=$peer" \
-    --snapshot-count "$snapshot_count" --quota-backend-bytes 8589934592 >>"$5" 2>&1 &
-  pid=$!
+  start_member "$bin" m1 "$2" "$5" "http://127.0.0.1:$3" "http://127.0.0.1:$4" \
+    --snapshot-count "$snapshot_count" --quota-backend-bytes 8589934592
 }
 
 json_field() { python3 -c "import json,sys; d=json.load(open('$1')); print(d['latency_us']['$2'])"; }
@@ -65,10 +52,7 @@ for round in $(seq 1 "$rounds"); do
     client_port=$(free_port); peer_port=$(free_port)
     endpoint=http://127.0.0.1:$client_port
     start "$system" "$data" "$client_port" "$peer_port" "$log"
-    for _ in $(seq 1 3000); do
-      ETCDCTL_API=3 etcdctl --endpoints="$endpoint" --command-timeout=1s put ready 1 >/dev/null 2>&1 && break
-      sleep 0.01
-    done
+    wait_ready "$endpoint" 30 || perf_fail "$system did not start; see $log"
     echo "checkpoint-stall.sh: round $round $system: loading $keys keys" >&2
     "$bench" put --endpoints "$endpoint" --conns 10 --clients 100 --total "$keys" \
       --key-space-size "$keys" --sequential-keys --key-size 8 --val-size 256 --json \
@@ -80,7 +64,7 @@ for round in $(seq 1 "$rounds"); do
       --key-space-size "$keys" --key-size 8 --val-size 256 --json >"$run_dir/$system-$round-window.json"
     sleep 1
     after=$(grep -c -i -E "checkpoint written|saved snapshot" "$log" || true)
-    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+    stop_members
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$system" "$round" \
       "$(json_field "$run_dir/$system-$round-base.json" p99)" \
       "$(json_field "$run_dir/$system-$round-window.json" p99)" \

@@ -18,9 +18,8 @@
 # If Keel cannot start (binary missing, or it exits), its column says "n/a" and the etcd
 # column is still produced.
 set -euo pipefail
-
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
+. "$(dirname "$0")/lib.sh"
+perf_init compare.sh
 
 rounds=3
 members=1
@@ -31,13 +30,8 @@ duration=8s
 build_keel=0
 tag_override=""
 secure=0
-etcd_bin=/usr/bin/etcd
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
 # Keel's binary: the release build in this target dir, else in the repository's own target/.
-keel_bin=$target_dir/release/keel
 [ -x "$keel_bin" ] || keel_bin=$repo/target/release/keel
-
-usage() { sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -52,8 +46,8 @@ while [ $# -gt 0 ]; do
     --keel) keel_bin=$2; shift 2 ;;
     --tag) tag_override=$2; shift 2 ;;
     --secure) secure=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "compare.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    -h|--help) perf_usage; exit 0 ;;
+    *) perf_bad_argument "$1" ;;
   esac
 done
 if [ "$quick" = 1 ]; then
@@ -69,7 +63,6 @@ fi
 
 echo "compare.sh: building keel-bench (release)" >&2
 cargo build --release -q -p keel-bench
-bench=$target_dir/release/keel-bench
 if [ "$build_keel" = 1 ]; then
   echo "compare.sh: building keel (release)" >&2
   cargo build --release -q -p keel || echo "compare.sh: keel failed to build" >&2
@@ -88,98 +81,32 @@ run_dir=perf/.run
 rm -rf "$raw"
 mkdir -p "$raw" "$run_dir"
 
-# A port nothing listens on now. Python binds port 0 when it is there; otherwise a random
-# high port, which is checked for a listener first.
-free_port() {
-  if command -v python3 >/dev/null 2>&1; then
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-    return
-  fi
-  while :; do
-    local port=$((20000 + RANDOM % 30000))
-    if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
-      echo "$port"
-      return
-    fi
-  done
-}
-
 json_escape() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr -d '\n\r\t'; }
 
-# The running cluster: process ids and client endpoints.
-pids=()
-endpoints=""
-
-stop_cluster() {
-  local pid
-  for pid in "${pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    # Give each member 10 s to exit, then kill it.
-    for _ in $(seq 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  pids=()
-  endpoints=""
-}
-trap stop_cluster EXIT
+trap stop_members EXIT
 trap 'echo "compare.sh: command failed at line $LINENO" >&2' ERR
 
 # start_cluster SYSTEM BINARY: starts $members members on fresh data dirs and waits until a
 # put succeeds. Returns 1 (with the reason in $start_error) if a member exits or 30 s pass.
 start_cluster() {
-  local system=$1 binary=$2 i cluster="" client peer
-  local -a clients=() peers=()
+  local system=$1 binary=$2
   start_error=""
-  for i in $(seq "$members"); do
-    clients+=("$scheme://127.0.0.1:$(free_port)")
-    peers+=("http://127.0.0.1:$(free_port)")
-    cluster="${cluster:+$cluster,}m$i=${peers[$((i - 1))]}"
-  done
-  for i in $(seq "$members"); do
-    client=${clients[$((i - 1))]}
-    peer=${peers[$((i - 1))]}
-    rm -rf "$run_dir/$system-m$i"
-    "$binary" --name "m$i" --data-dir "$run_dir/$system-m$i" \
-      --listen-client-urls "$client" --advertise-client-urls "$client" \
-      --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
-      --initial-cluster "$cluster" "${server_tls[@]}" >"$run_dir/$system-m$i.log" 2>&1 &
-    pids+=($!)
-  done
-  endpoints=$(IFS=,; echo "${clients[*]}")
-  local deadline=$((SECONDS + 30)) pid
-  while :; do
-    for pid in "${pids[@]}"; do
-      if ! kill -0 "$pid" 2>/dev/null; then
-        local code=0
-        wait "$pid" 2>/dev/null || code=$?
-        start_error="exited with code $code: $(tail -n 1 "$run_dir/$system-m1.log" 2>/dev/null)"
-        stop_cluster
-        return 1
-      fi
-    done
-    if "$bench" put --endpoints "$endpoints" "${client_tls[@]}" --target-leader --total 1 \
-      --json 2>/dev/null | grep -q '"errors":0'; then
-      if [ "$secure" = 1 ] && ! "$bench" auth-setup --endpoints "$endpoints" \
-        "${client_tls[@]}" --target-leader >>"$run_dir/$system-auth-setup.log" 2>&1; then
-        start_error="auth set-up failed: $(tail -n 1 "$run_dir/$system-auth-setup.log")"
-        stop_cluster
-        return 1
-      fi
-      return 0
-    fi
-    if [ $SECONDS -ge $deadline ]; then
+  start_members "$binary" "$members" "$run_dir" "$system" "$scheme" "${server_tls[@]}"
+  if ! wait_ready "$endpoints" 30 "${client_tls[@]}" --target-leader; then
+    if [ -n "$exit_code" ]; then
+      start_error="exited with code $exit_code: $(tail -n 1 "$run_dir/$system-m1.log" 2>/dev/null)"
+    else
       start_error="not ready within 30 s: $(tail -n 1 "$run_dir/$system-m1.log" 2>/dev/null)"
-      stop_cluster
-      return 1
     fi
-    sleep 0.2
-  done
+    stop_members
+    return 1
+  fi
+  if [ "$secure" = 1 ] && ! "$bench" auth-setup --endpoints "$endpoints" \
+    "${client_tls[@]}" --target-leader >>"$run_dir/$system-auth-setup.log" 2>&1; then
+    start_error="auth set-up failed: $(tail -n 1 "$run_dir/$system-auth-setup.log")"
+    stop_members
+    return 1
+  fi
 }
 
 # TLS and auth (--secure): certificates made once, the same for both systems.
@@ -261,7 +188,7 @@ run_one() {
     rm -f "$out.json"
     echo "  $system $name r$round: failed: $(tail -n 1 "$out.err")" >&2
   fi
-  stop_cluster
+  stop_members
   rm -rf "$run_dir/$system-m"*
 }
 

@@ -13,16 +13,11 @@
 # Needs perf(1) (Debian: linux-perf) and permission to count the members' events (root, or
 # kernel.perf_event_paranoid <= 1).
 set -euo pipefail
-
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
+. "$(dirname "$0")/lib.sh"
+perf_init cpu-per-op.sh
 members=3
 rounds=3
 duration=6s
-etcd_bin=/usr/bin/etcd
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
-keel_bin=$target_dir/release/keel
-bench=$target_dir/release/keel-bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --members) members=$2; shift 2 ;;
@@ -30,55 +25,23 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift 2 ;;
     --etcd) etcd_bin=$2; shift 2 ;;
     --keel) keel_bin=$2; shift 2 ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "cpu-per-op.sh: unknown argument $1" >&2; exit 2 ;;
+    -h|--help) perf_usage; exit 0 ;;
+    *) perf_bad_argument "$1" ;;
   esac
 done
-command -v perf >/dev/null || { echo "cpu-per-op.sh: perf not found (apt-get install linux-perf)" >&2; exit 1; }
-[ -x "$bench" ] || cargo build --release -p keel-bench >&2
-for bin in "$etcd_bin" "$keel_bin"; do
-  [ -x "$bin" ] || { echo "cpu-per-op.sh: $bin not found" >&2; exit 1; }
-done
+command -v perf >/dev/null || perf_fail "perf not found (apt-get install linux-perf)"
+perf_need "$etcd_bin" "$keel_bin"
 
 run_dir=$repo/perf/.run/cpu
 rm -rf "$run_dir"
 mkdir -p "$run_dir"
-pids=()
-stop_cluster() {
-  local pid
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-trap stop_cluster EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+trap stop_members EXIT
 
 # start_cluster SYSTEM BINARY: fresh data dirs; sets $endpoints once a put succeeds.
 start_cluster() {
-  local system=$1 binary=$2 i cluster="" deadline=$((SECONDS + 30))
-  local -a clients=() peers=()
-  for i in $(seq "$members"); do
-    clients+=("http://127.0.0.1:$(free_port)")
-    peers+=("http://127.0.0.1:$(free_port)")
-    cluster="${cluster:+$cluster,}m$i=${peers[$((i - 1))]}"
-  done
-  for i in $(seq "$members"); do
-    rm -rf "$run_dir/$system-m$i"
-    "$binary" --name "m$i" --data-dir "$run_dir/$system-m$i" \
-      --listen-client-urls "${clients[$((i - 1))]}" --advertise-client-urls "${clients[$((i - 1))]}" \
-      --listen-peer-urls "${peers[$((i - 1))]}" --initial-advertise-peer-urls "${peers[$((i - 1))]}" \
-      --initial-cluster "$cluster" >"$run_dir/$system-m$i.log" 2>&1 &
-    pids+=($!)
-  done
-  endpoints=$(IFS=,; echo "${clients[*]}")
-  until "$bench" put --endpoints "$endpoints" --target-leader --total 1 --json 2>/dev/null \
-    | grep -q '"errors":0'; do
-    if [ $SECONDS -ge $deadline ]; then
-      echo "cpu-per-op.sh: $system did not start; see $run_dir/$system-m1.log" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
+  start_members "$2" "$members" "$run_dir" "$1" http
+  wait_ready "$endpoints" 30 --target-leader \
+    || perf_fail "$1 did not start; see $run_dir/$1-m1.log"
 }
 
 workloads=(
@@ -103,7 +66,7 @@ for round in $(seq "$rounds"); do
         "$bench" $args --endpoints "$endpoints" --target-leader --duration "$duration" \
         --json >"$out.json"
       echo "cpu-per-op.sh: round $round $name $system: $(grep -o '"ok":[0-9]*' "$out.json")" >&2
-      stop_cluster
+      stop_members --now
       rm -rf "$run_dir/$system-m"*
     done
   done

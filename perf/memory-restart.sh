@@ -6,44 +6,29 @@
 #
 #   perf/memory-restart.sh [--keys 1000000] [--etcd PATH] [--keel PATH]
 set -euo pipefail
-
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
+. "$(dirname "$0")/lib.sh"
+perf_init memory-restart.sh
 keys=1000000
-etcd_bin=/usr/bin/etcd
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
-keel_bin=$target_dir/release/keel
-bench=$target_dir/release/keel-bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --keys) keys=$2; shift 2 ;;
     --etcd) etcd_bin=$2; shift 2 ;;
     --keel) keel_bin=$2; shift 2 ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "memory-restart.sh: unknown argument $1" >&2; exit 2 ;;
+    -h|--help) perf_usage; exit 0 ;;
+    *) perf_bad_argument "$1" ;;
   esac
 done
-[ -x "$bench" ] || cargo build --release -p keel-bench >&2
-for bin in "$etcd_bin" "$keel_bin"; do
-  [ -x "$bin" ] || { echo "memory-restart.sh: $bin not found" >&2; exit 1; }
-done
+perf_need "$etcd_bin" "$keel_bin"
 
 run_dir=$repo/perf/.run/memory
 rm -rf "$run_dir"
 mkdir -p "$run_dir"
-pid=""
-cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+trap 'stop_members --now' EXIT
 
 start() { # system data_dir client_port peer_port
-  local client=http://127.0.0.1:$3 peer=http://127.0.0.1:$4 bin=$etcd_bin
+  local bin=$etcd_bin
   [ "$1" = keel ] && bin=$keel_bin
-  "$bin" --name m1 --data-dir "$2" --listen-client-urls "$client" --advertise-client-urls "$client" \
-    --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" --initial-cluster "m1=$peer" \
-    >>"$run_dir/$1.log" 2>&1 &
-  pid=$!
+  start_member "$bin" m1 "$2" "$run_dir/$1.log" "http://127.0.0.1:$3" "http://127.0.0.1:$4"
 }
 
 # Seconds until a linearizable read of the last key answers (polls every 10 ms, 600 s max).
@@ -66,10 +51,7 @@ for system in etcd keel; do
   client_port=$(free_port); peer_port=$(free_port)
   endpoint=127.0.0.1:$client_port
   start "$system" "$data" "$client_port" "$peer_port"
-  for _ in $(seq 1 3000); do
-    ETCDCTL_API=3 etcdctl --endpoints="$endpoint" --command-timeout=1s put ready 1 >/dev/null 2>&1 && break
-    sleep 0.01
-  done
+  wait_ready "http://$endpoint" 30 || perf_fail "$system did not start; see $run_dir/$system.log"
   echo "memory-restart.sh: $system: loading $keys keys" >&2
   t0=$(date +%s.%N)
   # Keys 00000000 .. <keys-1> (zero-padded), each written once, by 100 clients on 10 connections.
@@ -78,12 +60,12 @@ for system in etcd keel; do
     >"$run_dir/$system-load.json"
   load_secs[$system]=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
   sleep 2
-  rss[$system]=$(( $(ps -o rss= -p "$pid") / 1024 ))
-  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  rss[$system]=$(( $(ps -o rss= -p "${pids[0]}") / 1024 ))
+  stop_members
   started=$(python3 -c 'import time; print(time.time())')
   start "$system" "$data" "$client_port" "$peer_port"
   restart[$system]=$(wait_read "$endpoint" "$started")
-  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  stop_members
   echo "memory-restart.sh: $system: rss ${rss[$system]} MiB, restart ${restart[$system]} s" >&2
 done
 

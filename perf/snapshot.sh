@@ -7,30 +7,26 @@
 #
 #   perf/snapshot.sh [--keys N] [--rounds R] [--keel PATH] [--etcd PATH]
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
+. "$(dirname "$0")/lib.sh"
+perf_init snapshot.sh
 keys=1000000
 rounds=3
-etcd_bin=/usr/bin/etcd
-keel_bin=${CARGO_TARGET_DIR:-$repo/target}/release/keel
-bench=${CARGO_TARGET_DIR:-$repo/target}/release/keel-bench
-keelctl=${CARGO_TARGET_DIR:-$repo/target}/release/keelctl
 while [ $# -gt 0 ]; do
   case "$1" in
     --keys) keys=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --keel) keel_bin=$2; shift 2 ;;
     --etcd) etcd_bin=$2; shift 2 ;;
-    *) echo "snapshot.sh: unknown argument $1" >&2; exit 2 ;;
+    -h|--help) perf_usage; exit 0 ;;
+    *) perf_bad_argument "$1" ;;
   esac
 done
+[ -x "$keelctl" ] || cargo build --release -p keel --bin keelctl >&2
+perf_need "$etcd_bin" "$keel_bin" "$keelctl"
 run_dir=perf/.run/snapshot
 out=perf/results/$(date -u +%Y-%m-%d)-$(hostname -s 2>/dev/null || uname -n)-snapshot.md
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pid=""
-stop() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=""; }
-trap stop EXIT
-kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$pid/status"; }
+trap 'stop_members --now' EXIT
+kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/${pids[0]}/status"; }
 results=()
 
 one() {
@@ -38,17 +34,9 @@ one() {
   rm -rf "$run_dir"; mkdir -p "$run_dir"
   local client peer
   client=$(free_port); peer=$(free_port)
-  "$binary" --name s --data-dir "$run_dir/data" \
-    --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
-    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-    --initial-cluster "s=http://127.0.0.1:$peer" --quota-backend-bytes 8589934592 \
-    >"$run_dir/server.log" 2>&1 &
-  pid=$!
-  local deadline=$((SECONDS + 30))
-  until "$bench" put --endpoints "http://127.0.0.1:$client" --total 1 --json 2>/dev/null | grep -q '"errors":0'; do
-    [ $SECONDS -lt $deadline ] || { echo "$system did not start" >&2; exit 1; }
-    sleep 0.2
-  done
+  start_member "$binary" s "$run_dir/data" "$run_dir/server.log" "http://127.0.0.1:$client" \
+    "http://127.0.0.1:$peer" --quota-backend-bytes 8589934592
+  wait_ready "http://127.0.0.1:$client" 30 || perf_fail "$system did not start; see $run_dir/server.log"
   "$bench" put --endpoints "http://127.0.0.1:$client" --clients 100 --conns 10 --total "$keys" \
     --key-space-size "$keys" --sequential-keys --key-size 16 --val-size 256 --json >/dev/null
   local rss_before start end hwm size restore_start restore_end
@@ -59,7 +47,7 @@ one() {
   end=$(date +%s.%N)
   hwm=$(kb VmHWM)
   size=$(stat -c %s "$run_dir/snap.db")
-  stop
+  stop_members --now
   # Each restore under GNU time: elapsed seconds and peak RSS in KiB.
   local etcdctl_restore keelctl_restore
   etcdctl_restore=$(ETCDCTL_API=3 /usr/bin/time -f '%e %M' -o /dev/stdout etcdctl snapshot restore \

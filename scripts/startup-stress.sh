@@ -8,34 +8,25 @@
 #
 #   scripts/startup-stress.sh [--members 12] [--rounds 100] [--deadline 15] [--keel PATH]
 set -euo pipefail
-
-repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/../perf/lib.sh"
+perf_init startup-stress.sh
 members=12
 rounds=100
 deadline=15
-keel=${CARGO_TARGET_DIR:-$repo/target}/release/keel
 while [ $# -gt 0 ]; do
   case "$1" in
     --members) members=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --deadline) deadline=$2; shift 2 ;;
-    --keel) keel=$2; shift 2 ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "startup-stress.sh: unknown argument $1" >&2; exit 2 ;;
+    --keel) keel_bin=$2; shift 2 ;;
+    -h|--help) perf_usage; exit 0 ;;
+    *) perf_bad_argument "$1" ;;
   esac
 done
-[ -x "$keel" ] || { echo "startup-stress.sh: $keel not found (cargo build --release -p keel)" >&2; exit 1; }
+[ -x "$keel_bin" ] || perf_fail "$keel_bin not found (cargo build --release -p keel)"
 
 dir=$(mktemp -d)
-pids=()
-stop() {
-  local pid
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-trap 'stop; rm -rf "$dir"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+trap 'stop_members --now; rm -rf "$dir"' EXIT
 
 for round in $(seq "$rounds"); do
   rm -rf "${dir:?}"/*
@@ -43,11 +34,8 @@ for round in $(seq "$rounds"); do
   for i in $(seq "$members"); do
     client=$(free_port)
     peer=$(free_port)
-    "$keel" --name "m$i" --data-dir "$dir/m$i" \
-      --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
-      --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-      --initial-cluster "m$i=http://127.0.0.1:$peer" >"$dir/m$i.log" 2>&1 &
-    pids+=($!)
+    start_member "$keel_bin" "m$i" "$dir/m$i" "$dir/m$i.log" "http://127.0.0.1:$client" \
+      "http://127.0.0.1:$peer"
     clients+=("$client")
   done
   started=$SECONDS
@@ -69,5 +57,5 @@ for round in $(seq "$rounds"); do
     done
   done
   echo "round $round: $members members healthy in $((SECONDS - started))s"
-  stop
+  stop_members --now
 done
