@@ -2,7 +2,8 @@
 # Installs what Keel's tests need beyond the Rust toolchain, idempotently:
 #   - Debian's etcd-server and etcd-client (upstream etcd 3.4 and etcdctl), for the
 #     side-by-side compatibility tests and the perf/ comparisons;
-#   - git and a C compiler, which glommio's build script needs;
+#   - git and a C compiler, which glommio's build script needs, and make, which builds
+#     jemalloc (the server's allocator);
 #   - protoc (Debian's protobuf-compiler), which the build script of the third-party
 #     `etcd-client` crate needs (a dev-dependency of the compatibility tests; Keel itself
 #     compiles its .proto files with protox and needs no protoc).
@@ -14,6 +15,7 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v make >/dev/null 2>&1 || missing+=(make)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 
 if [ ${#missing[@]} -eq 0 ]; then
