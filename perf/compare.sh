@@ -93,11 +93,9 @@ start_cluster() {
   start_error=""
   start_members "$binary" "$members" "$run_dir" "$system" "$scheme" "${server_tls[@]}"
   if ! wait_ready "$endpoints" 30 "${client_tls[@]}" --target-leader; then
-    if [ -n "$exit_code" ]; then
-      start_error="exited with code $exit_code: $(tail -n 1 "$run_dir/$system-m1.log" 2>/dev/null)"
-    else
-      start_error="not ready within 30 s: $(tail -n 1 "$run_dir/$system-m1.log" 2>/dev/null)"
-    fi
+    local why="not ready within 30 s"
+    [ -n "$exit_code" ] && why="exited with code $exit_code"
+    start_error="$why: $(tail -n 1 "$run_dir/$system-m1.log" 2>/dev/null)"
     stop_members
     return 1
   fi

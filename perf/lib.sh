@@ -9,6 +9,8 @@
 #   perf_need BINARY...   builds keel-bench when it is missing; fails unless each BINARY is
 #                         executable
 #   free_port             a loopback port nothing listens on now
+#   launch_member BINARY NAME DATA_DIR LOG CLIENT_URL PEER_URL CLUSTER [FLAG...]
+#                         one member of the cluster CLUSTER in the background; pid into $pids
 #   start_member BINARY NAME DATA_DIR LOG CLIENT_URL PEER_URL [FLAG...]
 #                         a one-member cluster in the background; its pid is added to $pids
 #   start_members BINARY COUNT DIR PREFIX SCHEME [FLAG...]
@@ -71,14 +73,22 @@ free_port() {
   done
 }
 
-start_member() {
-  local binary=$1 name=$2 data=$3 log=$4 client=$5 peer=$6
-  shift 6
+# launch_member BINARY NAME DATA_DIR LOG CLIENT_URL PEER_URL CLUSTER [FLAG...]: one member of
+# the cluster CLUSTER (etcd's --initial-cluster) in the background; its pid is added to $pids.
+launch_member() {
+  local binary=$1 name=$2 data=$3 log=$4 client=$5 peer=$6 cluster=$7
+  shift 7
   "$binary" --name "$name" --data-dir "$data" \
     --listen-client-urls "$client" --advertise-client-urls "$client" \
     --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
-    --initial-cluster "$name=$peer" "$@" >>"$log" 2>&1 &
+    --initial-cluster "$cluster" "$@" >>"$log" 2>&1 &
   pids+=($!)
+}
+
+start_member() {
+  local binary=$1 name=$2 data=$3 log=$4 client=$5 peer=$6
+  shift 6
+  launch_member "$binary" "$name" "$data" "$log" "$client" "$peer" "$name=$peer" "$@"
 }
 
 start_members() {
@@ -91,12 +101,9 @@ start_members() {
     cluster="${cluster:+$cluster,}m$i=${peers[$((i - 1))]}"
   done
   for i in $(seq "$count"); do
-    rm -rf "$dir/$prefix-m$i"
-    "$binary" --name "m$i" --data-dir "$dir/$prefix-m$i" \
-      --listen-client-urls "${clients[$((i - 1))]}" --advertise-client-urls "${clients[$((i - 1))]}" \
-      --listen-peer-urls "${peers[$((i - 1))]}" --initial-advertise-peer-urls "${peers[$((i - 1))]}" \
-      --initial-cluster "$cluster" "$@" >"$dir/$prefix-m$i.log" 2>&1 &
-    pids+=($!)
+    rm -rf "$dir/$prefix-m$i" "$dir/$prefix-m$i.log"
+    launch_member "$binary" "m$i" "$dir/$prefix-m$i" "$dir/$prefix-m$i.log" \
+      "${clients[$((i - 1))]}" "${peers[$((i - 1))]}" "$cluster" "$@"
   done
   endpoints=$(IFS=,; echo "${clients[*]}")
 }

@@ -427,12 +427,12 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         let fail = |error: anyhow::Error| {
             let _ = ready_tx.send(Err(error));
         };
-        // The WAL's batches are O_DSYNC writes through io_uring (not a blocking sync on this
-        // thread): the raft core goes on ticking, stepping messages and applying meanwhile.
         let snap = match open_disk(&snap_dir, "checkpoint").await {
             Ok(disk) => disk,
             Err(error) => return fail(error),
         };
+        // The WAL's batches are O_DSYNC writes through io_uring (not a blocking sync on this
+        // thread): the raft core goes on ticking, stepping messages and applying meanwhile.
         let wal_disk = match open_disk(&wal_dir, "WAL").await {
             Ok(disk) => disk,
             Err(error) => return fail(error),
