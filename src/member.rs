@@ -378,6 +378,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
         request_timeout_ticks: request_timeout_ms / heartbeat_ms,
         snapshot_count: config.snapshot_count,
         catch_up_entries: config.experimental_snapshot_catchup_entries,
+        trim_min_entries: crate::raft::log_store::TRIM_MIN_ENTRIES,
         election_ticks_range: None,
         max_learners: config.experimental_max_learners,
     };

@@ -351,6 +351,69 @@ fn a_member_behind_the_kept_log_is_caught_up_by_snapshot() {
     );
 }
 
+#[test]
+fn a_member_behind_the_trimmed_log_is_caught_up_by_a_new_checkpoint() {
+    // No checkpoint falls due by count: only the log's own trimming of applied entries (more
+    // than 32 Ki beyond a catch-up window of 10) drops the entries a stopped member misses, so
+    // it can catch up only from a checkpoint taken for it, newer than the dropped entries.
+    let mut cluster = Cluster::start(
+        Kind::Keel,
+        3,
+        &[
+            "--snapshot-count=10000000",
+            "--experimental-snapshot-catchup-entries=10",
+        ],
+    );
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint.clone()).collect();
+    const WRITES: usize = 40_000;
+    const WRITERS: usize = 50;
+    block_on(async {
+        agreed_leader(&endpoints, 0).await;
+        cluster.kill(2);
+        let mut tasks = Vec::new();
+        for writer in 0..WRITERS {
+            let endpoint = endpoints[0].clone();
+            tasks.push(tokio::spawn(async move {
+                let mut kv = KvClient::new(channel(&endpoint));
+                let deadline = Instant::now() + CONVERGE_TIMEOUT;
+                for n in (writer..WRITES).step_by(WRITERS) {
+                    let request = PutRequest {
+                        key: format!("w/{n:05}").into_bytes(),
+                        value: b"x".to_vec(),
+                        ..Default::default()
+                    };
+                    while kv.put(request.clone()).await.is_err() {
+                        assert!(Instant::now() < deadline, "put {n} kept failing");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("writer");
+        }
+        let acked: BTreeMap<String, String> = (0..WRITES)
+            .map(|n| (format!("w/{n:05}"), "x".to_string()))
+            .collect();
+        cluster.restart(2);
+        cluster.wait_healthy(2);
+        converged(&endpoints).await;
+        let lost = missing(&endpoints[2], &acked).await;
+        assert!(
+            lost.is_empty(),
+            "the restarted member lacks {} keys",
+            lost.len()
+        );
+    });
+    assert!(
+        cluster.members[2]
+            .log()
+            .contains("installed a snapshot from the leader"),
+        "the member caught up without a snapshot; logs:\n{}",
+        cluster.logs()
+    );
+}
+
 /// The values of the metric samples whose line starts with `prefix`.
 fn metric_values(text: &str, prefix: &str) -> Vec<f64> {
     text.lines()

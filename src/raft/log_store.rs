@@ -4,9 +4,11 @@
 //! The node appends a Ready's entries here when it queues them for the WAL (raft-rs'
 //! asynchronous Ready reads them from the storage from then on, and counts them as durable only
 //! once the write reports back), and raft reads them back through [`raft::Storage`]. The log starts after a
-//! *compaction point* (index and term of the last entry no longer held, the checkpoint a
-//! lagging follower is sent instead); after each checkpoint the node drops entries older than
-//! [`CATCH_UP_ENTRIES`] before it.
+//! *compaction point* (index and term of the last entry no longer held; a follower that needs
+//! an entry before it is sent a checkpoint instead); after each checkpoint the node drops
+//! entries older than [`CATCH_UP_ENTRIES`] before it, and between checkpoints it drops applied
+//! entries older than that many before the applied index ([`LogStore::trim_through`]), so the
+//! log in memory stays small however far apart checkpoints are.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -33,6 +35,10 @@ pub struct CheckpointInfo {
 
 /// Entries per chunk of [`Entries`].
 pub const CHUNK_ENTRIES: usize = 4096;
+
+/// Applied entries beyond the catch-up window that the server's log gathers before it drops
+/// them between checkpoints ([`LogStore::trim_through`]): eight chunks at a time.
+pub const TRIM_MIN_ENTRIES: u64 = 8 * CHUNK_ENTRIES as u64;
 
 /// A sequence of entries in chunks of [`CHUNK_ENTRIES`], so that the log never moves what it
 /// holds as it grows (a double-the-capacity copy of a million entries stalled the raft core
@@ -245,6 +251,30 @@ impl LogStore {
         freed
     }
 
+    /// Drops entries through index `through` (the caller's applied and durable index less the
+    /// catch-up window) and moves the compaction point after them (a chunk is freed once all
+    /// its entries are dropped). A follower that then needs a dropped entry is sent a checkpoint; one
+    /// older than the compaction point is not offered ([`raft::Storage::snapshot`] asks for a
+    /// new one). Returns the dropped chunks, for the caller to free when it suits it.
+    pub fn trim_through(&self, through: u64) -> Vec<Vec<Entry>> {
+        let mut inner = self.inner.borrow_mut();
+        if through <= inner.compacted_index {
+            return Vec::new();
+        }
+        let count = (through - inner.compacted_index).min(inner.entries.len() as u64) as usize;
+        if count == 0 {
+            return Vec::new();
+        }
+        let last_dropped = inner
+            .entries
+            .get(count - 1)
+            .map(|e| (e.index, e.term))
+            .expect("within the log");
+        let freed = inner.entries.drop_front(count);
+        (inner.compacted_index, inner.compacted_term) = last_dropped;
+        freed
+    }
+
     /// Restarts the log after an installed snapshot: every entry is dropped and the log
     /// continues after (`index`, `term`).
     pub fn restart_after(&self, checkpoint: CheckpointInfo) {
@@ -358,9 +388,13 @@ impl raft::Storage for LogStore {
         // peer Snapshot stream (see the transport), not inside the raft message.
         let mut inner = self.inner.borrow_mut();
         // A member added after the newest checkpoint is not in its configuration, and raft
-        // refuses a snapshot that does not name it: ask for a new checkpoint (raft asks again).
+        // refuses a snapshot that does not name it; a checkpoint older than the compaction
+        // point (entries dropped between checkpoints) would leave the follower needing the
+        // dropped entries after it: ask for a new checkpoint (raft asks again).
+        let compacted_index = inner.compacted_index;
         let usable = inner.checkpoint.as_ref().is_some_and(|c| {
             c.index > 0
+                && c.index >= compacted_index
                 && c.index >= request_index
                 && (c.conf_state.voters.contains(&to) || c.conf_state.learners.contains(&to))
         });
@@ -453,6 +487,72 @@ mod tests {
             ))
         ));
         assert!(log.snapshot_wanted());
+    }
+
+    #[test]
+    fn applied_entries_are_trimmed_and_an_older_checkpoint_is_not_offered() {
+        let log = LogStore::new(0, 0, ConfState::default(), HardState::default());
+        let count = 3 * CHUNK_ENTRIES as u64 + 10;
+        let entries: Vec<Entry> = (1..=count).map(|i| entry(i, 1 + i / 1000)).collect();
+        log.append(&entries);
+        log.set_checkpoint(
+            CheckpointInfo {
+                index: 100,
+                term: 1,
+                conf_state: ConfState::from((vec![1, 2], vec![])),
+            },
+            CATCH_UP_ENTRIES,
+        );
+        assert_eq!(
+            log.first_index(),
+            1,
+            "nothing before the catch-up window yet"
+        );
+        // Less than a chunk: the entries go, their chunk stays allocated.
+        assert!(log.trim_through(CHUNK_ENTRIES as u64 - 1).is_empty());
+        assert_eq!(log.first_index(), CHUNK_ENTRIES as u64);
+        // Past two chunks: the first two are freed.
+        let compacted = 2 * CHUNK_ENTRIES as u64 + 7;
+        let freed = log.trim_through(compacted);
+        assert_eq!(freed.len(), 2);
+        assert!(freed.iter().all(|c| c.len() == CHUNK_ENTRIES));
+        assert_eq!(log.first_index(), compacted + 1);
+        assert_eq!(log.term(compacted).unwrap(), 1 + compacted / 1000);
+        assert!(log.term(compacted - 1).is_err());
+        assert_eq!(log.last_index(), count);
+        assert_eq!(
+            log.entries(
+                compacted + 1,
+                compacted + 4,
+                None,
+                GetEntriesContext::empty(false)
+            )
+            .unwrap()
+            .len(),
+            3
+        );
+        // The checkpoint at 100 predates the compaction point: a follower sent it would need
+        // entries the log no longer holds, so a new checkpoint is wanted instead.
+        assert!(matches!(
+            log.snapshot(0, 2),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        assert!(log.snapshot_wanted());
+        log.set_checkpoint(
+            CheckpointInfo {
+                index: count,
+                term: 1 + count / 1000,
+                conf_state: ConfState::from((vec![1, 2], vec![])),
+            },
+            CATCH_UP_ENTRIES,
+        );
+        assert_eq!(log.snapshot(0, 2).unwrap().get_metadata().index, count);
+        // Asking again below the compaction point changes nothing; appends go on after it.
+        assert!(log.trim_through(10).is_empty());
+        log.append(&[entry(count + 1, 9)]);
+        assert_eq!(log.last_index(), count + 1);
     }
 
     /// The chunked sequence behaves as a plain deque through pushes, truncations and front

@@ -104,6 +104,9 @@ pub struct NodeConfig {
     /// Entries kept behind a checkpoint for followers to catch up from
     /// (`--experimental-snapshot-catchup-entries`).
     pub catch_up_entries: u64,
+    /// Applied entries beyond the catch-up window the log in memory may gather between
+    /// checkpoints before they are dropped ([`TRIM_MIN_ENTRIES`] in the server).
+    pub trim_min_entries: u64,
     /// The range an election timeout is drawn from, `[min, max)` ticks; `None` keeps raft's
     /// `[election_ticks, 2 * election_ticks)`. raft-rs draws from the thread's random
     /// generator, so a simulation that must replay exactly passes a range of one value.
@@ -1397,10 +1400,28 @@ impl<D: Disk> RaftNode<D> {
             self.apply_committed(Vec::new());
         }
         self.advance_applied();
+        self.trim_log();
         if !messages.is_empty() {
             outbox.send(messages);
         }
         Ok(())
+    }
+
+    /// Drops applied, durable entries older than the catch-up window from the log in memory
+    /// once enough have gathered (`NodeConfig::trim_min_entries`): checkpoints can be hundreds of
+    /// thousands of entries apart (the next waits until the WAL grew by the last one's size),
+    /// and a follower further behind than the window is sent a checkpoint anyway.
+    fn trim_log(&mut self) {
+        if self.legacy_checkpoint_due {
+            // The first checkpoint of a legacy data dir decides what the log keeps.
+            return;
+        }
+        let durable_applied = self.applied_index.min(self.raw.raft.raft_log.persisted);
+        let through = durable_applied.saturating_sub(self.config.catch_up_entries);
+        if through >= self.log.first_index() + self.config.trim_min_entries.max(1) {
+            let freed = self.log.trim_through(through);
+            self.log_garbage.extend(freed);
+        }
     }
 
     /// Applies committed `entries` (after any still waiting) in order, up to a configuration

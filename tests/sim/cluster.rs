@@ -1146,6 +1146,9 @@ impl Sim {
             request_timeout_ticks: REQUEST_TIMEOUT_TICKS,
             snapshot_count: self.snapshot_count,
             catch_up_entries: self.catch_up_entries,
+            // As small as the catch-up window, so that seeds drop entries between checkpoints
+            // (the server waits for 32 Ki of them).
+            trim_min_entries: self.catch_up_entries,
             election_ticks_range: Some((member.election_ticks, member.election_ticks + 1)),
             max_learners: 1,
         };
