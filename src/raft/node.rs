@@ -44,7 +44,7 @@ use keel_engine::wal::{RecordType, Wal, WalOptions};
 use keel_proto::etcdserverpb as pb;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, MessageType};
-use raft::{RawNode, StateRole};
+use raft::{ProgressState, RawNode, StateRole};
 
 use crate::raft::log_store::{CheckpointInfo, LogStore};
 use crate::raft::records::{self, SnapshotMarker, StateMeta};
@@ -1046,6 +1046,20 @@ impl<D: Disk> RaftNode<D> {
         }
     }
 
+    /// The index of the checkpoint being encoded, saved or logged, if one is.
+    fn checkpoint_in_progress(&self) -> Option<u64> {
+        match &self.checkpoint_state {
+            CheckpointState::Idle => None,
+            CheckpointState::Encoding { info, .. } | CheckpointState::Saving { info, .. } => {
+                Some(info.index)
+            }
+            CheckpointState::Logging => self.writes.iter().find_map(|write| match &write.kind {
+                WriteKind::Checkpoint(info, _) => Some(info.index),
+                WriteKind::Ready { .. } => None,
+            }),
+        }
+    }
+
     /// etcd's `isLearnerReady`: on the leader, the learner's match index is at least 90% of
     /// the leader's own.
     fn learner_ready(&self, id: u64) -> Result<(), ServerError> {
@@ -1400,7 +1414,6 @@ impl<D: Disk> RaftNode<D> {
             self.apply_committed(Vec::new());
         }
         self.advance_applied();
-        self.trim_log();
         if !messages.is_empty() {
             outbox.send(messages);
         }
@@ -1410,15 +1423,45 @@ impl<D: Disk> RaftNode<D> {
     /// Drops applied, durable entries older than the catch-up window from the log in memory
     /// once enough have gathered (`NodeConfig::trim_min_entries`): checkpoints can be hundreds of
     /// thousands of entries apart (the next waits until the WAL grew by the last one's size),
-    /// and a follower further behind than the window is sent a checkpoint anyway.
-    fn trim_log(&mut self) {
-        if self.legacy_checkpoint_due {
+    /// and a follower further behind than the window is sent a checkpoint anyway. The server's
+    /// loop calls it every turn; it is cheap when there is nothing to drop.
+    ///
+    /// What is still needed stays: a checkpoint being taken must be usable when it is done (a
+    /// checkpoint older than the log's start is not offered), and on the leader each follower
+    /// that answers keeps the entries after its position (the next index it is probed at, the
+    /// checkpoint it is being sent, or what it matched), or, when it is behind the newest
+    /// checkpoint, keeps that checkpoint usable. Otherwise a follower caught up by snapshot
+    /// under a steady write load would find the entries after its checkpoint gone and want
+    /// another, again and again. A follower that does not answer holds nothing back.
+    pub fn trim_log(&mut self) {
+        if self.legacy_checkpoint_due || self.removed {
             // The first checkpoint of a legacy data dir decides what the log keeps.
             return;
         }
         let durable_applied = self.applied_index.min(self.raw.raft.raft_log.persisted);
-        let through = durable_applied.saturating_sub(self.config.catch_up_entries);
-        if through >= self.log.first_index() + self.config.trim_min_entries.max(1) {
+        let mut through = durable_applied.saturating_sub(self.config.catch_up_entries);
+        let threshold = self.log.first_index() + self.config.trim_min_entries.max(1);
+        if through < threshold {
+            return;
+        }
+        if let Some(index) = self.checkpoint_in_progress() {
+            through = through.min(index);
+        }
+        if self.is_leader() {
+            let own = self.id();
+            for (id, progress) in self.raw.raft.prs().iter() {
+                if *id == own || !progress.recent_active {
+                    continue;
+                }
+                let position = match progress.state {
+                    ProgressState::Snapshot => progress.pending_snapshot,
+                    ProgressState::Probe => progress.next_idx.saturating_sub(1),
+                    ProgressState::Replicate => progress.matched,
+                };
+                through = through.min(position.max(self.checkpoint_index));
+            }
+        }
+        if through >= threshold {
             let freed = self.log.trim_through(through);
             self.log_garbage.extend(freed);
         }

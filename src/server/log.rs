@@ -481,6 +481,7 @@ impl<O: Outbox> RaftCore<O> {
                 tracing::error!(%error, "the raft core stopped");
                 break 'turn;
             }
+            self.node.trim_log();
             if let Some(job) = self.node.take_write() {
                 if job_tx.send(job).await.is_err() {
                     tracing::error!("the WAL writer stopped");

@@ -620,6 +620,13 @@ impl Sim {
         }
         self.poll_clients();
         self.check_invariants();
+        // Only now, so that every entry a member applied was compared before its log may drop
+        // it (the server trims every turn).
+        for member in self.members.iter_mut() {
+            if let Some(run) = member.running.as_mut() {
+                run.node.trim_log();
+            }
+        }
         for i in 0..count {
             let state = match &self.members[i].running {
                 Some(run) => [
