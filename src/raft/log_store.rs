@@ -253,9 +253,10 @@ impl LogStore {
 
     /// Drops entries through index `through` (the caller's applied and durable index less the
     /// catch-up window) and moves the compaction point after them (a chunk is freed once all
-    /// its entries are dropped). A follower that then needs a dropped entry is sent a checkpoint; one
-    /// older than the compaction point is not offered ([`raft::Storage::snapshot`] asks for a
-    /// new one). Returns the dropped chunks, for the caller to free when it suits it.
+    /// its entries are dropped). A follower that then needs a dropped entry is sent a
+    /// checkpoint; one older than the compaction point is not offered
+    /// ([`raft::Storage::snapshot`] asks for a new one). Returns the dropped chunks, for the
+    /// caller to free when it suits it.
     pub fn trim_through(&self, through: u64) -> Vec<Vec<Entry>> {
         let mut inner = self.inner.borrow_mut();
         if through <= inner.compacted_index {

@@ -105,7 +105,8 @@ pub struct NodeConfig {
     /// (`--experimental-snapshot-catchup-entries`).
     pub catch_up_entries: u64,
     /// Applied entries beyond the catch-up window the log in memory may gather between
-    /// checkpoints before they are dropped ([`TRIM_MIN_ENTRIES`] in the server).
+    /// checkpoints before they are dropped
+    /// ([`crate::raft::log_store::TRIM_MIN_ENTRIES`] in the server).
     pub trim_min_entries: u64,
     /// The range an election timeout is drawn from, `[min, max)` ticks; `None` keeps raft's
     /// `[election_ticks, 2 * election_ticks)`. raft-rs draws from the thread's random
