@@ -281,15 +281,21 @@ fn leases_kept_alive_through_a_follower_live_on_and_expire_on_the_leader() {
     });
 }
 
-#[test]
-fn a_member_behind_the_kept_log_is_caught_up_by_snapshot() {
-    // Checkpoints every 100 entries keeping only 10 behind them: a member that misses a few
-    // hundred writes can only catch up from a checkpoint streamed by the leader.
+/// Starts three Keel members with `--snapshot-count` `snapshot_count` and a catch-up window of
+/// 10 entries, stops the third, lets `write` write through the first (it returns what was
+/// acknowledged), restarts the third and checks that it holds every acknowledged key and that
+/// it caught up from a snapshot. Returns the cluster for further checks.
+fn caught_up_by_snapshot<F, Fut>(snapshot_count: u64, write: F) -> Cluster
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = BTreeMap<String, String>>,
+{
+    let snapshot_count = format!("--snapshot-count={snapshot_count}");
     let mut cluster = Cluster::start(
         Kind::Keel,
         3,
         &[
-            "--snapshot-count=100",
+            &snapshot_count,
             "--experimental-snapshot-catchup-entries=10",
         ],
     );
@@ -297,8 +303,35 @@ fn a_member_behind_the_kept_log_is_caught_up_by_snapshot() {
     block_on(async {
         agreed_leader(&endpoints, 0).await;
         cluster.kill(2);
+        let acked = write(endpoints[0].clone()).await;
+        cluster.restart(2);
+        cluster.wait_healthy(2);
+        converged(&endpoints).await;
+        let lost = missing(&endpoints[2], &acked).await;
+        assert!(
+            lost.is_empty(),
+            "the restarted member lacks {} keys, first {:?}",
+            lost.len(),
+            lost.first()
+        );
+    });
+    assert!(
+        cluster.members[2]
+            .log()
+            .contains("installed a snapshot from the leader"),
+        "the member caught up without a snapshot; logs:\n{}",
+        cluster.logs()
+    );
+    cluster
+}
+
+#[test]
+fn a_member_behind_the_kept_log_is_caught_up_by_snapshot() {
+    // Checkpoints every 100 entries keeping only 10 behind them: a member that misses a few
+    // hundred writes can only catch up from a checkpoint streamed by the leader.
+    let cluster = caught_up_by_snapshot(100, |endpoint| async move {
         let mut acked = BTreeMap::new();
-        let mut kv = KvClient::new(channel(&endpoints[0]));
+        let mut kv = KvClient::new(channel(&endpoint));
         let mut n = 0;
         let deadline = Instant::now() + CONVERGE_TIMEOUT;
         while acked.len() < 600 {
@@ -319,22 +352,12 @@ fn a_member_behind_the_kept_log_is_caught_up_by_snapshot() {
             }
             n += 1;
         }
-        cluster.restart(2);
-        cluster.wait_healthy(2);
-        converged(&endpoints).await;
-        let lost = missing(&endpoints[2], &acked).await;
-        assert!(lost.is_empty(), "the restarted member lacks {lost:?}");
+        acked
     });
-    assert!(
-        cluster.members[2]
-            .log()
-            .contains("installed a snapshot from the leader"),
-        "the member caught up without a snapshot; logs:\n{}",
-        cluster.logs()
-    );
     // etcd's snapshot receive metrics on the member that caught up, and the round trips
     // measured to each peer.
-    let (status, text) = common::http_get(&endpoints[2], "/metrics").expect("metrics");
+    let endpoint = &cluster.members[2].endpoint;
+    let (status, text) = common::http_get(endpoint, "/metrics").expect("metrics");
     assert_eq!(status, 200);
     let received = metric_values(&text, "etcd_network_snapshot_receive_success{From=");
     assert!(received.iter().sum::<f64>() >= 1.0, "metrics:\n{text}");
@@ -356,23 +379,12 @@ fn a_member_behind_the_trimmed_log_is_caught_up_by_a_new_checkpoint() {
     // No checkpoint falls due by count: only the log's own trimming of applied entries (more
     // than 32 Ki beyond a catch-up window of 10) drops the entries a stopped member misses, so
     // it can catch up only from a checkpoint taken for it, newer than the dropped entries.
-    let mut cluster = Cluster::start(
-        Kind::Keel,
-        3,
-        &[
-            "--snapshot-count=10000000",
-            "--experimental-snapshot-catchup-entries=10",
-        ],
-    );
-    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint.clone()).collect();
     const WRITES: usize = 40_000;
     const WRITERS: usize = 50;
-    block_on(async {
-        agreed_leader(&endpoints, 0).await;
-        cluster.kill(2);
+    caught_up_by_snapshot(10_000_000, |endpoint| async move {
         let mut tasks = Vec::new();
         for writer in 0..WRITERS {
-            let endpoint = endpoints[0].clone();
+            let endpoint = endpoint.clone();
             tasks.push(tokio::spawn(async move {
                 let mut kv = KvClient::new(channel(&endpoint));
                 let deadline = Instant::now() + CONVERGE_TIMEOUT;
@@ -392,26 +404,10 @@ fn a_member_behind_the_trimmed_log_is_caught_up_by_a_new_checkpoint() {
         for task in tasks {
             task.await.expect("writer");
         }
-        let acked: BTreeMap<String, String> = (0..WRITES)
+        (0..WRITES)
             .map(|n| (format!("w/{n:05}"), "x".to_string()))
-            .collect();
-        cluster.restart(2);
-        cluster.wait_healthy(2);
-        converged(&endpoints).await;
-        let lost = missing(&endpoints[2], &acked).await;
-        assert!(
-            lost.is_empty(),
-            "the restarted member lacks {} keys",
-            lost.len()
-        );
+            .collect()
     });
-    assert!(
-        cluster.members[2]
-            .log()
-            .contains("installed a snapshot from the leader"),
-        "the member caught up without a snapshot; logs:\n{}",
-        cluster.logs()
-    );
 }
 
 /// The values of the metric samples whose line starts with `prefix`.
