@@ -137,6 +137,26 @@ impl Inner {
     fn last_index(&self) -> u64 {
         self.compacted_index + self.entries.len() as u64
     }
+
+    /// Drops the entries through index `through` that the log holds and moves the compaction
+    /// point after the last of them; returns the chunks left holding only dropped entries.
+    fn compact_through(&mut self, through: u64) -> Vec<Vec<Entry>> {
+        if through <= self.compacted_index {
+            return Vec::new();
+        }
+        let count = (through - self.compacted_index).min(self.entries.len() as u64) as usize;
+        if count == 0 {
+            return Vec::new();
+        }
+        let last_dropped = self
+            .entries
+            .get(count - 1)
+            .map(|e| (e.index, e.term))
+            .expect("within the log");
+        let freed = self.entries.drop_front(count);
+        (self.compacted_index, self.compacted_term) = last_dropped;
+        freed
+    }
 }
 
 /// The in-memory raft log. Clones share the same log: raft-rs owns one (inside `RawNode`),
@@ -232,20 +252,7 @@ impl LogStore {
         catch_up_entries: u64,
     ) -> Vec<Vec<Entry>> {
         let mut inner = self.inner.borrow_mut();
-        let keep_from = checkpoint.index.saturating_sub(catch_up_entries);
-        let mut freed = Vec::new();
-        if keep_from > inner.compacted_index {
-            let count = (keep_from - inner.compacted_index).min(inner.entries.len() as u64);
-            if count > 0 {
-                let last_dropped = inner
-                    .entries
-                    .get(count as usize - 1)
-                    .map(|e| (e.index, e.term))
-                    .expect("within the log");
-                freed = inner.entries.drop_front(count as usize);
-                (inner.compacted_index, inner.compacted_term) = last_dropped;
-            }
-        }
+        let freed = inner.compact_through(checkpoint.index.saturating_sub(catch_up_entries));
         inner.checkpoint = Some(checkpoint);
         inner.snapshot_wanted = false;
         freed
@@ -258,22 +265,7 @@ impl LogStore {
     /// ([`raft::Storage::snapshot`] asks for a new one). Returns the dropped chunks, for the
     /// caller to free when it suits it.
     pub fn trim_through(&self, through: u64) -> Vec<Vec<Entry>> {
-        let mut inner = self.inner.borrow_mut();
-        if through <= inner.compacted_index {
-            return Vec::new();
-        }
-        let count = (through - inner.compacted_index).min(inner.entries.len() as u64) as usize;
-        if count == 0 {
-            return Vec::new();
-        }
-        let last_dropped = inner
-            .entries
-            .get(count - 1)
-            .map(|e| (e.index, e.term))
-            .expect("within the log");
-        let freed = inner.entries.drop_front(count);
-        (inner.compacted_index, inner.compacted_term) = last_dropped;
-        freed
+        self.inner.borrow_mut().compact_through(through)
     }
 
     /// Restarts the log after an installed snapshot: every entry is dropped and the log
