@@ -2,24 +2,34 @@
 //! against a glommio 0.9 scheduler bug.
 //!
 //! glommio 0.9's executor loop installs its preempt timer, then runs its task queues. When the
-//! thread is descheduled for longer than that timer before it looks at the queues, it reads
-//! "preempted before running anything" as "nothing to run" and goes to sleep with runnable
-//! tasks, until its next timer or wake-up: forever when there is none (glommio/glommio#53,
-//! fixed upstream after 0.9.0, not released). On a loaded machine a member hung at startup
-//! about once in 400 starts, most often on the raft core's 2 ms preempt timer.
+//! preempt timer has fired (or anything else completed in its latency ring) by the time it
+//! looks at the queues, it reads "preempted before running anything" as "nothing to run" and
+//! goes to sleep with runnable tasks, until an I/O completion, a timer or a wake-up from
+//! another thread: forever when there is none (glommio/glommio#53, fixed upstream after 0.9.0,
+//! not released). On a loaded machine a member hung at startup about once in 400 starts, most
+//! often on the raft core's 2 ms preempt timer.
 //!
-//! [`spawn`] keeps a timer pending on every executor (a task that wakes every
-//! [`Options::watchdog`]), so such a sleep ends within that period. The body's first poll runs
-//! under glommio's default 100 ms preempt timer, so the race before the watchdog exists needs
-//! a 100 ms stall of the thread at one exact point; a body that wants a shorter time slice
-//! gets it from a task queue of its own ([`Options::time_slice`]) once it runs.
+//! A timer of the executor's own cannot end such a sleep for sure: the task whose timer fired
+//! is itself one of the runnable tasks left asleep, and no timer is pending then (seen on a
+//! member stuck in `io_uring_enter` with only its eventfd read in flight). So a thread of its
+//! own, the kicker, wakes each executor's root task from outside every [`Options::watchdog`]:
+//! a wake-up from another thread writes the executor's eventfd while it sleeps, and the
+//! executor runs its queues again. An executor that is awake takes the wake-up as one more
+//! poll of its root task (a few instructions).
+//!
+//! The root task registers with the kicker before anything else runs, under glommio's default
+//! 100 ms preempt timer, so the race left is a 100 ms stall of the thread at one exact point
+//! before that. A body that wants a shorter time slice gets it from a task queue of its own
+//! ([`Options::time_slice`]).
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shares};
 
-/// How often an executor without a time slice of its own wakes at least.
+/// How often an executor without a time slice of its own is woken at least.
 pub const WATCHDOG_DEFAULT: Duration = Duration::from_millis(100);
 
 /// How an executor runs its body.
@@ -29,7 +39,7 @@ pub struct Options {
     /// glommio polls for I/O completions at least this often while the body's tasks keep the
     /// thread busy. `None`: glommio's default of 100 ms.
     pub time_slice: Option<Duration>,
-    /// The longest the executor sleeps (see the module's documentation).
+    /// The longest the executor sleeps while it has work (see the module's documentation).
     pub watchdog: Duration,
 }
 
@@ -42,9 +52,64 @@ impl Default for Options {
     }
 }
 
+/// The waker of an executor's root task, which the kicker wakes; emptied by the executor
+/// when its body ends, so that the waker is dropped on its own thread.
+type KickSlot = Mutex<Option<Waker>>;
+
+/// One executor the kicker wakes.
+struct Kick {
+    slot: Weak<KickSlot>,
+    period: Duration,
+    due: Instant,
+}
+
+/// The executors the kicker wakes; the kicker thread starts with the first.
+static KICKS: Mutex<Vec<Kick>> = Mutex::new(Vec::new());
+static KICKER: std::sync::Once = std::sync::Once::new();
+
+/// Has the kicker wake the root task in `slot` every `period`, for as long as `slot` lives.
+fn kick_every(slot: &Arc<KickSlot>, period: Duration) {
+    let period = period.max(Duration::from_millis(1));
+    KICKS.lock().expect("kicks lock").push(Kick {
+        slot: Arc::downgrade(slot),
+        period,
+        due: Instant::now() + period,
+    });
+    KICKER.call_once(|| {
+        // Without the thread the executors still run; they only lose the guard.
+        if let Err(error) = std::thread::Builder::new()
+            .name("keel-kicker".to_string())
+            .spawn(kick_forever)
+        {
+            tracing::warn!(%error, "starting the executor kicker thread");
+        }
+    });
+}
+
+fn kick_forever() {
+    loop {
+        let now = Instant::now();
+        let mut next = now + WATCHDOG_DEFAULT;
+        KICKS.lock().expect("kicks lock").retain_mut(|kick| {
+            let Some(slot) = kick.slot.upgrade() else {
+                return false;
+            };
+            if kick.due <= now {
+                if let Some(waker) = slot.lock().expect("kick slot lock").as_ref() {
+                    waker.wake_by_ref();
+                }
+                kick.due = now + kick.period;
+            }
+            next = next.min(kick.due);
+            true
+        });
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+}
+
 /// Starts a thread named `name` running a glommio executor (not pinned to a core) that runs
-/// the future `body` makes, with the watchdog task beside it. The executor ends when the body
-/// does.
+/// the future `body` makes, woken by the kicker at least every [`Options::watchdog`]. The
+/// executor ends when the body does.
 pub fn spawn<G, F, T>(
     name: &str,
     options: Options,
@@ -59,8 +124,14 @@ where
     LocalExecutorBuilder::new(Placement::Unbound)
         .name(name)
         .spawn(move || async move {
-            glommio::spawn_local(watchdog(options.watchdog)).detach();
-            match options.time_slice {
+            let slot: Arc<KickSlot> = Arc::new(Mutex::new(None));
+            std::future::poll_fn(|cx| {
+                *slot.lock().expect("kick slot lock") = Some(cx.waker().clone());
+                Poll::Ready(())
+            })
+            .await;
+            kick_every(&slot, options.watchdog);
+            let result = match options.time_slice {
                 None => body().await,
                 Some(slice) => {
                     let queue = glommio::executor().create_task_queue(
@@ -74,15 +145,11 @@ where
                         Err(error) => panic!("spawning into a new task queue: {error}"),
                     }
                 }
-            }
+            };
+            let waker = slot.lock().expect("kick slot lock").take();
+            drop(waker);
+            result
         })
-}
-
-/// Wakes the executor every `period`, so that it never sleeps longer than that.
-async fn watchdog(period: Duration) {
-    loop {
-        glommio::timer::sleep(period).await;
-    }
 }
 
 /// Runs `work` on a new thread named `name` and waits for it without blocking the executor.
@@ -127,8 +194,38 @@ mod tests {
         assert_eq!(handle.join().expect("join"), (true, true));
     }
 
+    /// A 50 µs time slice makes glommio 0.9 often find its preempt timer fired before it ran
+    /// anything, and then sleep with the body runnable (the bug the kicker guards against):
+    /// without the kicker this body stops within a few thousand sleeps; with it, it finishes.
     #[test]
-    fn the_executor_ends_with_its_body_despite_the_watchdog() {
+    fn the_kicker_wakes_an_executor_asleep_with_work() {
+        let options = Options {
+            time_slice: Some(Duration::from_micros(50)),
+            watchdog: Duration::from_millis(5),
+        };
+        const SLEEPS: usize = 10_000;
+        let handle = spawn("keel-test", options, || async {
+            let mut done = 0;
+            for _ in 0..SLEEPS {
+                glommio::timer::sleep(Duration::from_micros(20)).await;
+                done += 1;
+            }
+            done
+        })
+        .expect("spawn");
+        let (joined, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = joined.send(handle.join().expect("join"));
+        });
+        assert_eq!(
+            result.recv_timeout(Duration::from_secs(120)),
+            Ok(SLEEPS),
+            "the executor stopped with work to do"
+        );
+    }
+
+    #[test]
+    fn the_executor_ends_with_its_body_despite_the_kicker() {
         let handle = spawn("keel-test", Options::default(), || async {
             glommio::timer::sleep(Duration::from_millis(1)).await;
             7

@@ -148,8 +148,9 @@ pub struct Checkpointer {
 /// slices) hold a finished WAL write back that long.
 pub const RAFT_CORE_PREEMPT: Duration = Duration::from_millis(2);
 
-/// The longest the raft core's executor sleeps (`crate::executor`'s guard against a glommio
-/// bug that can put it to sleep with work to do; its short time slice makes that likelier).
+/// The longest the raft core's executor sleeps with work to do (how often `crate::executor`'s
+/// kicker wakes it, the guard against a glommio bug that can put it to sleep so; its short
+/// time slice makes that likelier).
 pub const RAFT_CORE_WATCHDOG: Duration = Duration::from_millis(10);
 
 /// Keys encoded per slice of a checkpoint: a write waits for at most one slice's hold of the
