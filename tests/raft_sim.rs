@@ -473,6 +473,61 @@ fn a_lost_snapshot_does_not_strand_a_follower() {
     });
 }
 
+/// A follower installs a snapshot from the leader while its disk stalls, and the rest of the
+/// cluster stops meanwhile: the member must not campaign before the snapshot's marker is
+/// durable. raft-rs campaigns by reading the entries after its applied index, which moves to
+/// the snapshot only once the marker is written, while the log already starts after the
+/// snapshot: a campaign in that window is fatal inside raft-rs (found by review, not by the
+/// random runs).
+#[test]
+fn a_follower_installing_a_snapshot_on_a_stalled_disk_waits_before_campaigning() {
+    let mut sim = Sim::scripted(4, 3, 10);
+    let leader = sim.elect();
+    let lagging = (leader + 1) % 3;
+    let others = [leader, (leader + 2) % 3];
+    sim.stop_member(lagging, false);
+    for value in 1..=40 {
+        let through = sim.live_leader().unwrap_or(leader);
+        assert_eq!(sim.put_and_wait(through, 0, value), WriteOutcome::Ok);
+    }
+    // Restarted, the two others hold their logs only from their newest checkpoints on, so
+    // the lagging member can only catch up from a snapshot.
+    for i in others {
+        sim.stop_member(i, false);
+        sim.start_member(i);
+    }
+    let to = lagging as u64 + 1;
+    sim.set_rule(Some(Box::new(move |m: &Message| {
+        if m.get_msg_type() == MessageType::MsgSnapshot && m.to == to {
+            Verdict::Hold
+        } else {
+            Verdict::Pass
+        }
+    })));
+    sim.start_member(lagging);
+    sim.run_until("the leader sending a snapshot", |s| !s.held().is_empty());
+    sim.set_rule(None);
+    let stall = 6 * ELECTION_TICKS;
+    sim.stall_disk(lagging, stall);
+    sim.deliver_oldest_held();
+    for i in others {
+        sim.stop_member(i, false);
+    }
+    // Alone, with its marker write held for several election timeouts.
+    sim.run_steps(stall);
+    assert!(
+        sim.applied_index(lagging).is_some(),
+        "the member stopped while its disk stalled"
+    );
+    for i in others {
+        sim.start_member(i);
+    }
+    sim.run_until("the lagging member catching up", |s| {
+        let applied = s.applied_index(lagging).unwrap_or(0);
+        applied >= 40 && others.iter().all(|&i| s.applied_index(i) == Some(applied))
+    });
+}
+
 // ----- slow disks: the raft core never waits for a sync -----
 
 /// Election timeouts of the scripted members (ticks, one per step).
@@ -554,6 +609,31 @@ fn add(id: u64, learner: bool) -> Command {
         is_learner: learner,
         ..Default::default()
     })
+}
+
+/// A checkpoint that raft wants, to catch a new member up, fails to save on the leader while
+/// no more writes come: it is tried again after a back-off of ticks, and the member catches up
+/// without waiting for the next write.
+#[test]
+fn a_wanted_checkpoint_that_failed_is_retried_on_an_idle_cluster() {
+    let mut sim = Sim::scripted_with_spares(7, 3, 1, 20);
+    let leader = sim.elect();
+    for value in 1..=30 {
+        assert_eq!(sim.put_and_wait(leader, 0, value), WriteOutcome::Ok);
+    }
+    // The leader's newest checkpoint does not name the new member: raft wants a new one,
+    // whose save fails.
+    sim.fail_next_checkpoint_write(leader);
+    sim.change_membership(leader, add(4, true)).unwrap();
+    let target = sim.commit_index(leader).unwrap();
+    sim.run_until("the new member catching up", |s| {
+        s.applied_index(3).unwrap_or(0) >= target
+    });
+    assert_eq!(
+        sim.checkpoint_failures(),
+        1,
+        "the leader's checkpoint did not fail"
+    );
 }
 
 /// One change at a time on three members with two spares: a spare joins as a learner (from a

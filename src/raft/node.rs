@@ -70,6 +70,11 @@ pub const LOG_CHUNKS_FREED_PER_STEP: usize = 4;
 /// (etcd retries every 500 ms).
 pub const READ_RETRY_TICKS: u64 = 5;
 
+/// How many ticks after a failed checkpoint one that raft wants (to catch a member up) is
+/// tried again when no entry applied since (5 s at the default heartbeat): an idle cluster
+/// must not leave a member behind until the next write, nor hammer a failing disk.
+pub const CHECKPOINT_RETRY_TICKS: u64 = 50;
+
 /// A batch whose apply takes longer than this counts as a slow apply.
 pub const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -687,9 +692,12 @@ pub struct RaftNode<D: Disk> {
     /// The index of the newest checkpoint that is durable (saved and logged) or installed.
     checkpoint_index: u64,
     /// The index of the last checkpoint that failed to encode or save (0: none). The next
-    /// try waits for as many applied entries past it as past a checkpoint, so a failing disk
-    /// is not hammered; `checkpoint_index` keeps naming the newest checkpoint that exists.
+    /// try waits for as many applied entries past it as past a checkpoint (one that raft
+    /// wants: for one more entry, or [`CHECKPOINT_RETRY_TICKS`]), so a failing disk is not
+    /// hammered; `checkpoint_index` keeps naming the newest checkpoint that exists.
     checkpoint_failed_at: u64,
+    /// The tick from which a wanted checkpoint is tried again at the index that failed.
+    checkpoint_retry_tick: u64,
     checkpoint_state: CheckpointState,
     /// WAL position of the previous checkpoint: segments are released only through it, so a
     /// damaged newest checkpoint can fall back to the older one with its entries still in the
@@ -765,6 +773,7 @@ impl<D: Disk> RaftNode<D> {
             wal_bytes: writer.wal.bytes_written(),
             checkpoint_index: recovered.checkpoint_index,
             checkpoint_failed_at: 0,
+            checkpoint_retry_tick: 0,
             checkpoint_state: CheckpointState::Idle,
             previous_checkpoint_lsn: None,
             wal_bytes_at_checkpoint: writer.wal.bytes_written(),
@@ -857,7 +866,9 @@ impl<D: Disk> RaftNode<D> {
             return;
         }
         self.ticks += 1;
-        self.raw.tick();
+        if !self.snapshot_awaits_marker() {
+            self.raw.tick();
+        }
         if self.ticks % READ_RETRY_TICKS == 0 {
             self.retry_reads();
         }
@@ -954,9 +965,26 @@ impl<D: Disk> RaftNode<D> {
                 return;
             }
         }
+        if message.get_msg_type() == MessageType::MsgTimeoutNow && self.snapshot_awaits_marker() {
+            // It cannot campaign yet (see `snapshot_awaits_marker`); the leader's transfer
+            // times out and the leader stays.
+            return;
+        }
         if let Err(error) = self.raw.step(message) {
             tracing::debug!(%error, "raft refused a message");
         }
+    }
+
+    /// Whether a snapshot installed here waits for its marker to be durable: the in-memory
+    /// log already starts after it, while raft's applied index moves to it only with the
+    /// marker. raft-rs cannot campaign in that window (to look for pending configuration
+    /// changes it reads the entries after its applied index, and a compacted read there is
+    /// fatal), so the election clock stops and a leader's `MsgTimeoutNow` is dropped until
+    /// the write completes. A disk stalled past an election timeout while the leader is gone
+    /// delays this member's campaign by the stall, no more.
+    fn snapshot_awaits_marker(&self) -> bool {
+        let log = &self.raw.raft.raft_log;
+        log.unstable.snapshot.is_none() && log.applied + 1 < log.first_index()
     }
 
     /// Tells raft that a peer could not be reached.
@@ -1855,10 +1883,13 @@ impl<D: Disk> RaftNode<D> {
     /// the writes), when no other checkpoint is under way; and at once when raft wants a
     /// snapshot the newest checkpoint cannot give (for a member added after it).
     pub fn checkpoint_due(&self) -> bool {
-        // After a failed try, the next waits for entries past the failed one.
+        // After a failed try, the next waits for entries past the failed one; a wanted one
+        // also comes again after a back-off without them.
         let since = self.checkpoint_index.max(self.checkpoint_failed_at);
+        let retry = self.checkpoint_failed_at > self.checkpoint_index
+            && self.ticks >= self.checkpoint_retry_tick;
         let wanted = (self.log.snapshot_wanted() || self.legacy_checkpoint_due)
-            && self.applied_index > since;
+            && (self.applied_index > since || retry);
         matches!(self.checkpoint_state, CheckpointState::Idle)
             && self.failed.is_none()
             && (wanted
@@ -1940,8 +1971,14 @@ impl<D: Disk> RaftNode<D> {
             self.checkpoint_state = CheckpointState::Saving { info, lsn };
         } else {
             tracing::error!(index = info.index, "encoding checkpoint failed");
-            self.checkpoint_failed_at = info.index;
+            self.checkpoint_failed(info.index);
         }
+    }
+
+    /// Records that the checkpoint at `index` failed to encode or save.
+    fn checkpoint_failed(&mut self, index: u64) {
+        self.checkpoint_failed_at = index;
+        self.checkpoint_retry_tick = self.ticks + CHECKPOINT_RETRY_TICKS;
     }
 
     /// The checkpoint file was saved (its size) or not. On success its hard state goes to
@@ -1965,7 +2002,7 @@ impl<D: Disk> RaftNode<D> {
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::error!(%error, index = info.index, "writing checkpoint failed");
-                self.checkpoint_failed_at = info.index;
+                self.checkpoint_failed(info.index);
                 return;
             }
         };

@@ -93,6 +93,8 @@ pub struct Stats {
     pub restarts: u64,
     /// Checkpoints taken.
     pub checkpoints: u64,
+    /// Checkpoints whose save failed.
+    pub checkpoint_failures: u64,
     /// Snapshots (checkpoint files) delivered to a follower.
     pub snapshots_delivered: u64,
     /// `MsgSnapshot`s lost on the way.
@@ -135,6 +137,7 @@ impl Stats {
         self.wal_failures += other.wal_failures;
         self.restarts += other.restarts;
         self.checkpoints += other.checkpoints;
+        self.checkpoint_failures += other.checkpoint_failures;
         self.snapshots_delivered += other.snapshots_delivered;
         self.snapshots_lost += other.snapshots_lost;
         self.leader_terms += other.leader_terms;
@@ -1273,6 +1276,7 @@ impl Sim {
             let index = encoded.index;
             let saved = block_on(encoded.save(&self.members[i].snap_disk));
             self.stats.checkpoints += u64::from(saved.is_ok());
+            self.stats.checkpoint_failures += u64::from(saved.is_err());
             self.note(format!("member {} checkpoint at {index}", i + 1));
             if self.check_power(i) {
                 return;
@@ -1978,6 +1982,16 @@ impl Sim {
     /// Makes member `i`'s disk slow for the next `steps` steps: its writes do not complete.
     pub fn stall_disk(&mut self, i: usize, steps: u64) {
         self.members[i].stalled_until = self.step + steps;
+    }
+
+    /// Makes the next write to member `i`'s checkpoint disk fail (EIO).
+    pub fn fail_next_checkpoint_write(&mut self, i: usize) {
+        self.members[i].snap_disk.fail_next_write();
+    }
+
+    /// Checkpoints whose save failed so far, on any member.
+    pub fn checkpoint_failures(&self) -> u64 {
+        self.stats.checkpoint_failures
     }
 
     /// Member `i`'s current term (`None` while it is down).
