@@ -73,6 +73,46 @@ pub struct Server {
     log_path: PathBuf,
 }
 
+/// What each thread of process `pid` is doing, one line per thread (name, state, the kernel
+/// function it waits in, its voluntary context switches, the system call it is in), for the
+/// message of a server that did not become ready: a hang shows where it sleeps.
+pub fn thread_states(pid: u32) -> String {
+    let read = |path: String| std::fs::read_to_string(path).unwrap_or_default();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("(process {pid} is gone)");
+    };
+    let mut lines: Vec<String> = tasks
+        .flatten()
+        .map(|task| {
+            let dir = task.path().display().to_string();
+            let status = read(format!("{dir}/status"));
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default()
+            };
+            let syscall = read(format!("{dir}/syscall"));
+            format!(
+                "  {} {:<16} {} wchan={} voluntary_switches={} syscall={}",
+                task.file_name().to_string_lossy(),
+                field("Name:"),
+                field("State:"),
+                read(format!("{dir}/wchan")),
+                field("voluntary_ctxt_switches:"),
+                syscall
+                    .split_whitespace()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
 /// A port that was free a moment ago. Another process could take it before the server binds
 /// it; that race is rare enough on a test machine and shows as a clear readiness failure.
 pub fn free_port() -> u16 {
@@ -169,11 +209,13 @@ impl Server {
                 Err(e) => last = e.to_string(),
             }
             if Instant::now() > deadline {
+                let threads = self.child.as_ref().map(|c| thread_states(c.id()));
                 panic!(
                     "{:?} did not answer /health with 200 within {READY_TIMEOUT:?} (last: {last}); \
-                     log:\n{}",
+                     log:\n{}\nthreads:\n{}",
                     self.kind,
-                    self.log()
+                    self.log(),
+                    threads.unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -597,11 +639,13 @@ impl Cluster {
                 Err(e) => last = e.to_string(),
             }
             if Instant::now() > deadline {
+                let threads = member.child.as_ref().map(|c| thread_states(c.id()));
                 panic!(
                     "{} did not answer /health with 200 within {READY_TIMEOUT:?} (last: {last}); \
-                     log:\n{}",
+                     log:\n{}\nthreads:\n{}",
                     member.name,
-                    member.log()
+                    member.log(),
+                    threads.unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
