@@ -432,6 +432,37 @@ fn a_restarted_member_ignores_the_read_index_of_its_previous_process() {
     sim.check_history().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Three scripted members (seed `seed`, a checkpoint every 10 entries); one of them, the
+/// lagging one, is stopped while 40 writes commit, and the two others are restarted, so they
+/// hold their logs only from their newest checkpoints on and the lagging member can only
+/// catch up from a snapshot. Returns the simulation (the lagging member still down), the
+/// lagging member and the two others.
+fn behind_the_kept_log(seed: u64) -> (Sim, usize, [usize; 2]) {
+    let mut sim = Sim::scripted(seed, 3, 10);
+    let leader = sim.elect();
+    let lagging = (leader + 1) % 3;
+    let others = [leader, (leader + 2) % 3];
+    sim.stop_member(lagging, false);
+    for value in 1..=40 {
+        let through = sim.live_leader().unwrap_or(leader);
+        assert_eq!(sim.put_and_wait(through, 0, value), WriteOutcome::Ok);
+    }
+    for i in others {
+        sim.stop_member(i, false);
+        sim.start_member(i);
+    }
+    (sim, lagging, others)
+}
+
+/// Runs until the lagging member of [`behind_the_kept_log`] applied the 40 writes and every
+/// member applied as far.
+fn catch_up(sim: &mut Sim, lagging: usize, others: [usize; 2]) {
+    sim.run_until("the lagging member catching up", |s| {
+        let applied = s.applied_index(lagging).unwrap_or(0);
+        applied >= 40 && others.iter().all(|&i| s.applied_index(i) == Some(applied))
+    });
+}
+
 /// Regression (found by seeds 43, 89 and 129 of an earlier version of this simulation): when a
 /// `MsgSnapshot` is lost (dropped, its receiver down or partitioned, or its checkpoint file not
 /// stored) or its receiver dies before answering, raft-rs keeps the leader's progress for that
@@ -442,21 +473,7 @@ fn a_restarted_member_ignores_the_read_index_of_its_previous_process() {
 /// simulation, as the transport, reports every snapshot it delivers or loses.
 #[test]
 fn a_lost_snapshot_does_not_strand_a_follower() {
-    let mut sim = Sim::scripted(2, 3, 10);
-    let leader = sim.elect();
-    let lagging = (leader + 1) % 3;
-    let others = [leader, (leader + 2) % 3];
-    sim.stop_member(lagging, false);
-    for value in 1..=40 {
-        let through = sim.live_leader().unwrap_or(leader);
-        assert_eq!(sim.put_and_wait(through, 0, value), WriteOutcome::Ok);
-    }
-    // Restarted, the two others hold their logs only from their newest checkpoints on, so
-    // the lagging member can only catch up from a snapshot.
-    for i in others {
-        sim.stop_member(i, false);
-        sim.start_member(i);
-    }
+    let (mut sim, lagging, others) = behind_the_kept_log(2);
     let mut dropped = false;
     sim.set_rule(Some(Box::new(move |m: &Message| {
         if m.get_msg_type() == MessageType::MsgSnapshot && !dropped {
@@ -467,10 +484,7 @@ fn a_lost_snapshot_does_not_strand_a_follower() {
         }
     })));
     sim.start_member(lagging);
-    sim.run_until("the lagging member catching up", |s| {
-        let applied = s.applied_index(lagging).unwrap_or(0);
-        applied >= 40 && others.iter().all(|&i| s.applied_index(i) == Some(applied))
-    });
+    catch_up(&mut sim, lagging, others);
 }
 
 /// A follower installs a snapshot from the leader while its disk stalls, and the rest of the
@@ -481,21 +495,7 @@ fn a_lost_snapshot_does_not_strand_a_follower() {
 /// random runs).
 #[test]
 fn a_follower_installing_a_snapshot_on_a_stalled_disk_waits_before_campaigning() {
-    let mut sim = Sim::scripted(4, 3, 10);
-    let leader = sim.elect();
-    let lagging = (leader + 1) % 3;
-    let others = [leader, (leader + 2) % 3];
-    sim.stop_member(lagging, false);
-    for value in 1..=40 {
-        let through = sim.live_leader().unwrap_or(leader);
-        assert_eq!(sim.put_and_wait(through, 0, value), WriteOutcome::Ok);
-    }
-    // Restarted, the two others hold their logs only from their newest checkpoints on, so
-    // the lagging member can only catch up from a snapshot.
-    for i in others {
-        sim.stop_member(i, false);
-        sim.start_member(i);
-    }
+    let (mut sim, lagging, others) = behind_the_kept_log(4);
     let to = lagging as u64 + 1;
     sim.set_rule(Some(Box::new(move |m: &Message| {
         if m.get_msg_type() == MessageType::MsgSnapshot && m.to == to {
@@ -522,10 +522,7 @@ fn a_follower_installing_a_snapshot_on_a_stalled_disk_waits_before_campaigning()
     for i in others {
         sim.start_member(i);
     }
-    sim.run_until("the lagging member catching up", |s| {
-        let applied = s.applied_index(lagging).unwrap_or(0);
-        applied >= 40 && others.iter().all(|&i| s.applied_index(i) == Some(applied))
-    });
+    catch_up(&mut sim, lagging, others);
 }
 
 // ----- slow disks: the raft core never waits for a sync -----
