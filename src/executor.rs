@@ -23,7 +23,8 @@
 //! ([`Options::time_slice`]).
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -52,9 +53,20 @@ impl Default for Options {
     }
 }
 
-/// The waker of an executor's root task, which the kicker wakes; emptied by the executor
-/// when its body ends, so that the waker is dropped on its own thread.
-type KickSlot = Mutex<Option<Waker>>;
+/// The kicks an executor's root task may have queued and not yet taken: glommio queues a
+/// clone of the waker for every wake-up from another thread, and a task's reference count
+/// is an `i16`, so an executor stuck in one poll (a hung system call) must not collect a
+/// kick every period for minutes. 1,000 kicks are 10 s on the raft core.
+const UNPOLLED_KICKS_MAX: u32 = 1_000;
+
+/// What the kicker holds of one executor.
+struct KickSlot {
+    /// The waker of the executor's root task; emptied by the executor when its body ends,
+    /// so that the waker is dropped on its own thread.
+    waker: Mutex<Option<Waker>>,
+    /// Kicks since the root task was last polled.
+    unpolled: AtomicU32,
+}
 
 /// One executor the kicker wakes.
 struct Kick {
@@ -65,6 +77,8 @@ struct Kick {
 
 /// The executors the kicker wakes; the kicker thread starts with the first.
 static KICKS: Mutex<Vec<Kick>> = Mutex::new(Vec::new());
+/// Tells the kicker of a new executor, whose period may end before its current sleep.
+static KICKS_ADDED: Condvar = Condvar::new();
 static KICKER: std::sync::Once = std::sync::Once::new();
 
 /// Has the kicker wake the root task in `slot` every `period`, for as long as `slot` lives.
@@ -75,6 +89,7 @@ fn kick_every(slot: &Arc<KickSlot>, period: Duration) {
         period,
         due: Instant::now() + period,
     });
+    KICKS_ADDED.notify_one();
     KICKER.call_once(|| {
         // Without the thread the executors still run; they only lose the guard.
         if let Err(error) = std::thread::Builder::new()
@@ -87,23 +102,30 @@ fn kick_every(slot: &Arc<KickSlot>, period: Duration) {
 }
 
 fn kick_forever() {
+    let mut kicks = KICKS.lock().expect("kicks lock");
     loop {
         let now = Instant::now();
         let mut next = now + WATCHDOG_DEFAULT;
-        KICKS.lock().expect("kicks lock").retain_mut(|kick| {
+        kicks.retain_mut(|kick| {
             let Some(slot) = kick.slot.upgrade() else {
                 return false;
             };
             if kick.due <= now {
-                if let Some(waker) = slot.lock().expect("kick slot lock").as_ref() {
-                    waker.wake_by_ref();
+                if slot.unpolled.fetch_add(1, Ordering::AcqRel) < UNPOLLED_KICKS_MAX {
+                    if let Some(waker) = slot.waker.lock().expect("kick slot lock").as_ref() {
+                        waker.wake_by_ref();
+                    }
+                } else {
+                    // Stays at the cap (it counts no further than that).
+                    slot.unpolled.store(UNPOLLED_KICKS_MAX, Ordering::Release);
                 }
                 kick.due = now + kick.period;
             }
             next = next.min(kick.due);
             true
         });
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        let wait = next.saturating_duration_since(Instant::now());
+        kicks = KICKS_ADDED.wait_timeout(kicks, wait).expect("kicks lock").0;
     }
 }
 
@@ -124,29 +146,40 @@ where
     LocalExecutorBuilder::new(Placement::Unbound)
         .name(name)
         .spawn(move || async move {
-            let slot: Arc<KickSlot> = Arc::new(Mutex::new(None));
+            let slot = Arc::new(KickSlot {
+                waker: Mutex::new(None),
+                unpolled: AtomicU32::new(0),
+            });
             std::future::poll_fn(|cx| {
-                *slot.lock().expect("kick slot lock") = Some(cx.waker().clone());
+                *slot.waker.lock().expect("kick slot lock") = Some(cx.waker().clone());
                 Poll::Ready(())
             })
             .await;
             kick_every(&slot, options.watchdog);
-            let result = match options.time_slice {
-                None => body().await,
-                Some(slice) => {
-                    let queue = glommio::executor().create_task_queue(
-                        Shares::default(),
-                        Latency::Matters(slice),
-                        &queue_name,
-                    );
-                    match glommio::spawn_local_into(body(), queue) {
-                        Ok(task) => task.await,
-                        // Only a queue handle of another executor fails; this one is ours.
-                        Err(error) => panic!("spawning into a new task queue: {error}"),
+            let run = async {
+                match options.time_slice {
+                    None => body().await,
+                    Some(slice) => {
+                        let queue = glommio::executor().create_task_queue(
+                            Shares::default(),
+                            Latency::Matters(slice),
+                            &queue_name,
+                        );
+                        match glommio::spawn_local_into(body(), queue) {
+                            Ok(task) => task.await,
+                            // Only a queue handle of another executor fails; this one is ours.
+                            Err(error) => panic!("spawning into a new task queue: {error}"),
+                        }
                     }
                 }
             };
-            let waker = slot.lock().expect("kick slot lock").take();
+            let mut run = std::pin::pin!(run);
+            let result = std::future::poll_fn(|cx| {
+                slot.unpolled.store(0, Ordering::Release);
+                run.as_mut().poll(cx)
+            })
+            .await;
+            let waker = slot.waker.lock().expect("kick slot lock").take();
             drop(waker);
             result
         })

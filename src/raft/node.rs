@@ -866,7 +866,13 @@ impl<D: Disk> RaftNode<D> {
             return;
         }
         self.ticks += 1;
-        if !self.snapshot_awaits_marker() {
+        // While an installed snapshot's marker is not durable the election clock runs on
+        // (so the check-quorum lease of the leader that sent it expires as usual), but not
+        // into the tick that would campaign (see `snapshot_awaits_marker`).
+        let raft = &self.raw.raft;
+        if !self.snapshot_awaits_marker()
+            || raft.election_elapsed + 1 < raft.randomized_election_timeout()
+        {
             self.raw.tick();
         }
         if self.ticks % READ_RETRY_TICKS == 0 {
@@ -979,9 +985,9 @@ impl<D: Disk> RaftNode<D> {
     /// log already starts after it, while raft's applied index moves to it only with the
     /// marker. raft-rs cannot campaign in that window (to look for pending configuration
     /// changes it reads the entries after its applied index, and a compacted read there is
-    /// fatal), so the election clock stops and a leader's `MsgTimeoutNow` is dropped until
-    /// the write completes. A disk stalled past an election timeout while the leader is gone
-    /// delays this member's campaign by the stall, no more.
+    /// fatal), so the election clock stops short of the campaign and a leader's
+    /// `MsgTimeoutNow` is dropped until the write completes. A disk stalled past an election
+    /// timeout while the leader is gone delays this member's campaign by the stall, no more.
     fn snapshot_awaits_marker(&self) -> bool {
         let log = &self.raw.raft.raft_log;
         log.unstable.snapshot.is_none() && log.applied + 1 < log.first_index()
