@@ -111,13 +111,12 @@ fn kick_forever() {
                 return false;
             };
             if kick.due <= now {
-                if slot.unpolled.fetch_add(1, Ordering::AcqRel) < UNPOLLED_KICKS_MAX {
+                // Only this thread counts up, so the check and the count need no loop.
+                if slot.unpolled.load(Ordering::Acquire) < UNPOLLED_KICKS_MAX {
+                    slot.unpolled.fetch_add(1, Ordering::AcqRel);
                     if let Some(waker) = slot.waker.lock().expect("kick slot lock").as_ref() {
                         waker.wake_by_ref();
                     }
-                } else {
-                    // Stays at the cap (it counts no further than that).
-                    slot.unpolled.store(UNPOLLED_KICKS_MAX, Ordering::Release);
                 }
                 kick.due = now + kick.period;
             }
