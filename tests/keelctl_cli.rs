@@ -17,7 +17,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::ctl::{Quad, Seen, Tool};
-use common::{free_port, normalize, Kind, TlsServer};
+use common::{normalize, DeadPort, Kind, TlsServer};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 
 /// Runs `tool` with exactly `args` (no endpoint or timeouts added), the environment's
@@ -454,7 +454,8 @@ fn debug_lines(output: &Output) -> Vec<String> {
 /// the token fetch's (--dial-timeout) does, and etcd's client constructor exits 2.
 #[test]
 fn unreachable_endpoints_fail_as_etcdctl() {
-    let dead = format!("--endpoints=127.0.0.1:{}", free_port());
+    let held = DeadPort::new();
+    let dead = format!("--endpoints=127.0.0.1:{}", held.port);
     for args in [
         &[&dead[..], "--command-timeout=1s", "get", "foo"][..],
         &[&dead[..], "--command-timeout=1s", "put", "foo", "bar"],

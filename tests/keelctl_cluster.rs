@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::ctl::{run_tool, Quad, Seen, Tool, COMBINATIONS};
-use common::{free_port, normalize, Cluster, Kind, Server};
+use common::{free_port, normalize, Cluster, DeadPort, Kind, Server};
 use prost::Message;
 use regex::Regex;
 
@@ -471,7 +471,8 @@ fn single_member_maintenance_commands() {
 #[test]
 fn endpoints_that_do_not_answer() {
     let server = Server::start(Kind::Keel, &[]);
-    let dead = format!("127.0.0.1:{}", free_port());
+    let held = DeadPort::new();
+    let dead = format!("127.0.0.1:{}", held.port);
     let endpoints = format!("{},{dead}", server.endpoint);
     for args in [
         &["endpoint", "status"][..],

@@ -115,9 +115,71 @@ pub fn thread_states(pid: u32) -> String {
 
 /// A port that was free a moment ago. Another process could take it before the server binds
 /// it; that race is rare enough on a test machine and shows as a clear readiness failure.
+///
+/// The kernel may hand the same ephemeral port out again once it is released, so the ports
+/// handed out by this process are remembered: two tests running side by side never get the
+/// same one.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local addr").port();
+        if claim_port(port) {
+            return port;
+        }
+    }
+}
+
+/// Records `port` as handed out by this process; false if it already was.
+fn claim_port(port: u16) -> bool {
+    static CLAIMED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+    if claimed.contains(&port) {
+        return false;
+    }
+    claimed.push(port);
+    true
+}
+
+/// A loopback port where nothing answers, held for the value's lifetime: a TCP socket bound
+/// to it but not listening, so a connection is refused at once and no server (of this or
+/// another process) can bind the port meanwhile. A port merely found free could be taken by
+/// a server of a test running alongside, which would then answer for the "dead" endpoint.
+pub struct DeadPort {
+    fd: libc::c_int,
+    /// The held port.
+    pub port: u16,
+}
+
+impl DeadPort {
+    pub fn new() -> DeadPort {
+        // SAFETY: plain socket calls on a descriptor this value owns; `addr` and `len` are
+        // valid for the sizes passed.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let bound = libc::bind(fd, (&raw const addr).cast(), len);
+            assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+            let mut len = len;
+            let named = libc::getsockname(fd, (&raw mut addr).cast(), &raw mut len);
+            assert_eq!(named, 0, "getsockname: {}", std::io::Error::last_os_error());
+            let port = u16::from_be(addr.sin_port);
+            claim_port(port);
+            DeadPort { fd, port }
+        }
+    }
+}
+
+impl Drop for DeadPort {
+    fn drop(&mut self) {
+        // SAFETY: `fd` is this value's own open descriptor, closed once.
+        unsafe {
+            libc::close(self.fd);
+        }
+    }
 }
 
 impl Server {
