@@ -81,51 +81,160 @@ pub async fn save_parts<D: Disk>(
     applied_index: u64,
     parts: &[&[u8]],
 ) -> Result<(), CheckpointError> {
-    let payload_len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut crc = crc32fast::Hasher::new();
+    let mut writer = CheckpointWriter::create(disk, applied_index, 0).await?;
     for part in parts {
-        crc.update(part);
-    }
-    let name = file_name(applied_index);
-    let tmp_name = format!("{PREFIX}{applied_index:016x}{TMP_SUFFIX}");
-    let image_len = HEADER_BYTES + payload_len;
-    let total = image_len.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
-    let mut header = [0u8; HEADER_BYTES];
-    header[0..8].copy_from_slice(MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header[16..24].copy_from_slice(&applied_index.to_le_bytes());
-    header[24..32].copy_from_slice(&(payload_len as u64).to_le_bytes());
-    header[32..36].copy_from_slice(&crc.finalize().to_le_bytes());
-    let header_crc = crc32fast::hash(&header[0..HEADER_CRC_OFFSET]);
-    header[36..40].copy_from_slice(&header_crc.to_le_bytes());
-    let file = disk.open(&tmp_name, OpenOptions::create()).await?;
-    // The file image is the header, the payload, then zeros up to a whole block; it is
-    // written a chunk at a time, one write in flight.
-    let mut offset = 0;
-    while offset < total {
-        let len = WRITE_CHUNK_BYTES.min(total - offset);
-        let mut buf = file.alloc_buf(len);
-        let bytes = buf.as_mut();
-        bytes.fill(0);
-        // Copy the part of each piece of the image that falls into [offset, offset + len).
-        let mut piece_start = 0;
-        for piece in std::iter::once(&header[..]).chain(parts.iter().copied()) {
-            let piece_end = piece_start + piece.len();
-            let (start, end) = (offset.max(piece_start), (offset + len).min(piece_end));
-            if start < end {
-                bytes[start - offset..end - offset]
-                    .copy_from_slice(&piece[start - piece_start..end - piece_start]);
-            }
-            piece_start = piece_end;
+        if let Err(error) = writer.append(part).await {
+            writer.abandon().await;
+            return Err(error);
         }
-        file.write_at(offset as u64, buf).await?;
-        offset += len;
     }
-    file.sync().await?;
-    file.close().await?;
-    disk.rename(&tmp_name, &name).await?;
-    disk.sync_dir().await?;
+    writer.finish(&[]).await.map(|_| ())
+}
 
+/// A checkpoint file written as its payload is produced, so the payload is never whole in
+/// memory: [`CheckpointWriter::append`] the payload in order, then
+/// [`CheckpointWriter::finish`], which makes it durable and in place as [`save`] does. The
+/// first `held` payload bytes (a header only known at the end) are given to `finish`: what
+/// is appended in their place is ignored.
+///
+/// The file image (the file header, the payload, zeros up to a whole block) is written a
+/// chunk of [`WRITE_CHUNK_BYTES`] at a time, one write in flight, except its first blocks up
+/// to the end of the held bytes, which are kept in memory and written last.
+pub struct CheckpointWriter<'d, D: Disk> {
+    disk: &'d D,
+    file: D::File,
+    applied_index: u64,
+    tmp_name: String,
+    held: usize,
+    /// The image's first `first.len()` bytes (the held bytes' end rounded up to a block).
+    first: Vec<u8>,
+    /// The chunk being filled and where in the image it starts.
+    chunk: Option<(<D::File as File>::Buf, u64)>,
+    /// Payload bytes appended so far.
+    payload_len: usize,
+    /// CRC of the payload bytes after the held ones.
+    crc_after_held: crc32fast::Hasher,
+}
+
+impl<'d, D: Disk> CheckpointWriter<'d, D> {
+    /// Creates the temporary file of checkpoint `applied_index` on `disk`.
+    pub async fn create(
+        disk: &'d D,
+        applied_index: u64,
+        held: usize,
+    ) -> Result<CheckpointWriter<'d, D>, CheckpointError> {
+        let tmp_name = format!("{PREFIX}{applied_index:016x}{TMP_SUFFIX}");
+        let file = disk.open(&tmp_name, OpenOptions::create()).await?;
+        Ok(CheckpointWriter {
+            disk,
+            file,
+            applied_index,
+            tmp_name,
+            held,
+            first: vec![0; (HEADER_BYTES + held).div_ceil(BLOCK_SIZE) * BLOCK_SIZE],
+            chunk: None,
+            payload_len: 0,
+            crc_after_held: crc32fast::Hasher::new(),
+        })
+    }
+
+    /// Payload bytes appended so far.
+    pub fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+
+    /// Appends the next payload bytes; writes each chunk as it fills.
+    pub async fn append(&mut self, mut bytes: &[u8]) -> Result<(), CheckpointError> {
+        let skip = self.held.saturating_sub(self.payload_len).min(bytes.len());
+        self.crc_after_held.update(&bytes[skip..]);
+        while !bytes.is_empty() {
+            let at = HEADER_BYTES + self.payload_len;
+            let taken = if at < self.first.len() {
+                let n = (self.first.len() - at).min(bytes.len());
+                self.first[at..at + n].copy_from_slice(&bytes[..n]);
+                n
+            } else {
+                let (buf, start) = self
+                    .chunk
+                    .get_or_insert_with(|| (self.file.alloc_buf(WRITE_CHUNK_BYTES), at as u64));
+                let filled = at - *start as usize;
+                let n = (WRITE_CHUNK_BYTES - filled).min(bytes.len());
+                buf.as_mut()[filled..filled + n].copy_from_slice(&bytes[..n]);
+                if filled + n == WRITE_CHUNK_BYTES {
+                    let (buf, start) = self.chunk.take().expect("just filled");
+                    self.file.write_at(start, buf).await?;
+                }
+                n
+            };
+            self.payload_len += taken;
+            bytes = &bytes[taken..];
+        }
+        Ok(())
+    }
+
+    /// Writes the rest with `held` (the payload's first bytes) in place, makes the file
+    /// durable under its final name, and deletes all but the newest [`CHECKPOINTS_KEPT`]
+    /// checkpoints and any leftover temporary files. Returns the payload's length.
+    pub async fn finish(mut self, held: &[u8]) -> Result<u64, CheckpointError> {
+        assert_eq!(held.len(), self.held, "the held bytes of a checkpoint");
+        assert!(
+            self.payload_len >= self.held,
+            "a checkpoint shorter than its held bytes"
+        );
+        let written = self.write_rest(held).await;
+        let closed = self.file.close().await;
+        written?;
+        closed?;
+        self.disk
+            .rename(&self.tmp_name, &file_name(self.applied_index))
+            .await?;
+        self.disk.sync_dir().await?;
+        remove_old(self.disk).await?;
+        Ok(self.payload_len as u64)
+    }
+
+    async fn write_rest(&mut self, held: &[u8]) -> Result<(), CheckpointError> {
+        let image_len = HEADER_BYTES + self.payload_len;
+        if let Some((buf, start)) = self.chunk.take() {
+            let len = (image_len - start as usize).div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+            let mut last = self.file.alloc_buf(len);
+            last.as_mut().copy_from_slice(&buf.as_ref()[..len]);
+            self.file.write_at(start, last).await?;
+        }
+        let first_len = self
+            .first
+            .len()
+            .min(image_len.div_ceil(BLOCK_SIZE) * BLOCK_SIZE);
+        self.first[HEADER_BYTES..HEADER_BYTES + held.len()].copy_from_slice(held);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(held);
+        crc.combine(&self.crc_after_held);
+        let header = &mut self.first[..HEADER_BYTES];
+        header.fill(0);
+        header[0..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header[16..24].copy_from_slice(&self.applied_index.to_le_bytes());
+        header[24..32].copy_from_slice(&(self.payload_len as u64).to_le_bytes());
+        header[32..36].copy_from_slice(&crc.finalize().to_le_bytes());
+        let header_crc = crc32fast::hash(&header[0..HEADER_CRC_OFFSET]);
+        header[36..40].copy_from_slice(&header_crc.to_le_bytes());
+        let mut buf = self.file.alloc_buf(first_len);
+        buf.as_mut().copy_from_slice(&self.first[..first_len]);
+        self.file.write_at(0, buf).await?;
+        self.file.sync().await?;
+        Ok(())
+    }
+
+    /// Gives the file up (closed and removed; errors ignored: the next save removes what is
+    /// left).
+    pub async fn abandon(self) {
+        let _ = self.file.close().await;
+        let _ = self.disk.remove(&self.tmp_name).await;
+    }
+}
+
+/// Deletes leftover temporary files and all but the newest [`CHECKPOINTS_KEPT`] checkpoints.
+async fn remove_old<D: Disk>(disk: &D) -> Result<(), CheckpointError> {
     let mut removed = false;
     for name in disk.list().await? {
         if name.starts_with(PREFIX) && name.ends_with(TMP_SUFFIX) {

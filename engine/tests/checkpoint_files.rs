@@ -78,6 +78,82 @@ fn parts_save_as_their_concatenation() {
     });
 }
 
+/// A payload streamed through `CheckpointWriter` in uneven pieces, its first bytes given only
+/// at the end, is the same file as the payload saved whole: held bytes within the first
+/// block or beyond it, payloads shorter than the held blocks and spanning several chunks.
+#[test]
+fn a_streamed_payload_with_held_bytes_is_the_file_saved_whole() {
+    block_on(async {
+        let chunk = checkpoint::WRITE_CHUNK_BYTES;
+        for (case, (held, len)) in [
+            (0, 10),
+            (48, 48),
+            (100, 3000),
+            (5000, 6000),
+            (112, 2 * chunk + 4097),
+            (9000, chunk - 64),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (whole, streamed) = (SimDisk::new(20), SimDisk::new(21));
+            let payload: Vec<u8> = (0..len).map(|i| (i * 13 + i / 777) as u8).collect();
+            checkpoint::save(&whole, 5, &payload).await.unwrap();
+            let mut writer = checkpoint::CheckpointWriter::create(&streamed, 5, held)
+                .await
+                .unwrap();
+            // The held bytes' place is filled with junk, which the writer must ignore.
+            let mut stream = payload.clone();
+            stream[..held].fill(0xee);
+            let mut at = 0;
+            for piece in [1, 47, 4096, 333, chunk - 1, 2, 65_536].iter().cycle() {
+                let end = (at + piece).min(len);
+                writer.append(&stream[at..end]).await.unwrap();
+                at = end;
+                if at == len {
+                    break;
+                }
+            }
+            assert_eq!(writer.payload_len(), len);
+            assert_eq!(writer.finish(&payload[..held]).await.unwrap(), len as u64);
+            assert_eq!(checkpoint::load(&streamed, 5).await.unwrap(), payload);
+            let name = checkpoint::file_name(5);
+            let mut images = Vec::new();
+            for disk in [whole, streamed] {
+                let file = disk.open(&name, OpenOptions::read()).await.unwrap();
+                let len = file.len().await.unwrap();
+                images.push(file.read_at(0, len as usize).await.unwrap());
+                assert!(!disk
+                    .list()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|n| n.ends_with(".tmp")));
+            }
+            assert!(images[0] == images[1], "case {case}");
+        }
+    });
+}
+
+/// An abandoned streamed checkpoint leaves no file behind and the older checkpoint in place.
+#[test]
+fn an_abandoned_writer_leaves_the_older_checkpoint() {
+    block_on(async {
+        let disk = SimDisk::new(22);
+        checkpoint::save(&disk, 3, b"three").await.unwrap();
+        let mut writer = checkpoint::CheckpointWriter::create(&disk, 4, 0)
+            .await
+            .unwrap();
+        writer.append(&[1; 10_000]).await.unwrap();
+        writer.abandon().await;
+        assert_eq!(disk.list().await.unwrap(), vec![checkpoint::file_name(3)]);
+        assert_eq!(
+            checkpoint::load_latest(&disk).await.unwrap(),
+            Some((3, b"three".to_vec()))
+        );
+    });
+}
+
 #[test]
 fn corrupt_newest_falls_back_to_older_valid_one() {
     block_on(async {

@@ -104,7 +104,8 @@ proptest! {
     }
 
     /// A checkpoint encoded a slice at a time while writes, compactions and lease changes go on
-    /// between the slices is byte for byte the checkpoint of the store when it began.
+    /// between the slices is byte for byte the checkpoint of the store when it began, also
+    /// when its output is taken as it goes.
     #[test]
     fn sliced_encoding_captures_the_store_when_it_began(
         before in prop::collection::vec(op(), 0..40),
@@ -118,7 +119,7 @@ proptest! {
         let at_begin = observe(&store);
         let mut encoder = store.begin_checkpoint();
         prop_assert_eq!(encoder.revision(), store.current_revision());
-        let mut done = false;
+        let (mut done, mut taken, mut spare) = (false, Vec::new(), Vec::new());
         for (op, budget) in &during {
             apply(&mut store, op);
             // Physical compaction is held off while the encoder works.
@@ -128,10 +129,14 @@ proptest! {
             if !done {
                 done = encoder.step(&store, *budget).unwrap();
             }
+            if budget % 2 == 1 {
+                encoder.take_output(&mut spare);
+                taken.extend_from_slice(&spare);
+            }
         }
         while !encoder.step(&store, 1).unwrap() {}
         store.end_checkpoint(encoder.instance());
-        let bytes = encoder.finish().unwrap();
+        let bytes = assemble(taken, encoder.finish().unwrap());
         prop_assert_eq!(&bytes, &expected);
         prop_assert_eq!(observe(&Store::decode_checkpoint(&bytes).unwrap()), at_begin);
         // Compaction resumes once the checkpoint ended.
@@ -160,6 +165,15 @@ proptest! {
         let truncated = &bytes[..cut % bytes.len()];
         prop_assert!(matches!(Store::decode_checkpoint(truncated), Err(MvccError::CorruptCheckpoint(_))));
     }
+}
+
+/// The payload from the output taken before [`CheckpointEncoder::finish`] and its end.
+fn assemble(mut taken: Vec<u8>, end: PayloadEnd) -> Vec<u8> {
+    assert_eq!(end.from_start, taken.is_empty());
+    taken.extend_from_slice(&end.rest);
+    taken.extend_from_slice(&end.index);
+    taken[..end.header.len()].copy_from_slice(&end.header);
+    taken
 }
 
 #[test]

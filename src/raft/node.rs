@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::channel::oneshot;
-use keel_engine::checkpoint;
+use keel_engine::checkpoint::{self, CheckpointWriter};
 use keel_engine::io::Disk;
 use keel_engine::mvcc::Store;
 use keel_engine::wal::{RecordType, Wal, WalOptions};
@@ -609,11 +609,15 @@ enum CheckpointState {
 }
 
 /// One checkpoint's encoding, done a slice at a time under the store's read lock, away from
-/// the raft core (see `Store::begin_checkpoint`).
+/// the raft core (see `Store::begin_checkpoint`). The file's payload is the state metadata
+/// ([`CheckpointWork::prefix`]), then the MVCC payload, which can be written to the file as
+/// it is encoded ([`CheckpointWork::take_output`], [`EncodedCheckpoint::complete`]) or
+/// whole at the end ([`EncodedCheckpoint::save`]).
 pub struct CheckpointWork {
     /// The applied index the checkpoint captures.
     pub index: u64,
-    meta: StateMeta,
+    /// The state metadata (engine/FORMAT.md, "State-machine checkpoint payload").
+    prefix: Vec<u8>,
     encoder: keel_engine::mvcc::CheckpointEncoder,
 }
 
@@ -627,36 +631,75 @@ impl CheckpointWork {
         self.encoder.step(&store, keys).map_err(|e| e.to_string())
     }
 
-    /// The checkpoint file's payload (state metadata, then the MVCC payload), once
-    /// [`CheckpointWork::step`] returned true.
+    /// The payload's first bytes: the state metadata.
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    /// The payload's first bytes whose final value is known only once it is encoded (the
+    /// prefix and the MVCC payload's header): a [`CheckpointWriter`]'s `held` bytes.
+    pub fn held_len(&self) -> usize {
+        self.prefix.len() + keel_engine::mvcc::CheckpointEncoder::HEADER_LEN
+    }
+
+    /// Moves the MVCC payload bytes encoded since the last call into `spare` (see
+    /// `CheckpointEncoder::take_output`): after the prefix, they are the file's payload.
+    pub fn take_output(&mut self, spare: &mut Vec<u8>) {
+        self.encoder.take_output(spare);
+    }
+
+    /// The end of the payload, once [`CheckpointWork::step`] returned true.
     pub fn finish(self) -> Result<EncodedCheckpoint, String> {
-        let mvcc = self.encoder.finish().map_err(|e| e.to_string())?;
+        let end = self.encoder.finish().map_err(|e| e.to_string())?;
         Ok(EncodedCheckpoint {
             index: self.index,
-            prefix: records::encode_state_prefix(&self.meta, mvcc.len()),
-            mvcc,
+            prefix: self.prefix,
+            end,
         })
     }
 }
 
-/// An encoded checkpoint: the file's payload is `prefix` then `mvcc` (kept apart so the MVCC
-/// payload, hundreds of megabytes for a large store, is never copied).
+/// An encoded checkpoint: the state metadata and the end of the MVCC payload (all of it
+/// when none was taken as it was encoded).
 pub struct EncodedCheckpoint {
     /// The applied index it captures.
     pub index: u64,
-    /// The state metadata (engine/FORMAT.md, "State-machine checkpoint payload").
-    pub prefix: Vec<u8>,
-    /// The MVCC payload.
-    pub mvcc: Vec<u8>,
+    prefix: Vec<u8>,
+    end: keel_engine::mvcc::PayloadEnd,
 }
 
 impl EncodedCheckpoint {
-    /// Saves it as checkpoint file `index` on `disk`; returns the payload's size.
+    /// Saves it as checkpoint file `index` on `disk`, when none of its output was taken;
+    /// returns the payload's size.
     pub async fn save<D: Disk>(&self, disk: &D) -> Result<u64, String> {
-        checkpoint::save_parts(disk, self.index, &[&self.prefix, &self.mvcc])
+        assert!(self.end.from_start, "part of the checkpoint was taken");
+        let held = self.prefix.len() + self.end.header.len();
+        let mut writer = CheckpointWriter::create(disk, self.index, held)
             .await
-            .map(|()| (self.prefix.len() + self.mvcc.len()) as u64)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if let Err(error) = writer.append(&self.prefix).await {
+            writer.abandon().await;
+            return Err(error.to_string());
+        }
+        self.complete(writer).await
+    }
+
+    /// Completes the file `writer` that the prefix and all output taken went to; returns
+    /// the payload's size.
+    pub async fn complete<D: Disk>(
+        &self,
+        mut writer: CheckpointWriter<'_, D>,
+    ) -> Result<u64, String> {
+        for part in [&self.end.rest[..], &self.end.index[..]] {
+            if let Err(error) = writer.append(part).await {
+                writer.abandon().await;
+                return Err(error.to_string());
+            }
+        }
+        let mut held = Vec::with_capacity(self.prefix.len() + self.end.header.len());
+        held.extend_from_slice(&self.prefix);
+        held.extend_from_slice(&self.end.header);
+        writer.finish(&held).await.map_err(|e| e.to_string())
     }
 }
 
@@ -1913,7 +1956,7 @@ impl<D: Disk> RaftNode<D> {
         }
         let index = self.applied_index;
         let shared = self.shared.clone();
-        let meta = StateMeta {
+        let meta = &StateMeta {
             term: self.applied_term,
             conf_state: self.log.conf_state(),
             members: shared.members.lock().expect("members lock").clone(),
@@ -1945,7 +1988,7 @@ impl<D: Disk> RaftNode<D> {
         };
         Some(CheckpointWork {
             index,
-            meta,
+            prefix: records::encode_state_prefix(meta, 0),
             encoder,
         })
     }

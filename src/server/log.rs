@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use keel_engine::checkpoint::CheckpointWriter;
 use keel_engine::io::GlommioDisk;
 use keel_proto::etcdserverpb as pb;
 use raft::eraftpb::{Entry, Message};
@@ -190,32 +191,61 @@ impl Checkpointer {
                     return;
                 }
             };
+            // The encoder's output buffer and this one trade places at each slice, so the
+            // encoding reuses two buffers of about a slice each.
+            let mut spare = Vec::new();
             while let Ok(mut work) = work_rx.recv().await {
                 let index = work.index;
                 let began = std::time::Instant::now();
                 tracing::info!(index, "taking a checkpoint");
-                let mut slices = 0u64;
-                let encoded = loop {
-                    slices += 1;
-                    match work.step(&shared, CHECKPOINT_SLICE_KEYS) {
-                        Ok(true) => break work.finish(),
-                        Ok(false) => {}
-                        Err(error) => break Err(error),
+                // The file is written as the encoding goes: the payload is never whole in
+                // memory, and the disk takes it a chunk at a time.
+                let mut writer = match CheckpointWriter::create(&disk, index, work.held_len()).await
+                {
+                    Ok(writer) => Some(writer),
+                    Err(error) => {
+                        tracing::error!(%error, index, "creating the checkpoint file failed");
+                        None
                     }
                 };
-                let encoded = match encoded {
-                    Ok(encoded) => encoded,
-                    Err(error) => {
-                        tracing::warn!(%error, "checkpoint encoding stopped");
+                let mut slices = 0u64;
+                let encoded = match writer.as_mut() {
+                    None => Err("the checkpoint file could not be created".to_string()),
+                    Some(writer) => match writer.append(work.prefix()).await {
+                        Err(error) => Err(error.to_string()),
+                        Ok(()) => loop {
+                            slices += 1;
+                            let step = work.step(&shared, CHECKPOINT_SLICE_KEYS);
+                            work.take_output(&mut spare);
+                            let written = writer.append(&spare).await;
+                            match (step, written) {
+                                (Ok(true), Ok(())) => break work.finish(),
+                                (Ok(false), Ok(())) => {}
+                                (Err(error), _) => break Err(error),
+                                (_, Err(error)) => break Err(error.to_string()),
+                            }
+                        },
+                    },
+                };
+                let encoded = match (encoded, writer) {
+                    (Ok(encoded), Some(writer)) => (encoded, writer),
+                    (result, writer) => {
+                        if let Err(error) = &result {
+                            tracing::warn!(%error, "checkpoint encoding stopped");
+                        }
+                        if let Some(writer) = writer {
+                            writer.abandon().await;
+                        }
                         let outcome = CheckpointOutcome::Encoded(index, false);
                         let _ = outcome_tx.send(outcome).await;
                         continue;
                     }
                 };
+                let (encoded, writer) = encoded;
                 tracing::info!(
                     index,
                     slices,
-                    bytes = encoded.prefix.len() + encoded.mvcc.len(),
+                    streamed_bytes = writer.payload_len(),
                     took_ms = began.elapsed().as_millis() as u64,
                     "checkpoint encoded"
                 );
@@ -223,7 +253,7 @@ impl Checkpointer {
                     .send(CheckpointOutcome::Encoded(index, true))
                     .await;
                 let began = std::time::Instant::now();
-                let saved = encoded.save(&disk).await;
+                let saved = encoded.complete(writer).await;
                 tracing::info!(
                     index,
                     took_ms = began.elapsed().as_millis() as u64,

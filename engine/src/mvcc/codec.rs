@@ -87,8 +87,9 @@ fn corrupt(what: impl Into<String>) -> MvccError {
 /// so the payload is the same whether or not that work has finished.
 pub(crate) fn encode(store: &Store) -> Result<Vec<u8>, MvccError> {
     let mut encoder = CheckpointEncoder::new(store);
+    encoder.reserve_blob(store);
     encoder.step(store, usize::MAX)?;
-    encoder.finish()
+    encoder.finish().map(PayloadEnd::into_payload)
 }
 
 /// Encodes the store *as it was* when the encoder was made, a slice of keys at a time, while
@@ -101,12 +102,24 @@ pub(crate) fn encode(store: &Store) -> Result<Vec<u8>, MvccError> {
 /// while an encoder is pinned. Leases change without revisions, so their records are taken
 /// when the encoder is made. The payload is byte for byte what [`Store::encode_checkpoint`]
 /// gave at that moment.
+///
+/// The payload comes out as a stream: [`CheckpointEncoder::take_output`] hands over the bytes
+/// encoded since the last call, so a caller writing a file never holds the whole blob in
+/// memory (hundreds of megabytes of fresh pages for a large store, whose faulting stalled the
+/// CPU that completes the WAL's writes); [`CheckpointEncoder::finish`] gives the rest and the
+/// header, which belongs at the start of the stream.
 pub struct CheckpointEncoder {
     /// The store it began on (see `Store::instance`).
     instance: u64,
     revision: i64,
     compact_revision: i64,
+    /// Payload bytes not taken yet. The stream starts with `HEADER_LEN` zero bytes where the
+    /// header goes (it is known only at the end).
     out: Vec<u8>,
+    /// Payload bytes taken so far (placeholder included).
+    taken: usize,
+    /// CRC of the taken bytes after the header (the header's `body_crc` so far).
+    body_crc: crc32fast::Hasher,
     keys: Vec<KeyRecord>,
     revisions: Vec<RevisionRecord>,
     leases: Vec<LeaseRecord>,
@@ -128,15 +141,18 @@ impl std::fmt::Debug for CheckpointEncoder {
 }
 
 impl CheckpointEncoder {
+    /// Bytes of the payload's header, which [`CheckpointEncoder::finish`] gives and whose
+    /// place the output starts with.
+    pub const HEADER_LEN: usize = HEADER_LEN;
+
     pub(crate) fn new(store: &Store) -> CheckpointEncoder {
-        let capacity = usize::try_from(store.stats.approximate_bytes).unwrap_or(0) + HEADER_LEN;
-        let mut out: Vec<u8> = Vec::with_capacity(capacity);
-        out.resize(HEADER_LEN, 0);
         CheckpointEncoder {
             instance: store.instance,
             revision: store.current_revision,
             compact_revision: store.compact_revision,
-            out,
+            out: vec![0; HEADER_LEN],
+            taken: 0,
+            body_crc: crc32fast::Hasher::new(),
             keys: Vec::with_capacity(store.order.len()),
             revisions: Vec::with_capacity(
                 usize::try_from(store.stats.total_revisions).unwrap_or(0),
@@ -163,7 +179,30 @@ impl CheckpointEncoder {
 
     /// Bytes of key and value data encoded so far.
     pub fn encoded_bytes(&self) -> usize {
-        self.out.len() - HEADER_LEN
+        self.taken + self.out.len() - HEADER_LEN
+    }
+
+    /// Makes room for the whole blob at once, for a caller that takes no output before
+    /// [`CheckpointEncoder::finish`].
+    fn reserve_blob(&mut self, store: &Store) {
+        self.out
+            .reserve(usize::try_from(store.stats.approximate_bytes).unwrap_or(0));
+    }
+
+    /// Moves the payload bytes encoded since the last call (the first call: from the start of
+    /// the payload, where `HEADER_LEN` zero bytes hold the header's place) into `spare`,
+    /// whose old contents are dropped and whose allocation the encoder reuses.
+    pub fn take_output(&mut self, spare: &mut Vec<u8>) {
+        spare.clear();
+        std::mem::swap(spare, &mut self.out);
+        self.count_taken(spare);
+    }
+
+    /// Counts `bytes`, the next ones of the stream, as taken.
+    fn count_taken(&mut self, bytes: &[u8]) {
+        let skip = HEADER_LEN.saturating_sub(self.taken).min(bytes.len());
+        self.body_crc.update(&bytes[skip..]);
+        self.taken += bytes.len();
     }
 
     /// Encodes up to `keys_budget` more keys of `store`, which must be the store this encoder
@@ -233,6 +272,8 @@ impl CheckpointEncoder {
             revision: current_revision,
             compact_revision,
             out: vec![0; HEADER_LEN],
+            taken: 0,
+            body_crc: crc32fast::Hasher::new(),
             keys: Vec::new(),
             revisions: Vec::new(),
             leases: leases.iter().map(LeaseRecord::from).collect(),
@@ -242,43 +283,84 @@ impl CheckpointEncoder {
         for (key, history) in keys {
             encoder.push_key(&key, &history)?;
         }
-        encoder.finish()
+        encoder.finish().map(PayloadEnd::into_payload)
     }
 
-    /// The payload, once [`CheckpointEncoder::step`] returned true. Errors:
+    /// The end of the payload, once [`CheckpointEncoder::step`] returned true. Errors:
     /// [`MvccError::CheckpointTooLarge`], and the same for an encoder not done.
-    pub fn finish(self) -> Result<Vec<u8>, MvccError> {
+    pub fn finish(mut self) -> Result<PayloadEnd, MvccError> {
         if !self.done {
             return Err(too_large(
                 "the checkpoint encoder was finished before its last key",
             ));
         }
-        let mut out = self.out;
-        let blob_len = out.len() - HEADER_LEN;
+        let blob_len = self.encoded_bytes();
         let index = IndexV1 {
             current_revision: self.revision,
             compact_revision: self.compact_revision,
-            keys: self.keys,
-            revisions: self.revisions,
-            leases: self.leases,
+            keys: std::mem::take(&mut self.keys),
+            revisions: std::mem::take(&mut self.revisions),
+            leases: std::mem::take(&mut self.leases),
         };
-        let archived = rkyv::to_bytes::<RkyvError>(&index)
-            .map_err(|e| too_large(&format!("the record index cannot be archived: {e}")))?;
-        let index_offset = out.len().next_multiple_of(INDEX_ALIGN);
-        out.resize(index_offset, 0);
-        out.extend_from_slice(&archived);
-        let crc = crc32fast::hash(&out[HEADER_LEN..]);
-        let header = &mut out[..HEADER_LEN];
+        // Sized up front: growing by doubling would copy the records and fault in about twice
+        // their size.
+        let capacity = 256
+            + index.keys.len() * std::mem::size_of::<ArchivedKeyRecord>()
+            + index.revisions.len() * std::mem::size_of::<ArchivedRevisionRecord>()
+            + index.leases.len() * std::mem::size_of::<ArchivedLeaseRecord>();
+        let archived = rkyv::api::high::to_bytes_in::<_, RkyvError>(
+            &index,
+            AlignedVec::<INDEX_ALIGN>::with_capacity(capacity),
+        )
+        .map_err(|e| too_large(&format!("the record index cannot be archived: {e}")))?;
+        drop(index);
+        let index_offset = (HEADER_LEN + blob_len).next_multiple_of(INDEX_ALIGN);
+        let from_start = self.taken == 0;
+        let mut rest = std::mem::take(&mut self.out);
+        rest.resize(rest.len() + index_offset - HEADER_LEN - blob_len, 0);
+        self.count_taken(&rest);
+        self.count_taken(&archived);
+        let mut header = [0u8; HEADER_LEN];
         header[0..8].copy_from_slice(&MAGIC);
         header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         header[12..16].copy_from_slice(&0u32.to_le_bytes());
         header[16..24].copy_from_slice(&(blob_len as u64).to_le_bytes());
         header[24..32].copy_from_slice(&(index_offset as u64).to_le_bytes());
         header[32..40].copy_from_slice(&(archived.len() as u64).to_le_bytes());
-        header[40..44].copy_from_slice(&crc.to_le_bytes());
+        header[40..44].copy_from_slice(&self.body_crc.clone().finalize().to_le_bytes());
         let header_crc = crc32fast::hash(&header[..44]);
         header[44..48].copy_from_slice(&header_crc.to_le_bytes());
-        Ok(out)
+        Ok(PayloadEnd {
+            header,
+            rest,
+            index: archived,
+            from_start,
+        })
+    }
+}
+
+/// The end of a checkpoint payload ([`CheckpointEncoder::finish`]): the payload goes on from
+/// the bytes taken before with `rest`, then `index`; `header` takes the place of the
+/// `HEADER_LEN` zero bytes it began with.
+pub struct PayloadEnd {
+    /// The payload's header.
+    pub header: [u8; HEADER_LEN],
+    /// The bytes not taken before (the end of the blob and the padding).
+    pub rest: Vec<u8>,
+    /// The record index, the payload's last bytes.
+    pub index: AlignedVec<INDEX_ALIGN>,
+    /// Whether nothing was taken before: `rest` then starts with the header's place.
+    pub from_start: bool,
+}
+
+impl PayloadEnd {
+    /// The whole payload, for an encoder whose output was never taken.
+    pub(crate) fn into_payload(self) -> Vec<u8> {
+        assert!(self.from_start, "part of the payload was taken");
+        let mut payload = self.rest;
+        payload[..HEADER_LEN].copy_from_slice(&self.header);
+        payload.extend_from_slice(&self.index);
+        payload
     }
 }
 

@@ -49,7 +49,7 @@ use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::Arc;
 
-pub use codec::CheckpointEncoder;
+pub use codec::{CheckpointEncoder, PayloadEnd};
 pub use error::{grpc_code, MvccError};
 pub use export::{Export, Exported, ExportedLease, ExportedRevision};
 pub use lease::{LeaseInfo, LEASE_TTL_MAX_SECONDS};
