@@ -4,7 +4,8 @@
 # --snapshot-count N+100000, measures puts of 10 clients that stay below that count (the
 # baseline), then puts that cross it, so the checkpoint is taken while they run. Reports per
 # system the baseline p99, the p99 and max latency of the window with the checkpoint, and
-# max(window) / p99(baseline) (Keel's target: at most 5x). Rounds alternate etcd, keel, ...
+# max(window) / p99(baseline) (Keel's target: at most 5x), and the member's peak RSS
+# (VmHWM, which the checkpoint's memory raises). Rounds alternate etcd, keel, ...
 # Writes perf/results/<date>-<host>-checkpoint.md.
 #
 #   perf/checkpoint-stall.sh [--keys 1000000] [--rounds 3] [--etcd PATH] [--keel PATH]
@@ -64,12 +65,13 @@ for round in $(seq 1 "$rounds"); do
       --key-space-size "$keys" --key-size 8 --val-size 256 --json >"$run_dir/$system-$round-window.json"
     sleep 1
     after=$(grep -c -i -E "checkpoint written|saved snapshot" "$log" || true)
+    peak_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/${pids[0]}/status" 2>/dev/null || echo 0)
     stop_members
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$system" "$round" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$system" "$round" \
       "$(json_field "$run_dir/$system-$round-base.json" p99)" \
       "$(json_field "$run_dir/$system-$round-window.json" p99)" \
       "$(json_field "$run_dir/$system-$round-window.json" max)" \
-      "$((after - before))" >>"$results"
+      "$((after - before))" "${peak_kib:-0}" >>"$results"
     rm -rf "$data"
   done
 done
@@ -80,8 +82,9 @@ import statistics, sys
 path, keys, rounds, etcd_version = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rows = [line.rstrip("\n").split("\t") for line in open(path) if line.strip()]
 by = {}
-for system, rnd, base_p99, win_p99, win_max, taken in rows:
-    by.setdefault(system, []).append((int(base_p99), int(win_p99), int(win_max), int(taken)))
+for system, rnd, base_p99, win_p99, win_max, taken, peak_kib in rows:
+    by.setdefault(system, []).append(
+        (int(base_p99), int(win_p99), int(win_max), int(taken), int(peak_kib) // 1024))
 print(f"# Write latency during a checkpoint of {keys:,} keys: Keel vs etcd {etcd_version}")
 print()
 print("Written by `perf/checkpoint-stall.sh`. One member per system, loaded with keys of 8 B and")
@@ -89,10 +92,11 @@ print("256 B values, started with `--snapshot-count` 100,000 above the load. Bas
 print("random-key puts from 10 clients (below the count). Window: 150,000 more, which cross it,")
 print("so the member takes its checkpoint (etcd: its snapshot) while they run. Latencies in")
 print(f"microseconds, medians of {rounds} alternating rounds; 'taken' counts the checkpoints or")
-print("snapshots the member logged during the runs.")
+print("snapshots the member logged during the runs; 'peak RSS' is the member's VmHWM at the")
+print("end of the window, in MiB (the load, the window and the checkpoint's own memory).")
 print()
-print("| system | baseline p99 | window p99 | window max | max / baseline p99 | taken |")
-print("|---|---:|---:|---:|---:|---:|")
+print("| system | baseline p99 | window p99 | window max | max / baseline p99 | taken | peak RSS |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 for system in ("etcd", "keel"):
     runs = by.get(system, [])
     if not runs:
@@ -102,12 +106,13 @@ for system in ("etcd", "keel"):
     wmax = statistics.median(r[2] for r in runs)
     ratio = statistics.median(r[2] / r[0] for r in runs)
     taken = "/".join(str(r[3]) for r in runs)
-    print(f"| {system} | {base:.0f} | {wp99:.0f} | {wmax:.0f} | {ratio:.1f}x | {taken} |")
+    peak = statistics.median(r[4] for r in runs)
+    print(f"| {system} | {base:.0f} | {wp99:.0f} | {wmax:.0f} | {ratio:.1f}x | {taken} | {peak:.0f} |")
 print()
-print("Per round (baseline p99, window p99, window max):")
+print("Per round (baseline p99, window p99, window max, peak RSS in MiB):")
 print()
 for system in ("etcd", "keel"):
     for i, r in enumerate(by.get(system, []), 1):
-        print(f"- {system} round {i}: {r[0]}, {r[1]}, {r[2]} (taken {r[3]})")
+        print(f"- {system} round {i}: {r[0]}, {r[1]}, {r[2]}, {r[4]} (taken {r[3]})")
 PY
 echo "checkpoint-stall.sh: wrote $out" >&2

@@ -17,7 +17,9 @@ use keel_proto::etcdserverpb as pb;
 use raft::eraftpb::{Entry, Message};
 
 use crate::config::AutoCompaction;
-use crate::raft::node::{CheckpointWork, DiskWriter, Outbox, RaftNode, WriteDone, WriteJob};
+use crate::raft::node::{
+    CheckpointWork, DiskWriter, EncodedCheckpoint, Outbox, RaftNode, WriteDone, WriteJob,
+};
 use crate::server::command::Command;
 use crate::server::state::{LeaderTransfer, Proposal, ReadReply, Shared};
 
@@ -194,54 +196,21 @@ impl Checkpointer {
             // The encoder's output buffer and this one trade places at each slice, so the
             // encoding reuses two buffers of about a slice each.
             let mut spare = Vec::new();
-            while let Ok(mut work) = work_rx.recv().await {
+            while let Ok(work) = work_rx.recv().await {
                 let index = work.index;
                 let began = std::time::Instant::now();
                 tracing::info!(index, "taking a checkpoint");
-                // The file is written as the encoding goes: the payload is never whole in
-                // memory, and the disk takes it a chunk at a time.
-                let mut writer = match CheckpointWriter::create(&disk, index, work.held_len()).await
-                {
-                    Ok(writer) => Some(writer),
-                    Err(error) => {
-                        tracing::error!(%error, index, "creating the checkpoint file failed");
-                        None
-                    }
-                };
                 let mut slices = 0u64;
-                let encoded = match writer.as_mut() {
-                    None => Err("the checkpoint file could not be created".to_string()),
-                    Some(writer) => match writer.append(work.prefix()).await {
-                        Err(error) => Err(error.to_string()),
-                        Ok(()) => loop {
-                            slices += 1;
-                            let step = work.step(&shared, CHECKPOINT_SLICE_KEYS);
-                            work.take_output(&mut spare);
-                            let written = writer.append(&spare).await;
-                            match (step, written) {
-                                (Ok(true), Ok(())) => break work.finish(),
-                                (Ok(false), Ok(())) => {}
-                                (Err(error), _) => break Err(error),
-                                (_, Err(error)) => break Err(error.to_string()),
-                            }
-                        },
-                    },
-                };
-                let encoded = match (encoded, writer) {
-                    (Ok(encoded), Some(writer)) => (encoded, writer),
-                    (result, writer) => {
-                        if let Err(error) = &result {
-                            tracing::warn!(%error, "checkpoint encoding stopped");
-                        }
-                        if let Some(writer) = writer {
-                            writer.abandon().await;
-                        }
+                let encoded = encode_to_file(work, &shared, &disk, &mut spare, &mut slices).await;
+                let (encoded, writer) = match encoded {
+                    Ok(encoded) => encoded,
+                    Err(error) => {
+                        tracing::warn!(%error, "checkpoint encoding stopped");
                         let outcome = CheckpointOutcome::Encoded(index, false);
                         let _ = outcome_tx.send(outcome).await;
                         continue;
                     }
                 };
-                let (encoded, writer) = encoded;
                 tracing::info!(
                     index,
                     slices,
@@ -271,6 +240,45 @@ impl Checkpointer {
             outcomes: outcome_rx,
             garbage: garbage_tx,
         })
+    }
+}
+
+/// Encodes `work` a slice at a time, writing the bytes of each slice to a new checkpoint file
+/// as they come (so the payload is never whole in memory); returns the encoding's end and the
+/// file to complete with it. `spare` is the output buffer, kept from one checkpoint to the
+/// next; `slices` counts the slices. The file is given up on any error.
+async fn encode_to_file<'d>(
+    mut work: CheckpointWork,
+    shared: &Shared,
+    disk: &'d GlommioDisk,
+    spare: &mut Vec<u8>,
+    slices: &mut u64,
+) -> Result<(EncodedCheckpoint, CheckpointWriter<'d, GlommioDisk>), String> {
+    let mut writer = CheckpointWriter::create(disk, work.index, work.held_len())
+        .await
+        .map_err(|e| e.to_string())?;
+    let encoded = async {
+        writer
+            .append(work.prefix())
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            *slices += 1;
+            let done = work.step(shared, CHECKPOINT_SLICE_KEYS)?;
+            work.take_output(spare);
+            writer.append(spare).await.map_err(|e| e.to_string())?;
+            if done {
+                return work.finish();
+            }
+        }
+    }
+    .await;
+    match encoded {
+        Ok(encoded) => Ok((encoded, writer)),
+        Err(error) => {
+            writer.abandon().await;
+            Err(error)
+        }
     }
 }
 
