@@ -18,8 +18,9 @@ const SUFFIX: &str = ".ckpt";
 const TMP_SUFFIX: &str = ".ckpt.tmp";
 /// How many checkpoint files [`save`] keeps.
 pub const CHECKPOINTS_KEPT: usize = 2;
-/// Bytes [`save`] writes at a time: the WAL's small writes to the same device never queue
-/// behind more than one such write (one write of a whole 350 MB checkpoint held the WAL's
+/// Bytes a checkpoint file is written in at a time ([`CheckpointWriter`], which [`save`]
+/// uses): the WAL's small writes to the same device never queue behind more than one such
+/// write (one write of a whole 350 MB checkpoint held the WAL's
 /// syncs for half a second).
 pub const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -99,7 +100,9 @@ pub async fn save_parts<D: Disk>(
 ///
 /// The file image (the file header, the payload, zeros up to a whole block) is written a
 /// chunk of [`WRITE_CHUNK_BYTES`] at a time, one write in flight, except its first blocks up
-/// to the end of the held bytes, which are kept in memory and written last.
+/// to the end of the held bytes, which are kept in memory and written last. After an error
+/// the writer only refuses: give it up with [`CheckpointWriter::abandon`]; a failed
+/// [`CheckpointWriter::finish`] removes the temporary file itself.
 pub struct CheckpointWriter<'d, D: Disk> {
     disk: &'d D,
     file: D::File,
@@ -114,6 +117,8 @@ pub struct CheckpointWriter<'d, D: Disk> {
     payload_len: usize,
     /// CRC of the payload bytes after the held ones.
     crc_after_held: crc32fast::Hasher,
+    /// An append failed: what was written no longer matches the counts above.
+    failed: bool,
 }
 
 impl<'d, D: Disk> CheckpointWriter<'d, D> {
@@ -135,6 +140,7 @@ impl<'d, D: Disk> CheckpointWriter<'d, D> {
             chunk: None,
             payload_len: 0,
             crc_after_held: crc32fast::Hasher::new(),
+            failed: false,
         })
     }
 
@@ -144,7 +150,24 @@ impl<'d, D: Disk> CheckpointWriter<'d, D> {
     }
 
     /// Appends the next payload bytes; writes each chunk as it fills.
-    pub async fn append(&mut self, mut bytes: &[u8]) -> Result<(), CheckpointError> {
+    pub async fn append(&mut self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        if self.failed {
+            return Err(self.failed_before());
+        }
+        let appended = self.append_bytes(bytes).await;
+        self.failed = appended.is_err();
+        appended
+    }
+
+    fn failed_before(&self) -> CheckpointError {
+        CheckpointError::Io(IoError::Os {
+            op: "write",
+            name: self.tmp_name.clone(),
+            source: std::io::Error::other("an earlier write of this checkpoint failed"),
+        })
+    }
+
+    async fn append_bytes(&mut self, mut bytes: &[u8]) -> Result<(), CheckpointError> {
         let skip = self.held.saturating_sub(self.payload_len).min(bytes.len());
         self.crc_after_held.update(&bytes[skip..]);
         while !bytes.is_empty() {
@@ -181,13 +204,25 @@ impl<'d, D: Disk> CheckpointWriter<'d, D> {
             self.payload_len >= self.held,
             "a checkpoint shorter than its held bytes"
         );
-        let written = self.write_rest(held).await;
-        let closed = self.file.close().await;
-        written?;
-        closed?;
-        self.disk
-            .rename(&self.tmp_name, &file_name(self.applied_index))
-            .await?;
+        let written = if self.failed {
+            Err(self.failed_before())
+        } else {
+            self.write_rest(held).await
+        };
+        let closed = self.file.close().await.map_err(CheckpointError::from);
+        let renamed = match written.and(closed) {
+            Ok(()) => self
+                .disk
+                .rename(&self.tmp_name, &file_name(self.applied_index))
+                .await
+                .map_err(CheckpointError::from),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = renamed {
+            // A checkpoint's worth of disk is not left behind (a full disk would keep failing).
+            let _ = self.disk.remove(&self.tmp_name).await;
+            return Err(error);
+        }
         self.disk.sync_dir().await?;
         remove_old(self.disk).await?;
         Ok(self.payload_len as u64)
@@ -218,9 +253,13 @@ impl<'d, D: Disk> CheckpointWriter<'d, D> {
         header[32..36].copy_from_slice(&crc.finalize().to_le_bytes());
         let header_crc = crc32fast::hash(&header[0..HEADER_CRC_OFFSET]);
         header[36..40].copy_from_slice(&header_crc.to_le_bytes());
-        let mut buf = self.file.alloc_buf(first_len);
-        buf.as_mut().copy_from_slice(&self.first[..first_len]);
-        self.file.write_at(0, buf).await?;
+        // Large metadata (many users and roles) can make the held blocks longer than a chunk.
+        for start in (0..first_len).step_by(WRITE_CHUNK_BYTES) {
+            let end = (start + WRITE_CHUNK_BYTES).min(first_len);
+            let mut buf = self.file.alloc_buf(end - start);
+            buf.as_mut().copy_from_slice(&self.first[start..end]);
+            self.file.write_at(start as u64, buf).await?;
+        }
         self.file.sync().await?;
         Ok(())
     }

@@ -92,6 +92,8 @@ fn a_streamed_payload_with_held_bytes_is_the_file_saved_whole() {
             (5000, 6000),
             (112, 2 * chunk + 4097),
             (9000, chunk - 64),
+            // Held blocks longer than a chunk (large metadata) are written a chunk at a time.
+            (chunk + 5000, 3 * chunk),
         ]
         .into_iter()
         .enumerate()
@@ -132,6 +134,39 @@ fn a_streamed_payload_with_held_bytes_is_the_file_saved_whole() {
             }
             assert!(images[0] == images[1], "case {case}");
         }
+    });
+}
+
+/// A write that fails while the payload streams in: that append and every later one fail,
+/// and so does `finish`, which leaves no temporary file; the older checkpoint stays. A sync
+/// that fails at `finish` does the same.
+#[test]
+fn a_failed_write_or_sync_leaves_the_older_checkpoint_and_no_temporary_file() {
+    block_on(async {
+        let disk = SimDisk::new(23);
+        checkpoint::save(&disk, 3, b"three").await.unwrap();
+        let chunk = checkpoint::WRITE_CHUNK_BYTES;
+        let mut writer = checkpoint::CheckpointWriter::create(&disk, 4, 10)
+            .await
+            .unwrap();
+        writer.append(&vec![1; chunk]).await.unwrap();
+        disk.fail_next_write();
+        assert!(writer.append(&vec![2; chunk]).await.is_err());
+        assert!(writer.append(&[3; 10]).await.is_err());
+        assert!(writer.finish(&[0; 10]).await.is_err());
+        assert_eq!(disk.list().await.unwrap(), vec![checkpoint::file_name(3)]);
+
+        let mut writer = checkpoint::CheckpointWriter::create(&disk, 5, 0)
+            .await
+            .unwrap();
+        writer.append(&vec![4; 3 * chunk]).await.unwrap();
+        disk.fail_next_sync();
+        assert!(writer.finish(&[]).await.is_err());
+        assert_eq!(disk.list().await.unwrap(), vec![checkpoint::file_name(3)]);
+        assert_eq!(
+            checkpoint::load_latest(&disk).await.unwrap(),
+            Some((3, b"three".to_vec()))
+        );
     });
 }
 

@@ -669,17 +669,24 @@ pub struct EncodedCheckpoint {
 }
 
 impl EncodedCheckpoint {
-    /// Saves it as checkpoint file `index` on `disk`, when none of its output was taken;
+    /// Saves it as checkpoint file `index` on `disk`, `taken` being all the output taken
+    /// before it was finished ([`CheckpointWork::take_output`], in order; empty if none);
     /// returns the payload's size.
-    pub async fn save<D: Disk>(&self, disk: &D) -> Result<u64, String> {
-        assert!(self.end.from_start, "part of the checkpoint was taken");
+    pub async fn save<D: Disk>(&self, disk: &D, taken: &[u8]) -> Result<u64, String> {
+        assert_eq!(
+            self.end.from_start,
+            taken.is_empty(),
+            "the output taken from a checkpoint"
+        );
         let held = self.prefix.len() + self.end.header.len();
         let mut writer = CheckpointWriter::create(disk, self.index, held)
             .await
             .map_err(|e| e.to_string())?;
-        if let Err(error) = writer.append(&self.prefix).await {
-            writer.abandon().await;
-            return Err(error.to_string());
+        for part in [&self.prefix[..], taken] {
+            if let Err(error) = writer.append(part).await {
+                writer.abandon().await;
+                return Err(error.to_string());
+            }
         }
         self.complete(writer).await
     }
@@ -2019,7 +2026,7 @@ impl<D: Disk> RaftNode<D> {
         if ok {
             self.checkpoint_state = CheckpointState::Saving { info, lsn };
         } else {
-            tracing::error!(index = info.index, "encoding checkpoint failed");
+            tracing::error!(index = info.index, "encoding or writing checkpoint failed");
             self.checkpoint_failed(info.index);
         }
     }

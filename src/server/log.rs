@@ -193,7 +193,7 @@ impl Checkpointer {
                     return;
                 }
             };
-            // The encoder's output buffer and this one trade places at each slice, so the
+            // The encoder's output buffer and this one trade places at each slice, so an
             // encoding reuses two buffers of about a slice each.
             let mut spare = Vec::new();
             while let Ok(work) = work_rx.recv().await {
@@ -229,6 +229,9 @@ impl Checkpointer {
                     "checkpoint file saved"
                 );
                 drop(encoded);
+                // A slice of large values can grow the buffer far; it is not kept for the
+                // next checkpoint.
+                spare = Vec::new();
                 let _ = outcome_tx
                     .send(CheckpointOutcome::Saved(index, saved))
                     .await;

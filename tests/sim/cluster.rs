@@ -228,8 +228,10 @@ struct Running {
     held_write: Option<WriteJob>,
     /// The checkpoint being encoded.
     checkpoint: Option<CheckpointWork>,
-    /// An encoded checkpoint not saved yet: (index, payload).
-    unsaved: Option<EncodedCheckpoint>,
+    /// The output taken from it so far (the server writes it to the file as it comes).
+    taken: Vec<u8>,
+    /// An encoded checkpoint not saved yet, with the output taken from it.
+    unsaved: Option<(EncodedCheckpoint, Vec<u8>)>,
 }
 
 /// One member: its disks outlive its processes.
@@ -1174,6 +1176,7 @@ impl Sim {
             writer,
             held_write: None,
             checkpoint: None,
+            taken: Vec::new(),
             unsaved: None,
         });
         member.checked_commit = 0;
@@ -1272,9 +1275,9 @@ impl Sim {
             if !save_now {
                 return;
             }
-            let encoded = run.unsaved.take().expect("checked");
+            let (encoded, taken) = run.unsaved.take().expect("checked");
             let index = encoded.index;
-            let saved = block_on(encoded.save(&self.members[i].snap_disk));
+            let saved = block_on(encoded.save(&self.members[i].snap_disk, &taken));
             self.stats.checkpoints += u64::from(saved.is_ok());
             self.stats.checkpoint_failures += u64::from(saved.is_err());
             self.note(format!("member {} checkpoint at {index}", i + 1));
@@ -1293,7 +1296,15 @@ impl Sim {
             return;
         };
         let index = work.index;
-        let encoded = match work.step(&run.shared, keys) {
+        let step = work.step(&run.shared, keys);
+        // Half the slices hand their output over as they are encoded (the server does so with
+        // every slice), so some checkpoints are saved whole and others from their pieces.
+        if keys % 2 == 1 {
+            let mut output = Vec::new();
+            work.take_output(&mut output);
+            run.taken.extend_from_slice(&output);
+        }
+        let encoded = match step {
             Ok(false) => return,
             Ok(true) => run.checkpoint.take().expect("under way").finish(),
             Err(error) => {
@@ -1301,9 +1312,10 @@ impl Sim {
                 Err(error)
             }
         };
+        let taken = std::mem::take(&mut run.taken);
         run.node.checkpoint_encoded(index, encoded.is_ok());
         if let Ok(encoded) = encoded {
-            run.unsaved = Some(encoded);
+            run.unsaved = Some((encoded, taken));
         }
     }
 
