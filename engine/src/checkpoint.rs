@@ -20,8 +20,7 @@ const TMP_SUFFIX: &str = ".ckpt.tmp";
 pub const CHECKPOINTS_KEPT: usize = 2;
 /// Bytes a checkpoint file is written in at a time ([`CheckpointWriter`], which [`save`]
 /// uses): the WAL's small writes to the same device never queue behind more than one such
-/// write (one write of a whole 350 MB checkpoint held the WAL's
-/// syncs for half a second).
+/// write (one write of a whole 350 MB checkpoint held the WAL's syncs for half a second).
 pub const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Errors of checkpoint files.
