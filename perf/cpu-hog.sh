@@ -3,8 +3,9 @@
 # with nothing else (none), then with a shell busy loop pinned to CPU --cpu at nice 10
 # (nice10) and at SCHED_IDLE (idle), in alternating rounds. Prints per run the put p50, p99
 # and max (µs) and the puts over 3 ms. The CPU that takes the WAL disk's interrupts
-# (/proc/interrupts) is the one to try: a write completes there, so whatever keeps that CPU
-# busy delays every write (perf/results/2026-12-01-vm-latency.md).
+# (/proc/interrupts) is the one to try: an O_DSYNC write submitted through io_uring completes
+# there, so a busy thread there delayed every write while Keel wrote its WAL that way
+# (perf/results/2026-12-01-vm-wal-thread.md). --keel /usr/bin/etcd runs it against etcd.
 #
 #   perf/cpu-hog.sh [--cpu 1] [--rounds 2] [--puts 40000] [--keel PATH]
 set -euo pipefail

@@ -432,9 +432,12 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             Ok(disk) => disk,
             Err(error) => return fail(error),
         };
-        // The WAL's batches are O_DSYNC writes through io_uring (not a blocking sync on this
-        // thread): the raft core goes on ticking, stepping messages and applying meanwhile.
-        let wal_disk = match open_disk(&wal_dir, "WAL").await {
+        // The WAL's batches are O_DSYNC writes on a thread of their own (not on this one):
+        // the raft core goes on ticking, stepping messages and applying meanwhile.
+        let wal_disk = match open_disk(&wal_dir, "WAL").await.and_then(|disk| {
+            disk.with_write_thread("keel-wal-write")
+                .map_err(|e| anyhow::anyhow!("starting the WAL's write thread: {e}"))
+        }) {
             Ok(disk) => disk,
             Err(error) => return fail(error),
         };

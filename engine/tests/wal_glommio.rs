@@ -62,10 +62,16 @@ fn fresh_dir_reads_after_writes() {
 
 #[test]
 fn wal_round_trip_rolls_release_and_reopen() {
-    for dsync in [false, true] {
+    // (false, false): write + fdatasync through io_uring; (true, false): O_DSYNC writes
+    // through io_uring; (true, true): O_DSYNC writes on the disk's write thread (the server's
+    // WAL). A write thread with dsync off changes nothing, so it is not a case.
+    for (dsync, write_thread) in [(false, false), (true, false), (true, true)] {
         run(move |path| async move {
             let options = WalOptions { dsync, ..small() };
-            let disk = GlommioDisk::open(&path).await.unwrap();
+            let mut disk = GlommioDisk::open(&path).await.unwrap();
+            if write_thread {
+                disk = disk.with_write_thread("keel-test-write").unwrap();
+            }
             let (mut wal, records) = Wal::open(disk.clone(), options.clone()).await.unwrap();
             assert!(records.is_empty());
             let mut expected = Vec::new();
@@ -219,8 +225,9 @@ fn relative_directory_paths_work() {
         .unwrap();
 }
 
-/// The WAL with `with_blocking_sync` (the server's log core mode): appends are synced by a
-/// direct fdatasync and read back after reopening.
+/// The WAL with `with_blocking_sync` (a mode for an executor with nothing else to do; the
+/// server does not use it): appends are synced by a direct fdatasync and read back after
+/// reopening.
 #[test]
 fn blocking_sync_round_trip() {
     run(|path| async move {
@@ -242,3 +249,65 @@ fn blocking_sync_round_trip() {
         assert_eq!(records[19].payload, 19u32.to_le_bytes());
     });
 }
+
+/// Writes of O_DSYNC files on the disk's write thread: read back through io_uring, a write
+/// whose caller stopped waiting still lands (its buffer and descriptor belong to the job), and
+/// the thread's errors come back as the disk's.
+#[test]
+fn write_thread_writes_land_and_report_errors() {
+    run(|path| async move {
+        let disk = GlommioDisk::open(&path)
+            .await
+            .unwrap()
+            .with_write_thread("keel-test-write")
+            .unwrap();
+        let file = disk.open("data", OpenOptions::create()).await.unwrap();
+        file.zero_fill(1 << 20).await.unwrap();
+        file.close().await.unwrap();
+        let file = disk
+            .open("data", OpenOptions::read_write().with_dsync(true))
+            .await
+            .unwrap();
+        for i in 0..8u8 {
+            let mut buf = file.alloc_buf(8192);
+            assert!(buf.as_ref().iter().all(|&b| b == 0), "buffers come zeroed");
+            buf.as_mut().fill(i + 1);
+            file.write_at(u64::from(i) * 8192, buf).await.unwrap();
+        }
+        for i in 0..8u8 {
+            let read = file.read_at(u64::from(i) * 8192, 8192).await.unwrap();
+            assert!(read.iter().all(|&b| b == i + 1), "block {i}");
+        }
+        // A write polled once (so it is queued on the thread) and then dropped.
+        let mut buf = file.alloc_buf(4096);
+        buf.as_mut().fill(0xab);
+        let mut write = Box::pin(file.write_at(65536, buf));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(write.as_mut().poll(&mut context).is_pending());
+        drop(write);
+        file.close().await.unwrap();
+        drop(disk);
+        // Dropping the disk joined its thread, so the dropped write is done.
+        let disk = GlommioDisk::open(&path).await.unwrap();
+        let file = disk.open("data", OpenOptions::read()).await.unwrap();
+        let read = file.read_at(65536, 4096).await.unwrap();
+        assert!(read.iter().all(|&b| b == 0xab));
+        file.close().await.unwrap();
+
+        // A descriptor opened read-only: the thread's pwrite fails with EBADF.
+        let disk = disk.with_write_thread("keel-test-write").unwrap();
+        let file = disk
+            .open("data", OpenOptions::read().with_dsync(true))
+            .await
+            .unwrap();
+        let error = file.write_at(0, file.alloc_buf(4096)).await.unwrap_err();
+        assert!(
+            matches!(&error, IoError::Os { op: "write", source, .. }
+                if source.raw_os_error() == Some(EBADF)),
+            "{error:?}"
+        );
+    });
+}
+
+/// Linux `EBADF`.
+const EBADF: i32 = 9;

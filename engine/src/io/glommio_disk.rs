@@ -2,9 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use glommio::io::{Directory, DmaBuffer, DmaFile};
 
+use super::write_thread::{AlignedBuf, WriteThread};
 use super::{check_aligned, Disk, File, IoError, IoResult, OpenOptions, BLOCK_SIZE};
 
 /// The name of the marker file used by the glommio #605 workaround. Names starting with a dot
@@ -36,6 +38,8 @@ pub struct GlommioDisk {
     dir: PathBuf,
     dir_handle: Rc<Directory>,
     blocking_sync: bool,
+    /// See [`GlommioDisk::with_write_thread`].
+    write_thread: Option<Rc<WriteThread>>,
 }
 
 impl GlommioDisk {
@@ -79,6 +83,7 @@ impl GlommioDisk {
             dir,
             dir_handle: Rc::new(dir_handle),
             blocking_sync: false,
+            write_thread: None,
         })
     }
 
@@ -96,24 +101,49 @@ impl GlommioDisk {
         self
     }
 
+    /// Makes the writes of files opened from now on with O_DSYNC blocking `pwrite(2)` calls on
+    /// a thread of their own, named `name`, instead of io_uring writes; other files keep
+    /// io_uring. The executor does not wait: the write's future completes when the thread has
+    /// written. Worth it where such writes are on the latency path (the WAL): an asynchronous
+    /// O_DSYNC write finishes in a kernel worker bound to the CPU that took the disk's
+    /// interrupt, and waits there behind any busy thread (see `write_thread.rs`).
+    pub fn with_write_thread(mut self, name: &str) -> IoResult<GlommioDisk> {
+        let thread =
+            WriteThread::start(name).map_err(|e| os_error("start write thread", name, e))?;
+        self.write_thread = Some(Rc::new(thread));
+        Ok(self)
+    }
+
     /// The directory this disk works in.
     pub fn path(&self) -> &Path {
         &self.dir
     }
 }
 
-/// An aligned write buffer for [`GlommioFile`].
-pub struct GlommioBuf(DmaBuffer);
+/// An aligned write buffer for [`GlommioFile`]: glommio's for io_uring writes, a heap buffer
+/// that can move to the write thread for files that write there.
+pub struct GlommioBuf(Buf);
+
+enum Buf {
+    Dma(DmaBuffer),
+    Aligned(AlignedBuf),
+}
 
 impl AsRef<[u8]> for GlommioBuf {
     fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
+        match &self.0 {
+            Buf::Dma(buf) => buf.as_bytes(),
+            Buf::Aligned(buf) => buf.as_ref(),
+        }
     }
 }
 
 impl AsMut<[u8]> for GlommioBuf {
     fn as_mut(&mut self) -> &mut [u8] {
-        self.0.as_bytes_mut()
+        match &mut self.0 {
+            Buf::Dma(buf) => buf.as_bytes_mut(),
+            Buf::Aligned(buf) => buf.as_mut(),
+        }
     }
 }
 
@@ -123,16 +153,28 @@ pub struct GlommioFile {
     blocking_sync: bool,
     file: DmaFile,
     name: String,
+    /// Set for an O_DSYNC file of a disk with a write thread: the thread, and a duplicate of
+    /// the descriptor that a write in flight keeps open however the file is closed.
+    direct: Option<(Rc<WriteThread>, Arc<std::fs::File>)>,
+}
+
+impl GlommioFile {
+    fn dma_buf(&self, len: usize) -> DmaBuffer {
+        let mut buf = self.file.alloc_dma_buffer(len);
+        // DMA buffers come from a pool and may hold old bytes; padding must be zeros.
+        buf.as_bytes_mut().fill(0);
+        buf
+    }
 }
 
 impl File for GlommioFile {
     type Buf = GlommioBuf;
 
     fn alloc_buf(&self, len: usize) -> GlommioBuf {
-        let mut buf = self.file.alloc_dma_buffer(len);
-        // DMA buffers come from a pool and may hold old bytes; padding must be zeros.
-        buf.as_bytes_mut().fill(0);
-        GlommioBuf(buf)
+        match &self.direct {
+            Some((thread, _)) => GlommioBuf(Buf::Aligned(thread.alloc_buf(len))),
+            None => GlommioBuf(Buf::Dma(self.dma_buf(len))),
+        }
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> IoResult<Vec<u8>> {
@@ -152,13 +194,29 @@ impl File for GlommioFile {
     }
 
     async fn write_at(&self, offset: u64, buf: GlommioBuf) -> IoResult<()> {
-        let len = buf.0.len();
+        let len = buf.as_ref().len();
         check_aligned(offset, len)?;
-        let written = self
-            .file
-            .write_at(buf.0, offset)
-            .await
-            .map_err(|e| os_error("write", &self.name, e))?;
+        let written = match (buf.0, &self.direct) {
+            (Buf::Aligned(buf), Some((thread, file))) => thread
+                .write(file, offset, buf)
+                .await
+                .map_err(|e| os_error("write", &self.name, e))?,
+            (buf, _) => {
+                let dma = match buf {
+                    Buf::Dma(dma) => dma,
+                    // A buffer of another file's kind: io_uring needs glommio's.
+                    Buf::Aligned(aligned) => {
+                        let mut dma = self.dma_buf(len);
+                        dma.as_bytes_mut().copy_from_slice(aligned.as_ref());
+                        dma
+                    }
+                };
+                self.file
+                    .write_at(dma, offset)
+                    .await
+                    .map_err(|e| os_error("write", &self.name, e))?
+            }
+        };
         if written != len {
             // A short O_DIRECT write means the device could not take it all; treat it as EIO
             // because the caller must not assume any of it landed.
@@ -245,10 +303,24 @@ impl Disk for GlommioDisk {
             .dma_open(self.dir.join(name))
             .await
             .map_err(|e| os_error("open", name, e))?;
+        let direct = match &self.write_thread {
+            Some(thread) if options.dsync => {
+                // SAFETY: `file` owns this descriptor and keeps it open during the call.
+                let borrowed = unsafe {
+                    std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&file))
+                };
+                let fd = borrowed
+                    .try_clone_to_owned()
+                    .map_err(|e| os_error("dup", name, e))?;
+                Some((thread.clone(), Arc::new(std::fs::File::from(fd))))
+            }
+            _ => None,
+        };
         Ok(GlommioFile {
             file,
             name: name.to_string(),
             blocking_sync: self.blocking_sync,
+            direct,
         })
     }
 

@@ -15,6 +15,7 @@
 
 mod glommio_disk;
 mod sim;
+mod write_thread;
 
 pub use glommio_disk::{GlommioBuf, GlommioDisk, GlommioFile};
 pub use sim::{SeededRng, SimDisk, SimFile};
