@@ -433,7 +433,8 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             Err(error) => return fail(error),
         };
         // The WAL's batches are O_DSYNC writes on a thread of their own (not on this one):
-        // the raft core goes on ticking, stepping messages and applying meanwhile.
+        // the raft core goes on ticking, stepping messages and applying meanwhile. A
+        // cluster's only member makes them here instead (`RaftCore::set_inline_writes`).
         let wal_disk = match open_disk(&wal_dir, "WAL").await.and_then(|disk| {
             disk.with_write_thread("keel-wal-write")
                 .map_err(|e| anyhow::anyhow!("starting the WAL's write thread: {e}"))
@@ -441,6 +442,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             Ok(disk) => disk,
             Err(error) => return fail(error),
         };
+        let inline_writes = wal_disk.inline_writes();
         let mut recovered =
             match node::recover(wal_disk, snap, WalOptions::default(), &bootstrap).await {
                 Ok(recovered) => recovered,
@@ -507,6 +509,7 @@ pub fn start(config: &Config) -> anyhow::Result<ServerHandle> {
             checkpointer,
         );
         core.set_auto_promote(auto_promote);
+        core.set_inline_writes(inline_writes);
         core.prime().await;
         let _ = ready_tx.send(Ok(shared.clone()));
         glommio::spawn_local(publish_attributes(shared.clone())).detach();

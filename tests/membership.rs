@@ -149,11 +149,27 @@ fn a_cluster_grows_and_shrinks_under_write_load() {
         std::thread::spawn(move || block_on(writer(0, endpoints, acked, stop, last_ack)))
     };
 
+    // The only member writes its WAL inline on its raft core; with peers, on the write thread.
+    const INLINE: &str = "WAL writes inline on the raft core";
+    const THREAD: &str = "WAL writes on the write thread";
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while !cluster.members[0].log().contains(INLINE) {
+        assert!(Instant::now() < deadline, "{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!cluster.members[0].log().contains(THREAD));
+
     // 1 -> 3 voters.
     for name in ["m1", "m2"] {
         let index = cluster.prepare(name);
         grow(&mut cluster, &m0, index, false);
     }
+    assert!(
+        cluster.members[0].log().contains(THREAD),
+        "{}",
+        cluster.logs()
+    );
+    assert!(!cluster.members[1].log().contains(INLINE));
     // A learner, promoted once it caught up (from a follower: the leader decides).
     let m3 = cluster.prepare("m3");
     let learner = grow(&mut cluster, &m0, m3, true);

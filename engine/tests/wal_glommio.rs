@@ -309,5 +309,72 @@ fn write_thread_writes_land_and_report_errors() {
     });
 }
 
+/// The inline switch: while on, an O_DSYNC file's write is done when first polled (a blocking
+/// write on the executor's thread), off it is queued on the write thread (pending at first);
+/// both land. It is shared by files opened before and after it is flipped, and a zero fill
+/// with it on still lands.
+#[test]
+fn inline_writes_block_only_while_switched_on() {
+    run(|path| async move {
+        let disk = GlommioDisk::open(&path)
+            .await
+            .unwrap()
+            .with_write_thread("keel-test-write")
+            .unwrap();
+        let switch = disk.inline_writes();
+        assert!(!switch.is_on());
+        let file = disk.open("data", OpenOptions::create()).await.unwrap();
+        file.zero_fill(1 << 20).await.unwrap();
+        file.close().await.unwrap();
+        let file = disk
+            .open("data", OpenOptions::read_write().with_dsync(true))
+            .await
+            .unwrap();
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        for (i, on) in [(0u8, true), (1, false), (2, true)] {
+            switch.set(on);
+            let mut buf = file.alloc_buf(8192);
+            buf.as_mut().fill(i + 1);
+            let mut write = Box::pin(file.write_at(u64::from(i) * 8192, buf));
+            match write.as_mut().poll(&mut context) {
+                std::task::Poll::Ready(result) => {
+                    assert!(on, "write {i} finished at once with the switch off");
+                    result.unwrap();
+                }
+                std::task::Poll::Pending => {
+                    assert!(!on, "write {i} waited with the switch on");
+                    write.await.unwrap();
+                }
+            }
+        }
+        for i in 0..3u8 {
+            let read = file.read_at(u64::from(i) * 8192, 8192).await.unwrap();
+            assert!(read.iter().all(|&b| b == i + 1), "block {i}");
+        }
+        // A file opened after the switch went on, zero-filled (never inline) and written.
+        switch.set(true);
+        let other = disk
+            .open("other", OpenOptions::create().with_dsync(true))
+            .await
+            .unwrap();
+        other.zero_fill(3 << 20).await.unwrap();
+        let read = other.read_at((3 << 20) - 4096, 4096).await.unwrap();
+        assert!(read.len() == 4096 && read.iter().all(|&b| b == 0));
+        let mut buf = other.alloc_buf(4096);
+        buf.as_mut().fill(0x5a);
+        let mut write = Box::pin(other.write_at(4096, buf));
+        let polled = write.as_mut().poll(&mut context);
+        assert!(
+            matches!(polled, std::task::Poll::Ready(Ok(()))),
+            "{polled:?}"
+        );
+        drop(write);
+        let read = other.read_at(4096, 4096).await.unwrap();
+        assert!(read.iter().all(|&b| b == 0x5a));
+        other.close().await.unwrap();
+        file.close().await.unwrap();
+    });
+}
+
 /// Linux `EBADF`.
 const EBADF: i32 = 9;

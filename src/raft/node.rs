@@ -1,7 +1,8 @@
 //! The raft node: raft-rs' `RawNode` driven by one Ready loop, over Keel's WAL and MVCC store.
 //!
-//! The node never waits for the disk. [`RaftNode::process_ready`] does what the raft thesis
-//! (10.2.1) and raft-rs' asynchronous Ready prescribe, in this order:
+//! The node never waits for the disk (the WAL writer runs beside it; only a cluster's only
+//! member writes inline, see `RaftCore::set_inline_writes`). [`RaftNode::process_ready`] does
+//! what the raft thesis (10.2.1) and raft-rs' asynchronous Ready prescribe, in this order:
 //!
 //! 1. messages that need nothing durable (the leader's appends and heartbeats) go to the
 //!    [`Outbox`] *first*, so followers write in parallel with the leader's own write;
@@ -888,6 +889,16 @@ impl<D: Disk> RaftNode<D> {
     /// raft's configuration as this node applied it.
     pub fn conf_state(&self) -> ConfState {
         self.log.conf_state()
+    }
+
+    /// True while this member is its cluster's only member, as applied: the only voter, with
+    /// no learner and no configuration change under way, so no peer waits on it.
+    pub fn sole_member(&self) -> bool {
+        let conf = self.log.conf_state();
+        conf.voters == [self.config.id]
+            && conf.learners.is_empty()
+            && conf.voters_outgoing.is_empty()
+            && conf.learners_next.is_empty()
     }
 
     /// Index of the last applied entry.

@@ -1,5 +1,6 @@
 //! The real disk: glommio `DmaFile` (O_DIRECT through io_uring) in one directory.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -40,6 +41,26 @@ pub struct GlommioDisk {
     blocking_sync: bool,
     /// See [`GlommioDisk::with_write_thread`].
     write_thread: Option<Rc<WriteThread>>,
+    /// See [`GlommioDisk::inline_writes`].
+    inline: InlineWrites,
+}
+
+/// The switch of [`GlommioDisk::inline_writes`]: while on, the O_DSYNC writes of a disk with a
+/// write thread are made on the calling executor's thread. Shared by the disk, its clones and
+/// every file opened from them.
+#[derive(Clone, Debug, Default)]
+pub struct InlineWrites(Rc<Cell<bool>>);
+
+impl InlineWrites {
+    /// Turns inline writes on or off; writes already handed to the write thread finish there.
+    pub fn set(&self, on: bool) {
+        self.0.set(on);
+    }
+
+    /// True while writes are made inline.
+    pub fn is_on(&self) -> bool {
+        self.0.get()
+    }
 }
 
 impl GlommioDisk {
@@ -84,6 +105,7 @@ impl GlommioDisk {
             dir_handle: Rc::new(dir_handle),
             blocking_sync: false,
             write_thread: None,
+            inline: InlineWrites::default(),
         })
     }
 
@@ -112,6 +134,16 @@ impl GlommioDisk {
             WriteThread::start(name).map_err(|e| os_error("start write thread", name, e))?;
         self.write_thread = Some(Rc::new(thread));
         Ok(self)
+    }
+
+    /// The switch that makes the write thread's writes blocking `pwrite(2)` calls on the
+    /// executor's own thread instead (off at first), for files opened before or after. It
+    /// saves the two cross-thread wake-ups of every hand-off, for an owner that has nothing
+    /// else to do while a write lands (a raft core that is its cluster's only member: it has
+    /// no peer to hear or heartbeat, and nothing can commit before the write anyway). The
+    /// executor is blocked for the whole write.
+    pub fn inline_writes(&self) -> InlineWrites {
+        self.inline.clone()
     }
 
     /// The directory this disk works in.
@@ -156,6 +188,8 @@ pub struct GlommioFile {
     /// Set for an O_DSYNC file of a disk with a write thread: the thread, and a duplicate of
     /// the descriptor that a write in flight keeps open however the file is closed.
     direct: Option<(Rc<WriteThread>, Arc<std::fs::File>)>,
+    /// The disk's [`InlineWrites`] switch.
+    inline: InlineWrites,
 }
 
 impl GlommioFile {
@@ -164,6 +198,52 @@ impl GlommioFile {
         // DMA buffers come from a pool and may hold old bytes; padding must be zeros.
         buf.as_bytes_mut().fill(0);
         buf
+    }
+
+    /// A write of `buf` at `offset`: on the write thread or, when `inline`, by a blocking
+    /// `pwrite(2)` on this thread for an O_DSYNC file of a disk with a write thread; through
+    /// io_uring otherwise.
+    async fn write_at_maybe_inline(
+        &self,
+        offset: u64,
+        buf: GlommioBuf,
+        inline: bool,
+    ) -> IoResult<()> {
+        let len = buf.as_ref().len();
+        check_aligned(offset, len)?;
+        let written = match (buf.0, &self.direct) {
+            (Buf::Aligned(buf), Some((thread, file))) if inline => {
+                let written = std::os::unix::fs::FileExt::write_at(&**file, buf.as_ref(), offset)
+                    .map_err(|e| os_error("write", &self.name, e))?;
+                thread.recycle(buf);
+                written
+            }
+            (Buf::Aligned(buf), Some((thread, file))) => thread
+                .write(file, offset, buf)
+                .await
+                .map_err(|e| os_error("write", &self.name, e))?,
+            (buf, _) => {
+                let dma = match buf {
+                    Buf::Dma(dma) => dma,
+                    // A buffer of another file's kind: io_uring needs glommio's.
+                    Buf::Aligned(aligned) => {
+                        let mut dma = self.dma_buf(len);
+                        dma.as_bytes_mut().copy_from_slice(aligned.as_ref());
+                        dma
+                    }
+                };
+                self.file
+                    .write_at(dma, offset)
+                    .await
+                    .map_err(|e| os_error("write", &self.name, e))?
+            }
+        };
+        if written != len {
+            // A short O_DIRECT write means the device could not take it all; treat it as EIO
+            // because the caller must not assume any of it landed.
+            return Err(IoError::from_errno("short write", &self.name, super::EIO));
+        }
+        Ok(())
     }
 }
 
@@ -194,35 +274,8 @@ impl File for GlommioFile {
     }
 
     async fn write_at(&self, offset: u64, buf: GlommioBuf) -> IoResult<()> {
-        let len = buf.as_ref().len();
-        check_aligned(offset, len)?;
-        let written = match (buf.0, &self.direct) {
-            (Buf::Aligned(buf), Some((thread, file))) => thread
-                .write(file, offset, buf)
-                .await
-                .map_err(|e| os_error("write", &self.name, e))?,
-            (buf, _) => {
-                let dma = match buf {
-                    Buf::Dma(dma) => dma,
-                    // A buffer of another file's kind: io_uring needs glommio's.
-                    Buf::Aligned(aligned) => {
-                        let mut dma = self.dma_buf(len);
-                        dma.as_bytes_mut().copy_from_slice(aligned.as_ref());
-                        dma
-                    }
-                };
-                self.file
-                    .write_at(dma, offset)
-                    .await
-                    .map_err(|e| os_error("write", &self.name, e))?
-            }
-        };
-        if written != len {
-            // A short O_DIRECT write means the device could not take it all; treat it as EIO
-            // because the caller must not assume any of it landed.
-            return Err(IoError::from_errno("short write", &self.name, super::EIO));
-        }
-        Ok(())
+        self.write_at_maybe_inline(offset, buf, self.inline.is_on())
+            .await
     }
 
     async fn sync(&self) -> IoResult<()> {
@@ -272,7 +325,8 @@ impl File for GlommioFile {
         while offset < len {
             let chunk = ZERO_FILL_CHUNK_BYTES.min(len - offset);
             let buf = self.alloc_buf(chunk as usize);
-            self.write_at(offset, buf).await?;
+            // Megabytes of zeros never block the executor, inline switch or not.
+            self.write_at_maybe_inline(offset, buf, false).await?;
             offset += chunk;
         }
         Ok(())
@@ -321,6 +375,7 @@ impl Disk for GlommioDisk {
             name: name.to_string(),
             blocking_sync: self.blocking_sync,
             direct,
+            inline: self.inline.clone(),
         })
     }
 

@@ -17,7 +17,7 @@ mod glommio_disk;
 mod sim;
 mod write_thread;
 
-pub use glommio_disk::{GlommioBuf, GlommioDisk, GlommioFile};
+pub use glommio_disk::{GlommioBuf, GlommioDisk, GlommioFile, InlineWrites};
 pub use sim::{SeededRng, SimDisk, SimFile};
 
 /// The alignment, in bytes, of every write's offset and length (O_DIRECT on a 4 KiB-block file

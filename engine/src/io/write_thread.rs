@@ -155,11 +155,16 @@ impl WriteThread {
             .send(job)
             .map_err(|_| gone())?;
         let (written, buf) = result.await.map_err(|_| gone())?;
+        self.recycle(buf);
+        written
+    }
+
+    /// Returns a written buffer to the pool (kept if the pool has room and it is not large).
+    pub(super) fn recycle(&self, buf: AlignedBuf) {
         let mut pool = self.pool.borrow_mut();
         if pool.len() < POOL_BUFFERS && buf.capacity <= POOL_MAX_BYTES {
             pool.push(buf);
         }
-        written
     }
 }
 
