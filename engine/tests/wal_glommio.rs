@@ -250,24 +250,32 @@ fn blocking_sync_round_trip() {
     });
 }
 
+/// A disk in `path` with a write thread, and its file "data" (1 MiB of zeros) opened O_DSYNC.
+async fn dsync_file_on_write_thread(
+    path: &std::path::Path,
+) -> (GlommioDisk, keel_engine::io::GlommioFile) {
+    let disk = GlommioDisk::open(path)
+        .await
+        .unwrap()
+        .with_write_thread("keel-test-write")
+        .unwrap();
+    let file = disk.open("data", OpenOptions::create()).await.unwrap();
+    file.zero_fill(1 << 20).await.unwrap();
+    file.close().await.unwrap();
+    let file = disk
+        .open("data", OpenOptions::read_write().with_dsync(true))
+        .await
+        .unwrap();
+    (disk, file)
+}
+
 /// Writes of O_DSYNC files on the disk's write thread: read back through io_uring, a write
 /// whose caller stopped waiting still lands (its buffer and descriptor belong to the job), and
 /// the thread's errors come back as the disk's.
 #[test]
 fn write_thread_writes_land_and_report_errors() {
     run(|path| async move {
-        let disk = GlommioDisk::open(&path)
-            .await
-            .unwrap()
-            .with_write_thread("keel-test-write")
-            .unwrap();
-        let file = disk.open("data", OpenOptions::create()).await.unwrap();
-        file.zero_fill(1 << 20).await.unwrap();
-        file.close().await.unwrap();
-        let file = disk
-            .open("data", OpenOptions::read_write().with_dsync(true))
-            .await
-            .unwrap();
+        let (disk, file) = dsync_file_on_write_thread(&path).await;
         for i in 0..8u8 {
             let mut buf = file.alloc_buf(8192);
             assert!(buf.as_ref().iter().all(|&b| b == 0), "buffers come zeroed");
@@ -316,20 +324,9 @@ fn write_thread_writes_land_and_report_errors() {
 #[test]
 fn inline_writes_block_only_while_switched_on() {
     run(|path| async move {
-        let disk = GlommioDisk::open(&path)
-            .await
-            .unwrap()
-            .with_write_thread("keel-test-write")
-            .unwrap();
+        let (disk, file) = dsync_file_on_write_thread(&path).await;
         let switch = disk.inline_writes();
         assert!(!switch.is_on());
-        let file = disk.open("data", OpenOptions::create()).await.unwrap();
-        file.zero_fill(1 << 20).await.unwrap();
-        file.close().await.unwrap();
-        let file = disk
-            .open("data", OpenOptions::read_write().with_dsync(true))
-            .await
-            .unwrap();
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
         for (i, on) in [(0u8, true), (1, false), (2, true)] {
             switch.set(on);
