@@ -286,12 +286,16 @@ fn write_thread_writes_land_and_report_errors() {
             let read = file.read_at(u64::from(i) * 8192, 8192).await.unwrap();
             assert!(read.iter().all(|&b| b == i + 1), "block {i}");
         }
-        // A write polled once (so it is queued on the thread) and then dropped.
+        // A write polled once (so it is queued on the thread) and then dropped. The first poll
+        // is almost always pending; it can be ready if this thread lost its CPU for longer
+        // than the write took, and then the write landed too.
         let mut buf = file.alloc_buf(4096);
         buf.as_mut().fill(0xab);
         let mut write = Box::pin(file.write_at(65536, buf));
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(write.as_mut().poll(&mut context).is_pending());
+        if let std::task::Poll::Ready(result) = write.as_mut().poll(&mut context) {
+            result.unwrap();
+        }
         drop(write);
         file.close().await.unwrap();
         drop(disk);
@@ -318,8 +322,8 @@ fn write_thread_writes_land_and_report_errors() {
 }
 
 /// The inline switch: while on, an O_DSYNC file's write is done when first polled (a blocking
-/// write on the executor's thread), off it is queued on the write thread (pending at first);
-/// both land. It is shared by files opened before and after it is flipped, and a zero fill
+/// write on the executor's thread), off it is queued on the write thread (pending at first,
+/// unless this thread lost its CPU for longer than the write took); both land. It is shared by files opened before and after it is flipped, and a zero fill
 /// with it on still lands.
 #[test]
 fn inline_writes_block_only_while_switched_on() {
@@ -334,10 +338,7 @@ fn inline_writes_block_only_while_switched_on() {
             buf.as_mut().fill(i + 1);
             let mut write = Box::pin(file.write_at(u64::from(i) * 8192, buf));
             match write.as_mut().poll(&mut context) {
-                std::task::Poll::Ready(result) => {
-                    assert!(on, "write {i} finished at once with the switch off");
-                    result.unwrap();
-                }
+                std::task::Poll::Ready(result) => result.unwrap(),
                 std::task::Poll::Pending => {
                     assert!(!on, "write {i} waited with the switch on");
                     write.await.unwrap();
