@@ -323,8 +323,8 @@ fn write_thread_writes_land_and_report_errors() {
 
 /// The inline switch: while on, an O_DSYNC file's write is done when first polled (a blocking
 /// write on the executor's thread), off it is queued on the write thread (pending at first,
-/// unless this thread lost its CPU for longer than the write took); both land. It is shared by files opened before and after it is flipped, and a zero fill
-/// with it on still lands.
+/// unless this thread lost its CPU for longer than the write took); both land. It is shared
+/// by files opened before and after it is flipped, and a zero fill with it on still lands.
 #[test]
 fn inline_writes_block_only_while_switched_on() {
     run(|path| async move {

@@ -241,6 +241,17 @@ impl LogStore {
         self.inner.borrow().conf_state.clone()
     }
 
+    /// True when the configuration is `id` alone: the only voter, with no learner and no
+    /// joint configuration (read in place, without copying the configuration).
+    pub fn is_only_member(&self, id: u64) -> bool {
+        let inner = self.inner.borrow();
+        let conf = &inner.conf_state;
+        conf.voters == [id]
+            && conf.learners.is_empty()
+            && conf.voters_outgoing.is_empty()
+            && conf.learners_next.is_empty()
+    }
+
     /// Records the newest checkpoint, offered to followers that need a snapshot, and drops
     /// entries more than `catch_up_entries` before it.
     ///

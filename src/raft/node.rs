@@ -894,11 +894,7 @@ impl<D: Disk> RaftNode<D> {
     /// True while this member is its cluster's only member, as applied: the only voter, with
     /// no learner and no configuration change under way, so no peer waits on it.
     pub fn sole_member(&self) -> bool {
-        let conf = self.log.conf_state();
-        conf.voters == [self.config.id]
-            && conf.learners.is_empty()
-            && conf.voters_outgoing.is_empty()
-            && conf.learners_next.is_empty()
+        self.log.is_only_member(self.config.id)
     }
 
     /// Index of the last applied entry.
